@@ -1,0 +1,1 @@
+//! HTTP routes served beside the WebSocket upgrade.
