@@ -1,0 +1,62 @@
+//! Which route a request's path selects, for WebSocket upgrades and for
+//! plain HTTP requests alike. Pure: the connection acts on the answer.
+
+/// What an upgraded connection does with the messages it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebSocketRoute {
+    /// Every message is sent back as it came: the conformance-testing route.
+    Echo,
+}
+
+/// A plain HTTP route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRoute {
+    /// `GET /healthz`: the process is alive and its event loops turn.
+    Health,
+}
+
+/// A path that names no route, or a method the route does not take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    /// The route exists; `allow` lists the methods it takes.
+    MethodNotAllowed { allow: &'static str },
+}
+
+/// The WebSocket route for an upgrade request to `path`.
+pub fn websocket_route(path: &str, echo_path: Option<&str>) -> Result<WebSocketRoute, RouteError> {
+    match echo_path {
+        Some(echo) if echo == path => Ok(WebSocketRoute::Echo),
+        _ => Err(RouteError::NotFound),
+    }
+}
+
+/// The HTTP route for a plain (non-upgrade) request.
+pub fn http_route(method: &str, path: &str) -> Result<HttpRoute, RouteError> {
+    let (route, allow) = match path {
+        "/healthz" => (HttpRoute::Health, "GET, HEAD"),
+        _ => return Err(RouteError::NotFound),
+    };
+    if allow.split(", ").any(|m| m == method) {
+        Ok(route)
+    } else {
+        Err(RouteError::MethodNotAllowed { allow })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(websocket_route("/echo", Some("/echo")), Ok(WebSocketRoute::Echo));
+        assert_eq!(websocket_route("/echo", None), Err(RouteError::NotFound));
+        assert_eq!(http_route("GET", "/healthz"), Ok(HttpRoute::Health));
+        assert_eq!(
+            http_route("POST", "/healthz"),
+            Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        assert_eq!(http_route("GET", "/nope"), Err(RouteError::NotFound));
+    }
+}

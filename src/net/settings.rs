@@ -1,0 +1,30 @@
+//! The part of the configuration the network layer runs on, converted once
+//! (durations, limits) so the hot path never looks at the config file's form.
+
+use std::time::Duration;
+
+use crate::protocol::decoder::Limits;
+
+/// Limits and timeouts every worker applies to its connections.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub frame_limits: Limits,
+    pub handshake_timeout: Duration,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub close_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// The path whose WebSocket connections echo every message, if enabled.
+    pub echo_path: Option<String>,
+}
+
+impl Settings {
+    /// Outbound bytes past which a connection's reads pause until its peer
+    /// reads: an echo client that never reads cannot make us buffer without
+    /// bound.
+    pub fn out_pause_bytes(&self) -> usize {
+        self.frame_limits.max_message_bytes.max(1 << 20)
+    }
+}
