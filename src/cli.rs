@@ -1,1 +1,509 @@
+//! The `tickfan` command line: which config file to load and what to override in it.
+//!
+//! The command line holds no settings of its own. Every named flag
+//! (`--listen`, `--max-message-bytes`, ...) is a shorthand for one dotted
+//! config key, listed once in [`SHORTHANDS`], and `--set KEY=VALUE` reaches
+//! any key. [`Cli::load_config`] applies them all to the TOML table through
+//! [`config::apply_override`], so a value from a flag is checked by the same
+//! code, and refused with the same message naming the key, as one from a file.
+//!
+//! To add a flag, add a row to [`SHORTHANDS`]; its help text gains the key and
+//! its default from the embedded config automatically.
 
+use std::fs;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, Parser};
+
+use crate::config::{self, Config, ConfigError, DEFAULT_TOML};
+
+/// The help heading grouping every flag that sets a config key.
+const OVERRIDES_HEADING: &str = "Config overrides";
+
+/// One named flag and the dotted config key it sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shorthand {
+    /// The long flag without its dashes, e.g. `max-message-bytes`.
+    pub flag: &'static str,
+    /// The dotted config key it sets, e.g. `websocket.max_message_bytes`.
+    pub key: &'static str,
+    /// The placeholder shown in `--help`, e.g. `N`.
+    pub value_name: &'static str,
+    /// One line of help; the key and its default are appended.
+    pub help: &'static str,
+}
+
+/// Every named flag, in the order `--help` lists them and overrides apply.
+pub const SHORTHANDS: &[Shorthand] = &[
+    Shorthand {
+        flag: "listen",
+        key: "server.listen",
+        value_name: "ADDR",
+        help: "Address to listen on, e.g. 0.0.0.0:9001",
+    },
+    Shorthand {
+        flag: "workers",
+        key: "server.workers",
+        value_name: "N",
+        help: "Worker threads; 0 = one per CPU core",
+    },
+    Shorthand {
+        flag: "max-connections",
+        key: "server.max_connections",
+        value_name: "N",
+        help: "Most open connections across all workers; more are refused",
+    },
+    Shorthand {
+        flag: "shutdown-grace-ms",
+        key: "server.shutdown_grace_ms",
+        value_name: "N",
+        help: "Milliseconds shutdown waits for clients to close",
+    },
+    Shorthand {
+        flag: "echo-path",
+        key: "websocket.echo_path",
+        value_name: "PATH",
+        help: "Path whose connections echo every message (conformance testing); \"\" = off",
+    },
+    Shorthand {
+        flag: "max-message-bytes",
+        key: "websocket.max_message_bytes",
+        value_name: "N",
+        help: "Largest reassembled message in bytes; larger closes with 1009",
+    },
+    Shorthand {
+        flag: "max-frame-bytes",
+        key: "websocket.max_frame_bytes",
+        value_name: "N",
+        help: "Largest frame payload in bytes; larger closes with 1009",
+    },
+    Shorthand {
+        flag: "max-fragments-per-message",
+        key: "websocket.max_fragments_per_message",
+        value_name: "N",
+        help: "Most frames in one fragmented message; more closes with 1009",
+    },
+    Shorthand {
+        flag: "max-header-bytes",
+        key: "websocket.max_header_bytes",
+        value_name: "N",
+        help: "Largest handshake request head in bytes; larger is answered 431",
+    },
+    Shorthand {
+        flag: "handshake-timeout-ms",
+        key: "websocket.handshake_timeout_ms",
+        value_name: "N",
+        help: "Milliseconds allowed to complete the opening handshake",
+    },
+    Shorthand {
+        flag: "ping-interval-ms",
+        key: "websocket.ping_interval_ms",
+        value_name: "N",
+        help: "Milliseconds of quiet after which the server pings",
+    },
+    Shorthand {
+        flag: "idle-timeout-ms",
+        key: "websocket.idle_timeout_ms",
+        value_name: "N",
+        help: "Milliseconds of silence after which a connection is closed; > ping interval",
+    },
+    Shorthand {
+        flag: "close-timeout-ms",
+        key: "websocket.close_timeout_ms",
+        value_name: "N",
+        help: "Milliseconds to wait for the peer's close reply before dropping TCP",
+    },
+    Shorthand {
+        flag: "log-level",
+        key: "log.level",
+        value_name: "LEVEL",
+        help: "error|warn|info|debug|trace, or a tracing filter such as info,tickfan::net=debug",
+    },
+];
+
+/// The command line of the `tickfan` binary.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "tickfan",
+    version,
+    about = "A WebSocket (RFC 6455) pub/sub broker for market-tick feeds",
+    long_about = "A WebSocket (RFC 6455) pub/sub broker for market-tick feeds.\n\n\
+        Settings come from the built-in defaults, then the --config file (which \
+        needs only the keys it changes), then the named flags below, then each \
+        --set in order. Run with --print-default-config to see every key with \
+        its default and trade-off."
+)]
+pub struct Cli {
+    /// TOML config file merged over the built-in defaults (see --print-default-config)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The named config-key flags given, in [`SHORTHANDS`] order.
+    #[command(flatten)]
+    pub shorthands: Shorthands,
+
+    /// Set any config key, e.g. --set websocket.max_message_bytes=65536; repeatable, applied in order after the named flags
+    #[arg(
+        long = "set",
+        value_name = "KEY=VALUE",
+        value_parser = parse_key_value,
+        action = ArgAction::Append,
+        help_heading = OVERRIDES_HEADING
+    )]
+    pub set: Vec<(String, String)>,
+
+    /// Print the built-in default config file, documenting every key, and exit
+    #[arg(long)]
+    pub print_default_config: bool,
+}
+
+impl Cli {
+    /// Returns every override as (dotted key, raw value): named flags first, then each `--set` in order.
+    pub fn overrides(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.shorthands
+            .values
+            .iter()
+            .map(|(key, value)| (*key, value.as_str()))
+            .chain(self.set.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// Builds the validated configuration: the `--config` file (or the defaults), then every override.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut table = match &self.config {
+            Some(path) => {
+                let text = fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                config::parse_over_default(&text, &path.display().to_string())?
+            }
+            None => config::default_table(),
+        };
+        for (key, value) in self.overrides() {
+            config::apply_override(&mut table, key, value)?;
+        }
+        Config::from_table(table)
+    }
+
+    /// Writes [`DEFAULT_TOML`] to `out` if `--print-default-config` was given; returns whether it did.
+    ///
+    /// The binary calls this first and exits when it returns `true`.
+    pub fn print_default_config(&self, out: &mut impl Write) -> io::Result<bool> {
+        if !self.print_default_config {
+            return Ok(false);
+        }
+        out.write_all(DEFAULT_TOML.as_bytes())?;
+        out.flush()?;
+        Ok(true)
+    }
+}
+
+/// The values of the [`SHORTHANDS`] flags given on the command line.
+///
+/// Implements clap's [`Args`] by hand so the flags are generated from the
+/// table rather than written out as fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shorthands {
+    /// (dotted key, raw value) for each flag given, in [`SHORTHANDS`] order.
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl Shorthand {
+    fn arg(&self) -> Arg {
+        let default = lookup(&config::default_table(), self.key)
+            .map(|v| format!("; default {v}"))
+            .unwrap_or_default();
+        Arg::new(self.flag)
+            .long(self.flag)
+            .value_name(self.value_name)
+            .help(format!("{} [{}{default}]", self.help, self.key))
+            .help_heading(OVERRIDES_HEADING)
+            .action(ArgAction::Set)
+            // Let `--workers -1` reach the config check, which names the key.
+            .allow_negative_numbers(true)
+    }
+}
+
+impl Args for Shorthands {
+    fn augment_args(cmd: Command) -> Command {
+        SHORTHANDS.iter().fold(cmd, |cmd, s| cmd.arg(s.arg()))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for Shorthands {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut shorthands = Shorthands::default();
+        shorthands.update_from_arg_matches(matches)?;
+        Ok(shorthands)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for s in SHORTHANDS {
+            let Ok(Some(value)) = matches.try_get_one::<String>(s.flag) else {
+                continue;
+            };
+            match self.values.iter_mut().find(|(key, _)| *key == s.key) {
+                Some(slot) => slot.1 = value.clone(),
+                None => self.values.push((s.key, value.clone())),
+            }
+        }
+        // Keep table order whatever order the updates came in.
+        self.values.sort_by_key(|(key, _)| {
+            SHORTHANDS
+                .iter()
+                .position(|s| s.key == *key)
+                .unwrap_or(usize::MAX)
+        });
+        Ok(())
+    }
+}
+
+/// Splits a `--set` argument at its first `=`.
+fn parse_key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "expected KEY=VALUE with a dotted config key, e.g. server.listen=0.0.0.0:9001, got {arg:?}"
+        )),
+    }
+}
+
+/// Returns the value at a dotted key of a table, if there is one.
+fn lookup<'t>(table: &'t toml::Table, dotted_key: &str) -> Option<&'t toml::Value> {
+    let (parents, leaf) = match dotted_key.rsplit_once('.') {
+        Some((parents, leaf)) => (Some(parents), leaf),
+        None => (None, dotted_key),
+    };
+    let mut section = table;
+    for part in parents.into_iter().flat_map(|p| p.split('.')) {
+        section = section.get(part)?.as_table()?;
+    }
+    section.get(leaf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("tickfan").chain(args.iter().copied())).unwrap()
+    }
+
+    /// Writes `text` to a fresh file under the system temp dir; the caller removes it.
+    fn temp_config(text: &str) -> PathBuf {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tickfan-cli-test-{}-{}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_shorthand_names_a_default_key() {
+        let defaults = config::default_table();
+        for s in SHORTHANDS {
+            assert!(
+                lookup(&defaults, s.key).is_some_and(|v| !v.is_table()),
+                "--{} maps to unknown key {}",
+                s.flag,
+                s.key
+            );
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag_with_its_key() {
+        let help = Cli::command().render_long_help().to_string();
+        for s in SHORTHANDS {
+            assert!(help.contains(&format!("--{}", s.flag)), "{help}");
+            assert!(help.contains(s.key), "{help}");
+        }
+        for flag in ["--config", "--set", "--print-default-config"] {
+            assert!(help.contains(flag), "{help}");
+        }
+        assert!(
+            help.contains("[server.listen; default \"127.0.0.1:9001\"]"),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn no_arguments_give_the_embedded_default() {
+        assert_eq!(
+            parse(&[]).load_config().unwrap(),
+            Config::embedded_default()
+        );
+    }
+
+    #[test]
+    fn named_flags_set_their_keys() {
+        let c = parse(&[
+            "--listen",
+            "0.0.0.0:9100",
+            "--workers",
+            "2",
+            "--echo-path",
+            "/echo",
+            "--max-message-bytes",
+            "16777216",
+            "--max-frame-bytes",
+            "16777216",
+            "--max-fragments-per-message",
+            "100000",
+            "--max-connections",
+            "5",
+            "--max-header-bytes",
+            "2048",
+            "--handshake-timeout-ms",
+            "10",
+            "--ping-interval-ms",
+            "20",
+            "--idle-timeout-ms",
+            "30",
+            "--close-timeout-ms",
+            "40",
+            "--shutdown-grace-ms",
+            "0",
+            "--log-level",
+            "debug",
+        ])
+        .load_config()
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(c.server.workers, 2);
+        assert_eq!(c.server.max_connections, 5);
+        assert_eq!(c.server.shutdown_grace_ms, 0);
+        assert_eq!(c.websocket.echo_path.as_deref(), Some("/echo"));
+        assert_eq!(c.websocket.max_message_bytes, 16_777_216);
+        assert_eq!(c.websocket.max_frame_bytes, 16_777_216);
+        assert_eq!(c.websocket.max_fragments_per_message, 100_000);
+        assert_eq!(c.websocket.max_header_bytes, 2048);
+        assert_eq!(c.websocket.handshake_timeout_ms, 10);
+        assert_eq!(c.websocket.ping_interval_ms, 20);
+        assert_eq!(c.websocket.idle_timeout_ms, 30);
+        assert_eq!(c.websocket.close_timeout_ms, 40);
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn flags_override_file_and_set_overrides_flags() {
+        let path = temp_config(
+            "[server]\nworkers = 4\nbacklog = 64\n[websocket]\nmax_frame_bytes = 4096\n",
+        );
+        let cli = parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--workers",
+            "6",
+            "--set",
+            "websocket.max_frame_bytes=8192",
+            "--set",
+            "server.workers=7",
+            "--set",
+            "server.workers=9",
+        ]);
+        let result = cli.load_config();
+        fs::remove_file(&path).unwrap();
+        let c = result.unwrap();
+        assert_eq!(c.server.backlog, 64, "file value kept");
+        assert_eq!(c.server.workers, 9, "last --set wins over the flag");
+        assert_eq!(c.websocket.max_frame_bytes, 8192);
+        assert_eq!(
+            c.websocket.max_message_bytes,
+            Config::embedded_default().websocket.max_message_bytes
+        );
+    }
+
+    #[test]
+    fn flag_errors_name_the_key() {
+        let e = parse(&["--listen", "abc"]).load_config().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `server.listen`: \"abc\" is not a socket address"
+        );
+        let e = parse(&["--workers", "-1"]).load_config().unwrap_err();
+        assert_eq!(e.key(), Some("server.workers"));
+        let e = parse(&["--echo-path", "echo"]).load_config().unwrap_err();
+        assert_eq!(e.key(), Some("websocket.echo_path"));
+        let e = parse(&["--ping-interval-ms", "60000"])
+            .load_config()
+            .unwrap_err();
+        assert_eq!(e.key(), Some("websocket.idle_timeout_ms"));
+        let e = parse(&["--set", "websocket.max_frme_bytes=1"])
+            .load_config()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown config key `websocket.max_frme_bytes`"
+        );
+    }
+
+    #[test]
+    fn set_needs_key_equals_value() {
+        assert!(Cli::try_parse_from(["tickfan", "--set", "server.workers"]).is_err());
+        assert!(Cli::try_parse_from(["tickfan", "--set", "=4"]).is_err());
+        assert_eq!(
+            parse(&["--set", "log.level=info,tickfan=debug"]).set,
+            vec![("log.level".to_owned(), "info,tickfan=debug".to_owned())]
+        );
+        assert_eq!(
+            parse(&["--set", "log.level=info,tickfan=debug"])
+                .load_config()
+                .unwrap()
+                .log
+                .level,
+            "info,tickfan=debug"
+        );
+    }
+
+    #[test]
+    fn missing_config_file_names_the_path() {
+        let e = parse(&["--config", "/nonexistent/tickfan.toml"])
+            .load_config()
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+        assert!(e.to_string().contains("/nonexistent/tickfan.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_config_file_names_the_path_or_key() {
+        let path = temp_config("[server\n");
+        let syntax = parse(&["--config", path.to_str().unwrap()]).load_config();
+        fs::remove_file(&path).unwrap();
+        let e = syntax.unwrap_err();
+        assert!(e.to_string().contains(path.to_str().unwrap()), "{e}");
+
+        let path = temp_config("[server]\nlistn = \"0.0.0.0:1\"\n");
+        let unknown = parse(&["--config", path.to_str().unwrap()]).load_config();
+        fs::remove_file(&path).unwrap();
+        assert_eq!(unknown.unwrap_err().key(), Some("server.listn"));
+    }
+
+    #[test]
+    fn print_default_config_only_when_asked() {
+        let mut out = Vec::new();
+        assert!(!parse(&[]).print_default_config(&mut out).unwrap());
+        assert!(out.is_empty());
+        assert!(parse(&["--print-default-config"])
+            .print_default_config(&mut out)
+            .unwrap());
+        assert_eq!(out, DEFAULT_TOML.as_bytes());
+    }
+}

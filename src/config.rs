@@ -1,1 +1,893 @@
+//! The broker's configuration: the TOML schema, its defaults and its checks.
+//!
+//! This module owns the one path every setting takes, whatever its source:
+//! text is parsed into a [`toml::Table`], merged over the embedded default
+//! table ([`DEFAULT_TOML`], so a user file names only the keys it changes),
+//! command-line overrides are applied with [`apply_override`], and
+//! [`Config::from_table`] checks and converts the result into typed structs.
+//! Because the command line and the file meet in the same table, there is one
+//! validator and every error names the dotted key it is about
+//! (`websocket.max_frame_bytes`), never a flag or a line of Rust.
+//!
+//! The embedded default file is the schema: a key it lacks is unknown. To add
+//! a key, document it in `config/tickfan.toml`, add the field to its section
+//! struct and read it in that struct's `from_section`; the test
+//! `every_default_key_is_read` fails if the last step is forgotten. A new
+//! section is a new struct, a new field of [`Config`] and one line in
+//! [`Config::from_table`].
 
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::{Bound, RangeBounds};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::{Table, Value};
+
+/// The default configuration file, compiled into the binary; it documents every key.
+pub const DEFAULT_TOML: &str = include_str!("../config/tickfan.toml");
+
+/// The whole, validated broker configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[server]`: listening socket, workers and connection limits.
+    pub server: ServerConfig,
+    /// `[websocket]`: protocol limits and timers per connection.
+    pub websocket: WebSocketConfig,
+    /// `[log]`: diagnostics.
+    pub log: LogConfig,
+}
+
+/// The `[server]` section: listening socket, workers and connection limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `server.listen`: address the broker listens on.
+    pub listen: SocketAddr,
+    /// `server.workers`: worker threads; 0 means one per CPU core (see [`Config::worker_count`]).
+    pub workers: usize,
+    /// `server.backlog`: listen(2) backlog; at least 1.
+    pub backlog: u32,
+    /// `server.max_connections`: open connections across all workers; at least 1.
+    pub max_connections: usize,
+    /// `server.shutdown_grace_ms`: how long shutdown waits for clients to close.
+    pub shutdown_grace_ms: u64,
+}
+
+/// The `[websocket]` section: protocol limits and timers per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketConfig {
+    /// `websocket.echo_path`: path whose connections echo every message; `None` when off.
+    pub echo_path: Option<String>,
+    /// `websocket.max_frame_bytes`: largest frame payload; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// `websocket.max_message_bytes`: largest reassembled message; larger closes with 1009.
+    pub max_message_bytes: usize,
+    /// `websocket.max_fragments_per_message`: most frames in one message; more closes with 1009.
+    pub max_fragments_per_message: usize,
+    /// `websocket.max_header_bytes`: largest handshake request head; larger is answered 431.
+    pub max_header_bytes: usize,
+    /// `websocket.handshake_timeout_ms`: time allowed to finish the opening handshake.
+    pub handshake_timeout_ms: u64,
+    /// `websocket.ping_interval_ms`: quiet time after which the server pings.
+    pub ping_interval_ms: u64,
+    /// `websocket.idle_timeout_ms`: silence after which the connection is closed; > ping interval.
+    pub idle_timeout_ms: u64,
+    /// `websocket.close_timeout_ms`: wait for the peer's close reply before dropping TCP.
+    pub close_timeout_ms: u64,
+}
+
+/// The `[log]` section: diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `log.level`: a level name or a tracing `EnvFilter` directive.
+    pub level: String,
+}
+
+/// Why a configuration was refused; every variant about a key names it dotted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    Read {
+        /// The file as given on the command line.
+        path: PathBuf,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// The text is not valid TOML.
+    Syntax {
+        /// Where the text came from (a file path, or `config`).
+        origin: String,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// A key or section that tickfan does not know.
+    UnknownKey {
+        /// The dotted key, e.g. `websocket.max_frme_bytes`.
+        key: String,
+    },
+    /// A key the configuration needs is absent.
+    Missing {
+        /// The dotted key.
+        key: String,
+    },
+    /// A key whose value has the wrong TOML type.
+    WrongType {
+        /// The dotted key.
+        key: String,
+        /// The type the key takes, e.g. `an integer`.
+        expected: &'static str,
+        /// The value found, with its TOML type.
+        found: String,
+    },
+    /// A key whose value has the right type but is not allowed.
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// Why the value is refused, e.g. `"abc" is not a socket address`.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// Returns the dotted config key the error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::UnknownKey { key }
+            | ConfigError::Missing { key }
+            | ConfigError::WrongType { key, .. }
+            | ConfigError::Invalid { key, .. } => Some(key),
+        }
+    }
+
+    fn invalid(key: String, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        }
+    }
+
+    fn wrong_type(key: String, expected: &'static str, found: &Value) -> Self {
+        let found = match found {
+            Value::Table(_) => "a table".to_owned(),
+            other => format!("{} {}", other.type_str(), other),
+        };
+        ConfigError::WrongType {
+            key,
+            expected,
+            found,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, message } => {
+                write!(f, "cannot read config file {}: {message}", path.display())
+            }
+            ConfigError::Syntax { origin, message } => {
+                write!(f, "invalid TOML in {origin}: {message}")
+            }
+            ConfigError::UnknownKey { key } => write!(f, "unknown config key `{key}`"),
+            ConfigError::Missing { key } => write!(f, "config key `{key}` is missing"),
+            ConfigError::WrongType {
+                key,
+                expected,
+                found,
+            } => write!(f, "config key `{key}`: expected {expected}, found {found}"),
+            ConfigError::Invalid { key, reason } => write!(f, "config key `{key}`: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Returns the configuration of the embedded default file, [`DEFAULT_TOML`].
+    pub fn embedded_default() -> Config {
+        // The embedded file is part of the program, not input; the unit test
+        // `embedded_default_parses_to_documented_values` proves it valid.
+        Config::from_table(default_table()).expect("embedded config/tickfan.toml is valid")
+    }
+
+    /// Parses TOML text, merges it over the defaults and validates the result.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_table(parse_over_default(text, "config")?)
+    }
+
+    /// Checks and converts a table holding every key (as [`parse_over_default`] returns).
+    ///
+    /// Keys the table lacks are [`ConfigError::Missing`]; keys it has beyond
+    /// the schema are [`ConfigError::UnknownKey`].
+    pub fn from_table(mut table: Table) -> Result<Config, ConfigError> {
+        let config = Config {
+            server: ServerConfig::from_section(Section::take(&mut table, "server")?)?,
+            websocket: WebSocketConfig::from_section(Section::take(&mut table, "websocket")?)?,
+            log: LogConfig::from_section(Section::take(&mut table, "log")?)?,
+        };
+        match table.keys().next() {
+            Some(name) => Err(ConfigError::UnknownKey { key: name.clone() }),
+            None => Ok(config),
+        }
+    }
+
+    /// Returns the number of worker threads to start: `server.workers`, or one per CPU core when 0.
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
+        let config = ServerConfig {
+            listen: s.parsed("listen", "a socket address")?,
+            workers: s.int("workers", 0..=1024)?,
+            backlog: s.int("backlog", 1..)?,
+            max_connections: s.int("max_connections", 1..)?,
+            // 0 is allowed: shut down without waiting for clients.
+            shutdown_grace_ms: s.int("shutdown_grace_ms", 0..)?,
+        };
+        s.finish()?;
+        Ok(config)
+    }
+
+    /// Returns `server.shutdown_grace_ms` as a [`Duration`].
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl WebSocketConfig {
+    /// The smallest frame and message limit: a control frame's payload may
+    /// be 125 bytes (RFC 6455 §5.5), so anything lower would refuse valid pings.
+    const MIN_PAYLOAD_BYTES: usize = 125;
+
+    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
+        let echo_path = s.string("echo_path")?;
+        let echo_path = if echo_path.is_empty() {
+            None
+        } else if !echo_path.starts_with('/') {
+            return Err(ConfigError::invalid(
+                s.key("echo_path"),
+                format!("{echo_path:?} must be empty (off) or start with '/', e.g. \"/echo\""),
+            ));
+        } else if echo_path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+        {
+            return Err(ConfigError::invalid(
+                s.key("echo_path"),
+                format!("{echo_path:?} must be a bare path, without spaces, '?' or '#'"),
+            ));
+        } else {
+            Some(echo_path)
+        };
+        let config = WebSocketConfig {
+            echo_path,
+            max_frame_bytes: s.int("max_frame_bytes", Self::MIN_PAYLOAD_BYTES..)?,
+            max_message_bytes: s.int("max_message_bytes", Self::MIN_PAYLOAD_BYTES..)?,
+            max_fragments_per_message: s.int("max_fragments_per_message", 1..)?,
+            max_header_bytes: s.int("max_header_bytes", 1024..=1024 * 1024)?,
+            handshake_timeout_ms: s.int("handshake_timeout_ms", 1..)?,
+            ping_interval_ms: s.int("ping_interval_ms", 1..)?,
+            idle_timeout_ms: s.int("idle_timeout_ms", 1..)?,
+            close_timeout_ms: s.int("close_timeout_ms", 1..)?,
+        };
+        // A connection must get the chance to answer a ping before it counts as idle.
+        if config.idle_timeout_ms <= config.ping_interval_ms {
+            return Err(ConfigError::invalid(
+                s.key("idle_timeout_ms"),
+                format!(
+                    "{} must be greater than {} ({})",
+                    config.idle_timeout_ms,
+                    s.key("ping_interval_ms"),
+                    config.ping_interval_ms
+                ),
+            ));
+        }
+        s.finish()?;
+        Ok(config)
+    }
+
+    /// Returns `websocket.handshake_timeout_ms` as a [`Duration`].
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    /// Returns `websocket.ping_interval_ms` as a [`Duration`].
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    /// Returns `websocket.idle_timeout_ms` as a [`Duration`].
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Returns `websocket.close_timeout_ms` as a [`Duration`].
+    pub fn close_timeout(&self) -> Duration {
+        Duration::from_millis(self.close_timeout_ms)
+    }
+}
+
+impl LogConfig {
+    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
+        let level = s.string("level")?;
+        // Checked here so a bad filter fails at startup with the key named,
+        // not later inside logging setup.
+        if level.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                s.key("level"),
+                "must not be empty; use error, warn, info, debug or trace",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+            return Err(ConfigError::invalid(
+                s.key("level"),
+                format!("{level:?} is not a log level or tracing filter directive: {e}"),
+            ));
+        }
+        let config = LogConfig { level };
+        s.finish()?;
+        Ok(config)
+    }
+}
+
+/// Returns the parsed embedded default file as a table; the schema every other table is checked against.
+pub fn default_table() -> Table {
+    static DEFAULT: OnceLock<Table> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| {
+            parse_table(DEFAULT_TOML, "config/tickfan.toml")
+                .expect("embedded config/tickfan.toml is valid TOML")
+        })
+        .clone()
+}
+
+/// Parses TOML text and merges it over [`default_table`], refusing keys the default lacks.
+///
+/// `origin` names the text in syntax errors (a file path, say). The result
+/// holds every key and is ready for [`apply_override`] and [`Config::from_table`].
+pub fn parse_over_default(text: &str, origin: &str) -> Result<Table, ConfigError> {
+    let user = parse_table(text, origin)?;
+    let mut table = default_table();
+    merge(&mut table, user, "")?;
+    Ok(table)
+}
+
+/// Sets the dotted key in `table` from a command-line string.
+///
+/// The key must name a key (not a section) of the default config. The raw
+/// value is read as a TOML value when it is one (`8`, `true`, `"quoted"`) and
+/// as a plain string otherwise, so `server.listen=127.0.0.1:9001` needs no
+/// quotes; for a key whose default is a string the raw text is always the
+/// string (unless it is a quoted TOML string), so `log.level=1` gives the
+/// string `"1"`. The value's type and range are checked later, by
+/// [`Config::from_table`].
+pub fn apply_override(
+    table: &mut Table,
+    dotted_key: &str,
+    raw_value: &str,
+) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::UnknownKey {
+        key: dotted_key.to_owned(),
+    };
+    let path: Vec<&str> = dotted_key.split('.').collect();
+    if path.iter().any(|part| part.is_empty()) {
+        return Err(unknown());
+    }
+    let (leaf, parents) = path.split_last().ok_or_else(unknown)?;
+
+    // The default file is the schema: the key must be a leaf there.
+    let defaults = default_table();
+    let mut schema = &defaults;
+    for part in parents {
+        match schema.get(*part) {
+            Some(Value::Table(t)) => schema = t,
+            _ => return Err(unknown()),
+        }
+    }
+    let template = match schema.get(*leaf) {
+        None => return Err(unknown()),
+        Some(Value::Table(_)) => {
+            return Err(ConfigError::invalid(
+                dotted_key.to_owned(),
+                "is a section, not a key; set one of its keys",
+            ))
+        }
+        Some(v) => v,
+    };
+    let value = override_value(raw_value, template);
+
+    let mut target = table;
+    for (i, part) in parents.iter().enumerate() {
+        let entry = target
+            .entry((*part).to_owned())
+            .or_insert_with(|| Value::Table(Table::new()));
+        match entry {
+            Value::Table(t) => target = t,
+            other => {
+                return Err(ConfigError::wrong_type(
+                    path[..=i].join("."),
+                    "a table",
+                    other,
+                ))
+            }
+        }
+    }
+    target.insert((*leaf).to_owned(), value);
+    Ok(())
+}
+
+/// Turns a command-line string into a TOML value shaped like `template`'s type.
+fn override_value(raw: &str, template: &Value) -> Value {
+    let parsed = Value::deserialize(toml::de::ValueDeserializer::new(raw)).ok();
+    match (template, parsed) {
+        (Value::String(_), Some(quoted @ Value::String(_))) => quoted,
+        (Value::String(_), _) => Value::String(raw.to_owned()),
+        (_, Some(value)) => value,
+        (_, None) => Value::String(raw.to_owned()),
+    }
+}
+
+fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
+    text.parse::<Table>().map_err(|e| ConfigError::Syntax {
+        origin: origin.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// Merges `overlay` into `base` key by key; a key `base` lacks is unknown.
+fn merge(base: &mut Table, overlay: Table, prefix: &str) -> Result<(), ConfigError> {
+    for (name, value) in overlay {
+        let key = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let Some(slot) = base.get_mut(&name) else {
+            return Err(ConfigError::UnknownKey { key });
+        };
+        match (slot, value) {
+            (Value::Table(base_section), Value::Table(section)) => {
+                merge(base_section, section, &key)?
+            }
+            (Value::Table(_), other) => {
+                return Err(ConfigError::wrong_type(key, "a table", &other))
+            }
+            // A section where a key belongs: name the first key under it,
+            // as that is what the user wrote.
+            (_, Value::Table(_)) => return Err(ConfigError::UnknownKey { key }),
+            // Leaves are replaced whole (arrays too); types are checked on conversion.
+            (slot, value) => *slot = value,
+        }
+    }
+    Ok(())
+}
+
+/// An unsigned integer type a config key can hold.
+trait ConfigInt: TryFrom<i64> + PartialOrd + Copy + fmt::Display {
+    const MAX: Self;
+}
+
+impl ConfigInt for u32 {
+    const MAX: Self = u32::MAX;
+}
+
+impl ConfigInt for u64 {
+    const MAX: Self = u64::MAX;
+}
+
+impl ConfigInt for usize {
+    const MAX: Self = usize::MAX;
+}
+
+/// One section being converted: keys are removed as they are read, so what
+/// is left at [`Section::finish`] is unknown.
+struct Section {
+    name: &'static str,
+    table: Table,
+}
+
+impl Section {
+    /// Removes the section `name` from the root table.
+    fn take(root: &mut Table, name: &'static str) -> Result<Section, ConfigError> {
+        match root.remove(name) {
+            Some(Value::Table(table)) => Ok(Section { name, table }),
+            Some(other) => Err(ConfigError::wrong_type(name.to_owned(), "a table", &other)),
+            None => Err(ConfigError::Missing {
+                key: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Returns the dotted name of `key` in this section.
+    fn key(&self, key: &str) -> String {
+        format!("{}.{key}", self.name)
+    }
+
+    fn value(&mut self, key: &str) -> Result<Value, ConfigError> {
+        self.table
+            .remove(key)
+            .ok_or_else(|| ConfigError::Missing { key: self.key(key) })
+    }
+
+    fn string(&mut self, key: &str) -> Result<String, ConfigError> {
+        match self.value(key)? {
+            Value::String(s) => Ok(s),
+            other => Err(ConfigError::wrong_type(self.key(key), "a string", &other)),
+        }
+    }
+
+    /// Reads a string key and parses it; `what` names the expected form, e.g. `a socket address`.
+    fn parsed<T: FromStr>(&mut self, key: &str, what: &str) -> Result<T, ConfigError> {
+        let text = self.string(key)?;
+        text.parse()
+            .map_err(|_| ConfigError::invalid(self.key(key), format!("{text:?} is not {what}")))
+    }
+
+    /// Reads an integer key and checks it lies in `range`.
+    fn int<T: ConfigInt>(
+        &mut self,
+        key: &str,
+        range: impl RangeBounds<T>,
+    ) -> Result<T, ConfigError> {
+        let n = match self.value(key)? {
+            Value::Integer(n) => n,
+            other => return Err(ConfigError::wrong_type(self.key(key), "an integer", &other)),
+        };
+        let reason = match T::try_from(n) {
+            Ok(v) if range.contains(&v) => return Ok(v),
+            Ok(_) => describe_range(&range),
+            Err(_) if n < 0 => "must not be negative".to_owned(),
+            Err(_) => format!("must be at most {}", T::MAX),
+        };
+        Err(ConfigError::invalid(
+            self.key(key),
+            format!("{n} is out of range: {reason}"),
+        ))
+    }
+
+    /// Fails on the first key left unread: one the schema does not have.
+    fn finish(self) -> Result<(), ConfigError> {
+        match self.table.keys().next() {
+            Some(name) => Err(ConfigError::UnknownKey {
+                key: format!("{}.{name}", self.name),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn describe_range<T: fmt::Display>(range: &impl RangeBounds<T>) -> String {
+    match (range.start_bound(), range.end_bound()) {
+        (Bound::Included(lo), Bound::Included(hi)) => format!("must be between {lo} and {hi}"),
+        (Bound::Included(lo), _) => format!("must be at least {lo}"),
+        (_, Bound::Included(hi)) => format!("must be at most {hi}"),
+        _ => "not allowed".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        Config::from_toml_str(text).unwrap_err()
+    }
+
+    fn err_key(text: &str) -> String {
+        err(text).key().unwrap().to_owned()
+    }
+
+    #[test]
+    fn embedded_default_parses_to_documented_values() {
+        let c = Config::embedded_default();
+        assert_eq!(
+            c,
+            Config {
+                server: ServerConfig {
+                    listen: "127.0.0.1:9001".parse().unwrap(),
+                    workers: 0,
+                    backlog: 1024,
+                    max_connections: 10_000,
+                    shutdown_grace_ms: 5000,
+                },
+                websocket: WebSocketConfig {
+                    echo_path: None,
+                    max_frame_bytes: 1_048_576,
+                    max_message_bytes: 1_048_576,
+                    max_fragments_per_message: 1024,
+                    max_header_bytes: 8192,
+                    handshake_timeout_ms: 5000,
+                    ping_interval_ms: 30_000,
+                    idle_timeout_ms: 60_000,
+                    close_timeout_ms: 3000,
+                },
+                log: LogConfig {
+                    level: "info".to_owned(),
+                },
+            }
+        );
+        assert_eq!(Config::from_toml_str("").unwrap(), c);
+        assert_eq!(c.websocket.ping_interval(), Duration::from_secs(30));
+        assert_eq!(c.server.shutdown_grace(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_default_key_is_read() {
+        // from_table refuses leftovers, so this fails if a documented key has no field.
+        Config::from_table(default_table()).unwrap();
+    }
+
+    #[test]
+    fn every_default_key_is_documented_with_its_default() {
+        // Each key line in the default file is preceded by a comment that says "Default".
+        let lines: Vec<&str> = DEFAULT_TOML.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
+                continue;
+            }
+            let comment: Vec<&str> = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| l.trim_start().starts_with('#'))
+                .copied()
+                .collect();
+            assert!(
+                comment.iter().any(|l| l.contains("Default")),
+                "key line {line:?} lacks a comment giving its default"
+            );
+        }
+    }
+
+    #[test]
+    fn partial_file_merges_over_defaults() {
+        let c = Config::from_toml_str(
+            "[server]\nworkers = 4\n[websocket]\nmax_message_bytes = 65536\necho_path = \"/echo\"\n",
+        )
+        .unwrap();
+        let d = Config::embedded_default();
+        assert_eq!(c.server.workers, 4);
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.websocket.max_message_bytes, 65536);
+        assert_eq!(c.websocket.max_frame_bytes, d.websocket.max_frame_bytes);
+        assert_eq!(c.websocket.echo_path.as_deref(), Some("/echo"));
+        assert_eq!(c.log, d.log);
+    }
+
+    #[test]
+    fn unknown_key_and_section_are_named() {
+        let e = err("[websocket]\nmax_frme_bytes = 10\n");
+        assert_eq!(e.key(), Some("websocket.max_frme_bytes"));
+        assert_eq!(
+            e.to_string(),
+            "unknown config key `websocket.max_frme_bytes`"
+        );
+        assert_eq!(err_key("[brokr]\nx = 1\n"), "brokr");
+        assert_eq!(err_key("listen = \"127.0.0.1:1\"\n"), "listen");
+        assert_eq!(err_key("[server.listen]\nport = 1\n"), "server.listen");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = err("[server]\nworkers = \"four\"\n");
+        assert_eq!(e.key(), Some("server.workers"));
+        assert_eq!(
+            e.to_string(),
+            "config key `server.workers`: expected an integer, found string \"four\""
+        );
+        assert_eq!(err_key("[log]\nlevel = 3\n"), "log.level");
+        assert_eq!(err_key("server = 3\n"), "server");
+        assert!(matches!(
+            err("[websocket]\nping_interval_ms = 1.5\n"),
+            ConfigError::WrongType { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_socket_address_is_named() {
+        let e = err("[server]\nlisten = \"abc\"\n");
+        assert_eq!(
+            e.to_string(),
+            "config key `server.listen`: \"abc\" is not a socket address"
+        );
+        let c = Config::from_toml_str("[server]\nlisten = \"[::1]:0\"\n").unwrap();
+        assert_eq!(c.server.listen, "[::1]:0".parse().unwrap());
+    }
+
+    #[test]
+    fn range_errors_are_named() {
+        for (text, key) in [
+            ("[server]\nworkers = 1025", "server.workers"),
+            ("[server]\nworkers = -1", "server.workers"),
+            ("[server]\nbacklog = 0", "server.backlog"),
+            ("[server]\nbacklog = 4294967296", "server.backlog"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "[server]\nshutdown_grace_ms = -5",
+                "server.shutdown_grace_ms",
+            ),
+            (
+                "[websocket]\nmax_frame_bytes = 124",
+                "websocket.max_frame_bytes",
+            ),
+            (
+                "[websocket]\nmax_message_bytes = 100",
+                "websocket.max_message_bytes",
+            ),
+            (
+                "[websocket]\nmax_fragments_per_message = 0",
+                "websocket.max_fragments_per_message",
+            ),
+            (
+                "[websocket]\nmax_header_bytes = 1023",
+                "websocket.max_header_bytes",
+            ),
+            (
+                "[websocket]\nmax_header_bytes = 1048577",
+                "websocket.max_header_bytes",
+            ),
+            (
+                "[websocket]\nhandshake_timeout_ms = 0",
+                "websocket.handshake_timeout_ms",
+            ),
+            (
+                "[websocket]\nclose_timeout_ms = 0",
+                "websocket.close_timeout_ms",
+            ),
+            (
+                "[websocket]\nping_interval_ms = 0",
+                "websocket.ping_interval_ms",
+            ),
+            (
+                "[websocket]\nidle_timeout_ms = 30000",
+                "websocket.idle_timeout_ms",
+            ),
+            ("[log]\nlevel = \"\"", "log.level"),
+            ("[log]\nlevel = \"info,=[\"", "log.level"),
+        ] {
+            let e = err(text);
+            assert_eq!(e.key(), Some(key), "{text}: {e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{text}: {e}");
+        }
+        assert_eq!(
+            err("[server]\nworkers = 2000").to_string(),
+            "config key `server.workers`: 2000 is out of range: must be between 0 and 1024"
+        );
+        assert_eq!(
+            err("[websocket]\nidle_timeout_ms = 100\nping_interval_ms = 200").to_string(),
+            "config key `websocket.idle_timeout_ms`: 100 must be greater than \
+             websocket.ping_interval_ms (200)"
+        );
+    }
+
+    #[test]
+    fn limits_accept_their_bounds() {
+        let c = Config::from_toml_str(
+            "[server]\nworkers = 1024\nshutdown_grace_ms = 0\n\
+             [websocket]\nmax_frame_bytes = 125\nmax_message_bytes = 16777216\n\
+             max_header_bytes = 1048576\nping_interval_ms = 1\nidle_timeout_ms = 2\n\
+             [log]\nlevel = \"warn,tickfan::net=trace\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.websocket.max_frame_bytes, 125);
+        // A frame limit above the message limit is allowed: conformance runs raise one alone.
+        assert!(c.websocket.max_message_bytes > c.websocket.max_frame_bytes);
+    }
+
+    #[test]
+    fn echo_path_empty_is_off_and_must_start_with_slash() {
+        assert_eq!(
+            Config::from_toml_str("[websocket]\necho_path = \"\"")
+                .unwrap()
+                .websocket
+                .echo_path,
+            None
+        );
+        let e = err("[websocket]\necho_path = \"echo\"");
+        assert_eq!(e.key(), Some("websocket.echo_path"));
+        assert!(e.to_string().contains("start with '/'"), "{e}");
+        assert_eq!(
+            err_key("[websocket]\necho_path = \"/echo?x=1\""),
+            "websocket.echo_path"
+        );
+    }
+
+    #[test]
+    fn syntax_error_reports_toml_message() {
+        let e = err("[server\nworkers = 1");
+        assert_eq!(e.key(), None);
+        let ConfigError::Syntax { message, .. } = &e else {
+            panic!("expected a syntax error, got {e:?}");
+        };
+        assert!(!message.is_empty());
+        assert!(e.to_string().starts_with("invalid TOML in config: "), "{e}");
+    }
+
+    fn override_then_load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut table = default_table();
+        for (key, raw) in pairs {
+            apply_override(&mut table, key, raw)?;
+        }
+        Config::from_table(table)
+    }
+
+    #[test]
+    fn override_parses_numbers_strings_and_bare_addresses() {
+        let c = override_then_load(&[
+            ("server.workers", "8"),
+            ("server.listen", "0.0.0.0:9100"),
+            ("websocket.echo_path", "/echo"),
+            ("log.level", "debug"),
+            ("websocket.max_message_bytes", "16_777_216"),
+        ])
+        .unwrap();
+        assert_eq!(c.server.workers, 8);
+        assert_eq!(c.server.listen, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(c.websocket.echo_path.as_deref(), Some("/echo"));
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(c.websocket.max_message_bytes, 16 * 1024 * 1024);
+
+        // Quoted TOML strings are unquoted; string keys keep number-like text as text.
+        let c = override_then_load(&[("log.level", "\"warn\""), ("server.listen", "[::1]:80")])
+            .unwrap();
+        assert_eq!(c.log.level, "warn");
+        assert_eq!(c.server.listen.port(), 80);
+        assert_eq!(
+            override_then_load(&[("server.listen", "9001")])
+                .unwrap_err()
+                .to_string(),
+            "config key `server.listen`: \"9001\" is not a socket address"
+        );
+    }
+
+    #[test]
+    fn override_errors_name_the_key() {
+        let e = override_then_load(&[("server.workers", "many")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `server.workers`: expected an integer, found string \"many\""
+        );
+        // Trailing text after a valid value is not silently dropped.
+        assert_eq!(
+            override_then_load(&[("server.workers", "8 9")])
+                .unwrap_err()
+                .key(),
+            Some("server.workers")
+        );
+        for key in [
+            "server.listn",
+            "nope.listen",
+            "server",
+            "server..listen",
+            "",
+            "server.listen.x",
+        ] {
+            let e = override_then_load(&[(key, "1")]).unwrap_err();
+            assert_eq!(e.key(), Some(key), "{key}: {e}");
+        }
+        let e = override_then_load(&[("websocket.max_frame_bytes", "-1")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `websocket.max_frame_bytes`: -1 is out of range: must not be negative"
+        );
+    }
+
+    #[test]
+    fn worker_count_zero_means_at_least_one() {
+        let mut c = Config::embedded_default();
+        c.server.workers = 0;
+        assert!(c.worker_count() >= 1);
+        c.server.workers = 3;
+        assert_eq!(c.worker_count(), 3);
+    }
+}
