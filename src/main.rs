@@ -1,1 +1,73 @@
-fn main() {}
+//! The `tickfan` daemon: parses the command line, loads the configuration,
+//! runs the server until SIGINT or SIGTERM, and exits 0 after a graceful
+//! shutdown. Everything testable lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tickfan::cli::Cli;
+use tickfan::server::Server;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.print_default_config(&mut std::io::stdout()) {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("tickfan: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let config = match cli.load_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tickfan: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&config.log.level))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(&config) {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, listen = %config.server.listen, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        listen = %server.local_addr(),
+        workers = server.worker_count(),
+        echo_path = config.websocket.echo_path.as_deref().unwrap_or("off"),
+        "tickfan listening"
+    );
+    let stopper = server.stopper();
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            tracing::info!(signal, "shutting down: closing connections with 1001");
+            stopper.stop();
+        }
+    });
+    match server.join() {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}

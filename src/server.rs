@@ -1,1 +1,130 @@
+//! Starting and stopping the broker: binds one listener per worker, runs the
+//! workers on their own threads, and turns a stop request into the graceful
+//! shutdown every worker carries out (close 1001, grace period, exit).
 
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::Waker;
+
+use crate::config::Config;
+use crate::net::listener::bind_listeners;
+use crate::net::settings::Settings;
+use crate::net::worker::{Shared, Worker};
+use crate::protocol::decoder::Limits;
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    worker_count: usize,
+    stopper: Stopper,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+/// Asks a running server to shut down gracefully; cheap to clone into a
+/// signal-handling thread.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+    wakers: Arc<Vec<Arc<Waker>>>,
+}
+
+impl Stopper {
+    /// Starts the graceful shutdown on every worker; idempotent.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        for waker in self.wakers.iter() {
+            let _ = waker.wake();
+        }
+    }
+}
+
+impl Server {
+    /// Binds the configured address and starts the workers.
+    pub fn start(config: &Config) -> io::Result<Server> {
+        let worker_count = config.worker_count();
+        let listeners = bind_listeners(config.server.listen, config.server.backlog, worker_count)?;
+        let local_addr = listeners[0].local_addr()?;
+        let shared = Arc::new(Shared {
+            settings: settings_from(config),
+            live_connections: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        let mut workers = Vec::with_capacity(worker_count);
+        let mut wakers = Vec::with_capacity(worker_count);
+        for listener in listeners {
+            let (worker, waker) = Worker::new(listener, Arc::clone(&shared))?;
+            workers.push(worker);
+            wakers.push(waker);
+        }
+        let threads = workers
+            .into_iter()
+            .enumerate()
+            .map(|(id, worker)| {
+                std::thread::Builder::new()
+                    .name(format!("tickfan-worker-{id}"))
+                    .spawn(move || worker.run())
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Server {
+            local_addr,
+            worker_count,
+            stopper: Stopper {
+                shared,
+                wakers: Arc::new(wakers),
+            },
+            threads,
+        })
+    }
+
+    /// The address actually bound (the port is real even if 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.worker_count
+    }
+
+    /// A handle that can stop this server from another thread.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Waits for every worker to finish; the first worker error is returned.
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for thread in self.threads {
+            let outcome = thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("worker thread panicked")));
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+fn settings_from(config: &Config) -> Settings {
+    let ws = &config.websocket;
+    Settings {
+        max_connections: config.server.max_connections,
+        max_header_bytes: ws.max_header_bytes,
+        frame_limits: Limits {
+            max_frame_bytes: ws.max_frame_bytes,
+            max_message_bytes: ws.max_message_bytes,
+            max_fragments_per_message: ws.max_fragments_per_message,
+        },
+        handshake_timeout: ws.handshake_timeout(),
+        ping_interval: ws.ping_interval(),
+        idle_timeout: ws.idle_timeout(),
+        close_timeout: ws.close_timeout(),
+        shutdown_grace: config.server.shutdown_grace(),
+        echo_path: ws.echo_path.clone(),
+    }
+}
