@@ -1,6 +1,12 @@
 //! The WebSocket protocol (RFC 6455), with no I/O: the opening handshake,
 //! frame parsing and encoding, masking, UTF-8 validation and close codes.
 //! Bytes go in, decisions come out; `net` owns the sockets.
+//!
+//! - [`handshake`]: the server's half of the opening handshake (§4.2).
+//! - [`frame`]: frame headers (§5.2), parsed from and encoded to bytes.
+//! - [`decoder`]: frames into messages, with fragmentation (§5.4) and
+//!   UTF-8 validation (§8.1); [`mask`] and [`utf8`] are its fast paths.
+//! - [`close`] and [`error`]: close codes (§7.4) and why a connection fails.
 
 pub mod close;
 pub mod decoder;
