@@ -37,7 +37,10 @@ pub enum Verdict {
 enum Phase {
     /// Waiting for (the rest of) an HTTP request head.
     Http,
-    WebSocket { decoder: Decoder, route: WebSocketRoute },
+    WebSocket {
+        decoder: Decoder,
+        route: WebSocketRoute,
+    },
     /// Sending what is queued, then closing. With `linger`, the write side is
     /// shut first and reads are discarded until the peer closes (or the close
     /// timeout), so unread input cannot turn our last bytes into a reset.
@@ -115,7 +118,12 @@ impl Connection {
     }
 
     /// Reads what the socket has, up to a per-turn budget, and acts on it.
-    pub fn on_readable(&mut self, scratch: &mut ReadBuf, settings: &Settings, now: Instant) -> Verdict {
+    pub fn on_readable(
+        &mut self,
+        scratch: &mut ReadBuf,
+        settings: &Settings,
+        now: Instant,
+    ) -> Verdict {
         self.read_unfinished = false;
         for _ in 0..READS_PER_TURN {
             if self.queued_bytes() >= settings.out_pause_bytes() {
@@ -156,7 +164,9 @@ impl Connection {
 
     fn read_into(&mut self, input: &mut ReadBuf, settings: &Settings) -> io::Result<usize> {
         let frame_hint = match &self.phase {
-            Phase::WebSocket { decoder, .. } => decoder.frame_len_hint(input.filled_mut()).unwrap_or(0),
+            Phase::WebSocket { decoder, .. } => {
+                decoder.frame_len_hint(input.filled_mut()).unwrap_or(0)
+            }
             _ => 0,
         };
         let _ = settings;
@@ -172,7 +182,9 @@ impl Connection {
         if from_scratch {
             if !input.is_empty() {
                 let hint = match &self.phase {
-                    Phase::WebSocket { decoder, .. } => decoder.frame_len_hint(input.filled_mut()).unwrap_or(0),
+                    Phase::WebSocket { decoder, .. } => {
+                        decoder.frame_len_hint(input.filled_mut()).unwrap_or(0)
+                    }
                     _ => 0,
                 };
                 self.pending.keep(input.filled_mut(), hint);
@@ -206,29 +218,39 @@ impl Connection {
         }
     }
 
-    fn on_http_bytes(&mut self, bytes: &mut [u8], settings: &Settings, now: Instant) -> (usize, Flow) {
+    fn on_http_bytes(
+        &mut self,
+        bytes: &mut [u8],
+        settings: &Settings,
+        now: Instant,
+    ) -> (usize, Flow) {
         let request = match parse_request(bytes, settings.max_header_bytes) {
             Ok(Parsed::Partial) => return (0, Flow::NeedMore),
             Ok(Parsed::Complete(request)) => request,
             Err(error) => {
-                self.respond_and_close(&error.response(), now);
+                self.respond_and_close(error.response(), now);
                 return (bytes.len(), Flow::NeedMore);
             }
         };
         let head_len = request.head_len;
         if self.over_limit {
             let refusal = Response::error(503, "server at its connection limit");
-            self.respond_and_close(&refusal, now);
+            self.respond_and_close(refusal, now);
             return (bytes.len(), Flow::NeedMore);
         }
         match upgrade_request(&request) {
             Err(error) => {
-                self.respond_and_close(&error.response(), now);
+                self.respond_and_close(error.response(), now);
                 (bytes.len(), Flow::NeedMore)
             }
-            Ok(Some(upgrade)) => match websocket_route(upgrade.path, settings.echo_path.as_deref()) {
+            Ok(Some(upgrade)) => match websocket_route(upgrade.path, settings.echo_path.as_deref())
+            {
                 Ok(route) => {
-                    write_switching_protocols(&mut self.out, &accept_key(upgrade.key), upgrade.subprotocol);
+                    write_switching_protocols(
+                        &mut self.out,
+                        &accept_key(upgrade.key),
+                        upgrade.subprotocol,
+                    );
                     self.enter(
                         Phase::WebSocket {
                             decoder: Decoder::new(settings.frame_limits),
@@ -239,7 +261,7 @@ impl Connection {
                     (head_len, Flow::Continue)
                 }
                 Err(error) => {
-                    self.respond_and_close(&route_error_response(error), now);
+                    self.respond_and_close(route_error_response(error), now);
                     (bytes.len(), Flow::NeedMore)
                 }
             },
@@ -249,9 +271,14 @@ impl Connection {
 
     /// Answers a non-upgrade request; keeps the connection for the next
     /// request when HTTP keep-alive allows and no body needs skipping.
-    fn on_plain_request(&mut self, request: &Request<'_>, available: usize, now: Instant) -> (usize, Flow) {
+    fn on_plain_request(
+        &mut self,
+        request: &Request<'_>,
+        available: usize,
+        now: Instant,
+    ) -> (usize, Flow) {
         let response = match http_route(request.method, request.path) {
-            Ok(HttpRoute::Health) => Response::text(200, "ok"),
+            Ok(HttpRoute::Health) => Response::error(200, "ok"),
             Err(error) => route_error_response(error),
         };
         let has_body = !matches!(request.content_length(), Ok(None) | Ok(Some(0)));
@@ -260,7 +287,7 @@ impl Connection {
             self.phase_since = now;
             (request.head_len, Flow::Continue)
         } else {
-            self.respond_and_close(&response.closing(), now);
+            self.respond_and_close(response, now);
             (available, Flow::NeedMore)
         }
     }
@@ -311,8 +338,8 @@ impl Connection {
         self.enter(Phase::Draining { linger: true }, now);
     }
 
-    fn respond_and_close(&mut self, response: &Response, now: Instant) {
-        response.write_to(&mut self.out);
+    fn respond_and_close(&mut self, response: Response, now: Instant) {
+        response.close().write_to(&mut self.out);
         self.enter(Phase::Draining { linger: true }, now);
     }
 
@@ -354,8 +381,12 @@ impl Connection {
     pub fn deadline(&self, settings: &Settings) -> Instant {
         match self.phase {
             Phase::Http => self.phase_since + settings.handshake_timeout,
-            Phase::WebSocket { .. } if self.ping_outstanding => self.last_heard + settings.idle_timeout,
-            Phase::WebSocket { .. } => self.last_heard + settings.ping_interval.min(settings.idle_timeout),
+            Phase::WebSocket { .. } if self.ping_outstanding => {
+                self.last_heard + settings.idle_timeout
+            }
+            Phase::WebSocket { .. } => {
+                self.last_heard + settings.ping_interval.min(settings.idle_timeout)
+            }
             Phase::Draining { .. } => self.phase_since + settings.close_timeout,
         }
     }
@@ -369,7 +400,11 @@ impl Connection {
         match self.phase {
             Phase::Http => {
                 // Best effort: a client that stalls its request hears why.
-                let _ = self.socket.write(&Response::error(408, "request head not received in time").closing().to_bytes());
+                let mut answer = Vec::new();
+                Response::error(408, "request head not received in time")
+                    .close()
+                    .write_to(&mut answer);
+                let _ = self.socket.write(&answer);
                 Verdict::Close
             }
             Phase::WebSocket { .. } if now >= self.last_heard + settings.idle_timeout => {
@@ -413,6 +448,8 @@ fn on_data(out: &mut Vec<u8>, route: WebSocketRoute, opcode: OpCode, payload: &[
 fn route_error_response(error: RouteError) -> Response {
     match error {
         RouteError::NotFound => Response::error(404, "no such route"),
-        RouteError::MethodNotAllowed { allow } => Response::error(405, "method not allowed").header("Allow", allow),
+        RouteError::MethodNotAllowed { allow } => {
+            Response::error(405, "method not allowed").allow(allow)
+        }
     }
 }

@@ -11,7 +11,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 ///
 /// When the configured port is 0 the first bind picks the port and the
 /// others bind to that same port, so tests can ask for an ephemeral port.
-pub fn bind_listeners(addr: SocketAddr, backlog: u32, count: usize) -> io::Result<Vec<mio::net::TcpListener>> {
+pub fn bind_listeners(
+    addr: SocketAddr,
+    backlog: u32,
+    count: usize,
+) -> io::Result<Vec<mio::net::TcpListener>> {
     let mut listeners = Vec::with_capacity(count);
     let mut bound = addr;
     for _ in 0..count.max(1) {

@@ -58,7 +58,8 @@ impl Worker {
     /// use to get its attention.
     pub fn new(mut listener: TcpListener, shared: Arc<Shared>) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let worker = Worker {
             poll,
@@ -91,7 +92,9 @@ impl Worker {
                 match event.token() {
                     LISTENER => self.accept(now),
                     WAKER => {}
-                    token => self.on_event(token, event.is_readable() || event.is_read_closed(), now),
+                    token => {
+                        self.on_event(token, event.is_readable() || event.is_read_closed(), now)
+                    }
                 }
             }
             self.reread_unfinished(now);
@@ -106,10 +109,14 @@ impl Worker {
         if !self.reread.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = [self.timers.next_at(), self.accept_paused_until, self.stop_deadline]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let next = [
+            self.timers.next_at(),
+            self.accept_paused_until,
+            self.stop_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         // Round up to whole milliseconds so we do not wake just before it.
         Some(next.saturating_duration_since(now) + Duration::from_millis(1))
     }
@@ -119,9 +126,14 @@ impl Worker {
             return;
         }
         self.accept_paused_until = None;
-        let Some(listener) = &self.listener else {
+        let Some(listener) = self.listener.take() else {
             return;
         };
+        self.accept_from(&listener, now);
+        self.listener = Some(listener);
+    }
+
+    fn accept_from(&mut self, listener: &TcpListener, now: Instant) {
         loop {
             match listener.accept() {
                 Ok((socket, _peer)) => self.admit(socket, now),
@@ -146,12 +158,15 @@ impl Worker {
         }
         let live = self.shared.live_connections.fetch_add(1, Ordering::AcqRel) + 1;
         let over_limit = live > self.shared.settings.max_connections;
-        let token = self.connections.insert(Connection::new(socket, now, over_limit));
+        let token = self
+            .connections
+            .insert(Connection::new(socket, now, over_limit));
         let connection = self.connections.get_mut(token).expect("just inserted");
-        let registered = self
-            .poll
-            .registry()
-            .register(connection.socket_mut(), token, Interest::READABLE | Interest::WRITABLE);
+        let registered = self.poll.registry().register(
+            connection.socket_mut(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
         if registered.is_err() {
             self.close(token);
             return;
@@ -269,5 +284,8 @@ impl Worker {
 }
 
 fn is_out_of_descriptors(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM))
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
 }
