@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test of tickfan: formatting and lints, unit and integration
+# tests, the benches' compilation, and the Autobahn|Testsuite conformance run.
+# Installs what the tests need first, so it works on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test (unit, integration, benches compile)"
+cargo test --all-targets
+echo "== autobahn conformance (kosoku)"
+scripts/autobahn.sh
