@@ -14,3 +14,4 @@ pub mod http;
 pub mod net;
 pub mod protocol;
 pub mod server;
+pub mod broker;

@@ -1,0 +1,177 @@
+//! The client → server half of the `tickfan.v1` protocol: JSON operations in
+//! WebSocket text messages (see README.md, "Client protocol").
+//!
+//! Parsing borrows from the message; the publisher's `data` is validated as
+//! JSON and kept as the exact bytes it arrived as, never re-serialised.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::topic_name::{validate_topic, BadTopic};
+
+/// The fastest rate a subscription may ask for with `max_hz` that still
+/// means a cap; higher values are the same as no cap.
+pub const MAX_HZ_LIMIT: f64 = 1_000_000.0;
+
+/// One operation a client asked for.
+#[derive(Debug)]
+pub enum ClientOp<'a> {
+    Subscribe {
+        topic: Cow<'a, str>,
+        /// Resume after this seq (recovery after a reconnect).
+        since: Option<u64>,
+        /// The epoch `since` belongs to, if the client knows it.
+        epoch: Option<Cow<'a, str>>,
+        /// At most this many ticks per second (the newest wins).
+        max_hz: Option<f64>,
+    },
+    Unsubscribe {
+        topic: Cow<'a, str>,
+    },
+    Publish {
+        topic: Cow<'a, str>,
+        /// The publisher's JSON, byte for byte.
+        data: &'a RawValue,
+    },
+}
+
+/// Why an operation was refused; each maps to an `error` event code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpError {
+    /// Not JSON, or not an object of the expected shape.
+    BadJson(String),
+    UnknownOp(String),
+    MissingField(&'static str),
+    BadTopic(BadTopic),
+    BadField { field: &'static str, reason: &'static str },
+}
+
+impl OpError {
+    /// The `code` of the error event.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpError::BadJson(_) => "bad_json",
+            OpError::UnknownOp(_) => "unknown_op",
+            OpError::MissingField(_) => "missing_field",
+            OpError::BadTopic(_) => "bad_topic",
+            OpError::BadField { .. } => "bad_field",
+        }
+    }
+
+    /// A human-readable message for the error event.
+    pub fn message(&self) -> String {
+        match self {
+            OpError::BadJson(detail) => format!("not a valid operation: {detail}"),
+            OpError::UnknownOp(op) => {
+                format!("unknown op {op:?}; expected \"sub\", \"unsub\" or \"pub\"")
+            }
+            OpError::MissingField(field) => format!("missing field \"{field}\""),
+            OpError::BadTopic(bad) => bad.to_string(),
+            OpError::BadField { field, reason } => format!("field \"{field}\": {reason}"),
+        }
+    }
+}
+
+/// The wire shape before the op-specific checks.
+#[derive(Deserialize)]
+struct WireOp<'a> {
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(borrow, default)]
+    epoch: Option<Cow<'a, str>>,
+    #[serde(default)]
+    max_hz: Option<f64>,
+    /// Present-but-null must stay distinguishable from absent.
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Parses one text message into an operation.
+pub fn parse_op(message: &[u8]) -> Result<ClientOp<'_>, OpError> {
+    let wire: WireOp<'_> =
+        serde_json::from_slice(message).map_err(|e| OpError::BadJson(e.to_string()))?;
+    let topic = wire.topic.ok_or(OpError::MissingField("topic"))?;
+    validate_topic(&topic).map_err(OpError::BadTopic)?;
+    match wire.op.as_ref() {
+        "sub" => {
+            let max_hz = match wire.max_hz {
+                Some(hz) if !(hz > 0.0 && hz.is_finite()) => {
+                    return Err(OpError::BadField {
+                        field: "max_hz",
+                        reason: "must be a positive number",
+                    })
+                }
+                Some(hz) if hz >= MAX_HZ_LIMIT => None,
+                other => other,
+            };
+            Ok(ClientOp::Subscribe {
+                topic,
+                since: wire.since,
+                epoch: wire.epoch,
+                max_hz,
+            })
+        }
+        "unsub" => Ok(ClientOp::Unsubscribe { topic }),
+        "pub" => Ok(ClientOp::Publish {
+            topic,
+            data: wire.data.ok_or(OpError::MissingField("data"))?,
+        }),
+        other => Err(OpError::UnknownOp(other.chars().take(32).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_forms() {
+        let op = parse_op(br#"{"op":"sub","topic":"AAPL"}"#).unwrap();
+        assert!(matches!(op, ClientOp::Subscribe { ref topic, since: None, epoch: None, max_hz: None } if topic == "AAPL"));
+        let op = parse_op(br#"{"op":"sub","topic":"AAPL","since":41,"epoch":"k3f9","max_hz":10}"#).unwrap();
+        match op {
+            ClientOp::Subscribe { since, epoch, max_hz, .. } => {
+                assert_eq!(since, Some(41));
+                assert_eq!(epoch.as_deref(), Some("k3f9"));
+                assert_eq!(max_hz, Some(10.0));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_keeps_data_byte_for_byte() {
+        let msg = br#"{"op":"pub","topic":"AAPL","data":{"bid": 189.210, "x":[1, 2]}}"#;
+        match parse_op(msg).unwrap() {
+            ClientOp::Publish { data, .. } => assert_eq!(data.get(), r#"{"bid": 189.210, "x":[1, 2]}"#),
+            other => panic!("{other:?}"),
+        }
+        match parse_op(br#"{"op":"pub","topic":"A","data":null}"#).unwrap() {
+            ClientOp::Publish { data, .. } => assert_eq!(data.get(), "null"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(parse_op(b"not json").unwrap_err().code(), "bad_json");
+        assert_eq!(parse_op(b"[1,2]").unwrap_err().code(), "bad_json");
+        assert_eq!(parse_op(br#"{"op":"sub"}"#).unwrap_err(), OpError::MissingField("topic"));
+        assert_eq!(parse_op(br#"{"op":"pub","topic":"A"}"#).unwrap_err(), OpError::MissingField("data"));
+        assert_eq!(parse_op(br#"{"op":"nope","topic":"A"}"#).unwrap_err().code(), "unknown_op");
+        assert_eq!(parse_op(br#"{"op":"sub","topic":"a b"}"#).unwrap_err().code(), "bad_topic");
+        assert_eq!(parse_op(br#"{"op":"sub","topic":"A","since":-1}"#).unwrap_err().code(), "bad_json");
+        assert_eq!(parse_op(br#"{"op":"sub","topic":"A","max_hz":0}"#).unwrap_err().code(), "bad_field");
+        assert_eq!(parse_op(br#"{"op":"pub","topic":"A","data":{"x":}}"#).unwrap_err().code(), "bad_json");
+    }
+}

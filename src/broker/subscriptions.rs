@@ -1,0 +1,100 @@
+//! A worker's own view of subscriptions: for each topic with subscribers on
+//! this worker, which connections want it, from which seq, and at what rate.
+//!
+//! Kept per worker and touched only by it, so delivering a tick to local
+//! subscribers takes no lock: one hash lookup per tick, then a walk of a Vec.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use super::tick::{Tick, TopicId};
+
+/// One connection's subscription to one topic on this worker.
+#[derive(Debug)]
+pub struct LocalSubscriber {
+    pub connection: Token,
+    /// Ticks at or below this seq reached the client in its snapshot or
+    /// replay; the copies still in the mailbox are skipped.
+    pub after_seq: u64,
+    pub rate: Option<RateCap>,
+}
+
+/// `max_hz`: at most one tick per `interval`, always the newest.
+#[derive(Debug)]
+pub struct RateCap {
+    pub interval: Duration,
+    /// The earliest time the next tick may be sent.
+    pub next_at: Instant,
+    /// The newest tick that arrived too early, waiting for `next_at`.
+    pub held: Option<Tick>,
+}
+
+impl RateCap {
+    /// A cap of `max_hz` ticks per second, open at once.
+    pub fn new(max_hz: f64, now: Instant) -> Self {
+        RateCap {
+            interval: Duration::from_secs_f64(1.0 / max_hz),
+            next_at: now,
+            held: None,
+        }
+    }
+}
+
+/// A topic as one worker sees it.
+#[derive(Debug)]
+pub struct LocalTopic {
+    pub name: Arc<str>,
+    /// The newest seq this worker has seen, for heartbeats.
+    pub last_seq: u64,
+    pub subscribers: Vec<LocalSubscriber>,
+}
+
+/// Every topic with subscribers on this worker.
+#[derive(Debug, Default)]
+pub struct LocalTopics {
+    topics: HashMap<TopicId, LocalTopic>,
+}
+
+impl LocalTopics {
+    /// Adds a subscriber; `seq` is the topic's seq at subscribe time.
+    pub fn add(&mut self, id: TopicId, name: &Arc<str>, seq: u64, subscriber: LocalSubscriber) {
+        let topic = self.topics.entry(id).or_insert_with(|| LocalTopic {
+            name: Arc::clone(name),
+            last_seq: seq,
+            subscribers: Vec::new(),
+        });
+        topic.last_seq = topic.last_seq.max(seq);
+        topic.subscribers.push(subscriber);
+    }
+
+    /// Removes `connection`'s subscription to `id`, dropping the topic when
+    /// it was the last one.
+    pub fn remove(&mut self, id: TopicId, connection: Token) {
+        if let Some(topic) = self.topics.get_mut(&id) {
+            topic.subscribers.retain(|s| s.connection != connection);
+            if topic.subscribers.is_empty() {
+                self.topics.remove(&id);
+            }
+        }
+    }
+
+    pub fn get(&self, id: TopicId) -> Option<&LocalTopic> {
+        self.topics.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: TopicId) -> Option<&mut LocalTopic> {
+        self.topics.get_mut(&id)
+    }
+
+    /// The subscriber entry of `connection` on `id`.
+    pub fn subscriber_mut(&mut self, id: TopicId, connection: Token) -> Option<&mut LocalSubscriber> {
+        self.topics
+            .get_mut(&id)?
+            .subscribers
+            .iter_mut()
+            .find(|s| s.connection == connection)
+    }
+}
