@@ -6,6 +6,8 @@
 pub enum WebSocketRoute {
     /// Every message is sent back as it came: the conformance-testing route.
     Echo,
+    /// The `tickfan.v1` pub/sub protocol.
+    PubSub,
 }
 
 /// A plain HTTP route.
@@ -26,7 +28,10 @@ pub enum RouteError {
 }
 
 /// The WebSocket route for an upgrade request to `path`.
-pub fn websocket_route(path: &str, echo_path: Option<&str>) -> Result<WebSocketRoute, RouteError> {
+pub fn websocket_route(path: &str, pubsub_path: &str, echo_path: Option<&str>) -> Result<WebSocketRoute, RouteError> {
+    if path == pubsub_path {
+        return Ok(WebSocketRoute::PubSub);
+    }
     match echo_path {
         Some(echo) if echo == path => Ok(WebSocketRoute::Echo),
         _ => Err(RouteError::NotFound),

@@ -6,21 +6,27 @@
 //! when the socket is readable or writable and when its deadline passes; it
 //! answers whether it wants to live on.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use super::context::{Ctx, WorkerStats};
+use super::out_queue::{OutQueue, Pushed, Written};
 use super::read_buf::ReadBuf;
+use super::session::{send_event, Session};
 use super::settings::Settings;
+use crate::broker::events;
+use crate::broker::tick::Tick;
 use crate::http::request::{parse_request, Parsed, Request};
 use crate::http::response::Response;
 use crate::http::router::{http_route, websocket_route, HttpRoute, RouteError, WebSocketRoute};
 use crate::protocol::close::CloseCode;
 use crate::protocol::decoder::{Decoder, Message};
 use crate::protocol::frame::{write_close_frame, write_frame, OpCode};
-use crate::protocol::handshake::{accept_key, upgrade_request, write_switching_protocols};
+use crate::protocol::handshake::{accept_key, upgrade_request, write_switching_protocols, Upgrade};
 
 /// Reads per readiness event before the connection yields to the others
 /// (it is then re-queued by the worker, as no new edge will come).
@@ -47,6 +53,13 @@ enum Phase {
     Draining { linger: bool },
 }
 
+/// What an open WebSocket does with the messages it receives.
+#[derive(Debug)]
+enum Endpoint {
+    Echo,
+    PubSub(Box<Session>),
+}
+
 /// What processing a run of input bytes led to.
 #[derive(Debug, PartialEq, Eq)]
 enum Flow {
@@ -63,9 +76,10 @@ pub struct Connection {
     phase: Phase,
     /// Input kept between reads: an incomplete request head or frame.
     pending: ReadBuf,
-    out: Vec<u8>,
-    out_sent: usize,
+    out: OutQueue,
     write_shut: bool,
+    /// Queued in the worker's list of connections to flush this turn.
+    pub dirty: bool,
     /// When the phase began (handshake and close deadlines count from it).
     phase_since: Instant,
     /// When the peer last sent anything.
@@ -86,9 +100,9 @@ impl Connection {
             socket,
             phase: Phase::Http,
             pending: ReadBuf::default(),
-            out: Vec::new(),
-            out_sent: 0,
+            out: OutQueue::default(),
             write_shut: false,
+            dirty: false,
             phase_since: now,
             last_heard: now,
             ping_outstanding: false,
@@ -107,6 +121,17 @@ impl Connection {
         matches!(self.phase, Phase::WebSocket { .. })
     }
 
+    /// The pub/sub session, if this is an open pub/sub WebSocket.
+    pub fn session_mut(&mut self) -> Option<&mut Session> {
+        match &mut self.phase {
+            Phase::WebSocket {
+                endpoint: Endpoint::PubSub(session),
+                ..
+            } => Some(session),
+            _ => None,
+        }
+    }
+
     /// Whether the worker should call [`Self::on_readable`] again without
     /// waiting for an event: reads stopped early and can go on now.
     pub fn wants_reread(&self, settings: &Settings) -> bool {
@@ -114,7 +139,7 @@ impl Connection {
     }
 
     fn queued_bytes(&self) -> usize {
-        self.out.len() - self.out_sent
+        self.out.len()
     }
 
     /// Reads what the socket has, up to a per-turn budget, and acts on it.
@@ -133,27 +158,28 @@ impl Connection {
             }
             let from_scratch = self.pending.is_empty();
             let mut input = if from_scratch {
-                std::mem::take(scratch)
+                std::mem::take(ctx.scratch)
             } else {
                 std::mem::take(&mut self.pending)
             };
-            let result = self.read_into(&mut input, settings);
+            let result = self.read_into(&mut input);
             let verdict = match result {
                 Ok(0) => Some(Verdict::Close),
-                Ok(_) => {
+                Ok(n) => {
+                    ctx.stats.bytes_in += n as u64;
                     self.last_heard = now;
                     self.ping_outstanding = false;
-                    let verdict = self.process(&mut input, settings, now);
+                    let verdict = self.process(&mut input, ctx);
                     Some(verdict).filter(|v| *v == Verdict::Close)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.restore(input, scratch, from_scratch);
+                    self.restore(input, ctx.scratch, from_scratch);
                     return Verdict::Keep;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
                 Err(_) => Some(Verdict::Close),
             };
-            self.restore(input, scratch, from_scratch);
+            self.restore(input, ctx.scratch, from_scratch);
             if let Some(verdict) = verdict {
                 return verdict;
             }
@@ -162,14 +188,13 @@ impl Connection {
         Verdict::Keep
     }
 
-    fn read_into(&mut self, input: &mut ReadBuf, settings: &Settings) -> io::Result<usize> {
+    fn read_into(&mut self, input: &mut ReadBuf) -> io::Result<usize> {
         let frame_hint = match &self.phase {
             Phase::WebSocket { decoder, .. } => {
                 decoder.frame_len_hint(input.filled_mut()).unwrap_or(0)
             }
             _ => 0,
         };
-        let _ = settings;
         let spare = input.spare_mut(4096, frame_hint);
         let n = self.socket.read(spare)?;
         input.commit(n);
@@ -199,15 +224,15 @@ impl Connection {
     }
 
     /// Acts on every complete request or frame at the front of `input`.
-    fn process(&mut self, input: &mut ReadBuf, settings: &Settings, now: Instant) -> Verdict {
+    fn process(&mut self, input: &mut ReadBuf, ctx: &mut Ctx<'_>) -> Verdict {
         loop {
             let bytes = input.filled_mut();
             if bytes.is_empty() {
                 return Verdict::Keep;
             }
             let (consumed, flow) = match self.phase {
-                Phase::Http => self.on_http_bytes(bytes, settings, now),
-                Phase::WebSocket { .. } => self.on_websocket_bytes(bytes, now),
+                Phase::Http => self.on_http_bytes(bytes, ctx),
+                Phase::WebSocket { .. } => self.on_websocket_bytes(bytes, ctx),
                 // Whatever arrives while draining is read only to be dropped.
                 Phase::Draining { .. } => (bytes.len(), Flow::NeedMore),
             };
@@ -269,6 +294,35 @@ impl Connection {
         }
     }
 
+    /// Completes the upgrade to the route the path names, with the rights
+    /// the presented token grants.
+    fn open_websocket(&mut self, request: &Request<'_>, upgrade: &Upgrade<'_>, ctx: &mut Ctx<'_>) -> Result<(), Response> {
+        let settings = ctx.settings;
+        let route = websocket_route(upgrade.path, &settings.ws_path, settings.echo_path.as_deref())
+            .map_err(route_error_response)?;
+        let endpoint = match route {
+            WebSocketRoute::Echo => Endpoint::Echo,
+            WebSocketRoute::PubSub => {
+                let query_token = request.query_params().find(|(k, _)| k == "token").map(|(_, v)| v);
+                let token = request.bearer_token().map(Cow::Borrowed).or(query_token);
+                let rights = ctx.auth.rights(token.as_deref());
+                if !rights.subscribe && !rights.publish {
+                    return Err(Response::error(401, "a valid token is required"));
+                }
+                Endpoint::PubSub(Box::new(Session::new(rights, settings.max_client_errors, ctx.now)))
+            }
+        };
+        self.out.append(|buf| write_switching_protocols(buf, &accept_key(upgrade.key), upgrade.subprotocol));
+        self.enter(
+            Phase::WebSocket {
+                decoder: Decoder::new(settings.frame_limits),
+                endpoint,
+            },
+            ctx.now,
+        );
+        Ok(())
+    }
+
     /// Answers a non-upgrade request; keeps the connection for the next
     /// request when HTTP keep-alive allows and no body needs skipping.
     fn on_plain_request(
@@ -283,7 +337,7 @@ impl Connection {
         };
         let has_body = !matches!(request.content_length(), Ok(None) | Ok(Some(0)));
         if request.keep_alive() && !has_body {
-            response.write_to(&mut self.out);
+            self.out.append(|buf| response.write_to(buf));
             self.phase_since = now;
             (request.head_len, Flow::Continue)
         } else {
@@ -292,11 +346,11 @@ impl Connection {
         }
     }
 
-    fn on_websocket_bytes(&mut self, bytes: &mut [u8], now: Instant) -> (usize, Flow) {
-        let Phase::WebSocket { decoder, route } = &mut self.phase else {
+    fn on_websocket_bytes(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) -> (usize, Flow) {
+        let now = ctx.now;
+        let Phase::WebSocket { decoder, endpoint } = &mut self.phase else {
             return (0, Flow::NeedMore);
         };
-        let route = *route;
         let decoded = match decoder.decode(bytes) {
             Ok(decoded) => decoded,
             Err(error) => {
@@ -311,35 +365,78 @@ impl Connection {
         let Some(message) = decoded.message else {
             return (consumed, Flow::Continue);
         };
-        match message {
-            Message::Text(payload) => on_data(&mut self.out, route, OpCode::Text, payload),
-            Message::Binary(payload) => on_data(&mut self.out, route, OpCode::Binary, payload),
+        let outcome = match (message, endpoint) {
+            (Message::Text(payload), Endpoint::Echo) => {
+                self.out.append(|buf| write_frame(buf, OpCode::Text, payload));
+                Ok(())
+            }
+            (Message::Binary(payload), Endpoint::Echo) => {
+                self.out.append(|buf| write_frame(buf, OpCode::Binary, payload));
+                Ok(())
+            }
+            (Message::Text(payload), Endpoint::PubSub(session)) => session.on_text(&mut self.out, payload, ctx),
+            (Message::Binary(_), Endpoint::PubSub(session)) => session.on_binary(&mut self.out, now),
             // §5.5.2: a pong "MUST have identical Application data" to the ping.
-            Message::Ping(payload) => write_frame(&mut self.out, OpCode::Pong, payload),
+            (Message::Ping(payload), _) => {
+                self.out.append(|buf| write_frame(buf, OpCode::Pong, payload));
+                Ok(())
+            }
             // §5.5.3: an unsolicited pong needs no answer; being heard from is enough.
-            Message::Pong(_) => {}
-            Message::Close(close) => {
+            (Message::Pong(_), _) => Ok(()),
+            (Message::Close(close), _) => {
                 // §5.5.1: echo the status code, then the server closes TCP first (§7.1.1).
-                match close.code {
-                    Some(code) => write_close_frame(&mut self.out, code.0, ""),
-                    None => write_frame(&mut self.out, OpCode::Close, &[]),
-                }
+                self.out.append(|buf| match close.code {
+                    Some(code) => write_close_frame(buf, code.0, ""),
+                    None => write_frame(buf, OpCode::Close, &[]),
+                });
                 self.enter(Phase::Draining { linger: false }, now);
                 return (bytes.len(), Flow::NeedMore);
             }
+        };
+        if let Err(close) = outcome {
+            self.fail(close.code, close.reason, now);
+            return (bytes.len(), Flow::NeedMore);
         }
         (consumed, Flow::Continue)
+    }
+
+    /// Queues a live tick under the slow-consumer policy (a `disconnect`
+    /// past twice the bound starts closing the connection with 1008).
+    pub fn enqueue_tick(&mut self, tick: Tick, settings: &Settings, stats: &mut WorkerStats, now: Instant) {
+        let Some(session) = self.session_mut() else {
+            return; // draining: ticks are no longer wanted
+        };
+        session.last_sent = now;
+        match self.out.push_tick(tick, settings.max_queue_bytes, settings.slow_consumer) {
+            Pushed::Queued => stats.ticks_queued += 1,
+            Pushed::Conflated => stats.conflated += 1,
+            Pushed::Dropped => stats.dropped += 1,
+            Pushed::Overflow => return self.disconnect_slow_consumer(stats, now),
+        }
+        if self.out.len() > settings.max_queue_bytes {
+            if let Some(session) = self.session_mut() {
+                session.over_bound_since.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Closes a slow consumer with 1008, discarding what it did not read.
+    fn disconnect_slow_consumer(&mut self, stats: &mut WorkerStats, now: Instant) {
+        stats.slow_disconnects += 1;
+        tracing::info!(queued_bytes = self.out.len(), "closing slow consumer (1008)");
+        self.out.clear();
+        self.fail(CloseCode::POLICY_VIOLATION, "slow consumer", now);
     }
 
     /// Starts the closing handshake from our side with `code` (§7.1.2) and
     /// stops acting on input: used for protocol errors, timeouts and shutdown.
     pub fn fail(&mut self, code: CloseCode, reason: &str, now: Instant) {
-        write_close_frame(&mut self.out, code.0, reason);
+        self.out.append(|buf| write_close_frame(buf, code.0, reason));
         self.enter(Phase::Draining { linger: true }, now);
     }
 
     fn respond_and_close(&mut self, response: Response, now: Instant) {
-        response.close().write_to(&mut self.out);
+        self.out.append(|buf| response.close().write_to(buf));
         self.enter(Phase::Draining { linger: true }, now);
     }
 
@@ -349,20 +446,14 @@ impl Connection {
     }
 
     /// Writes as much of the queued output as the socket takes.
-    pub fn flush(&mut self) -> Verdict {
-        while self.out_sent < self.out.len() {
-            match self.socket.write(&self.out[self.out_sent..]) {
-                Ok(0) => return Verdict::Close,
-                Ok(n) => self.out_sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Verdict::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Verdict::Close,
-            }
-        }
-        self.out.clear();
-        self.out_sent = 0;
-        if self.out.capacity() > 64 * 1024 {
-            self.out = Vec::new();
+    pub fn flush(&mut self, stats: &mut WorkerStats) -> Verdict {
+        let written = match self.out.write_to(&mut self.socket) {
+            Ok(written) => written,
+            Err(_) => return Verdict::Close,
+        };
+        count_written(stats, written);
+        if !self.out.is_empty() {
+            return Verdict::Keep;
         }
         match self.phase {
             Phase::Draining { linger: false } => Verdict::Close,
@@ -393,8 +484,8 @@ impl Connection {
 
     /// Acts on a passed deadline: pings a quiet peer, closes a silent one,
     /// and ends handshakes and closing handshakes that take too long.
-    pub fn on_deadline(&mut self, settings: &Settings, now: Instant) -> Verdict {
-        if now < self.deadline(settings) {
+    pub fn on_deadline(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        if ctx.now < self.deadline(ctx.settings) {
             return Verdict::Keep;
         }
         match self.phase {
@@ -407,16 +498,43 @@ impl Connection {
                 let _ = self.socket.write(&answer);
                 Verdict::Close
             }
-            Phase::WebSocket { .. } if now >= self.last_heard + settings.idle_timeout => {
-                self.fail(CloseCode::GOING_AWAY, "idle timeout", now);
-                Verdict::Keep
-            }
             Phase::WebSocket { .. } => {
-                write_frame(&mut self.out, OpCode::Ping, b"");
-                self.ping_outstanding = true;
+                self.on_websocket_deadline(ctx);
                 Verdict::Keep
             }
             Phase::Draining { .. } => Verdict::Close,
+        }
+    }
+
+    fn on_websocket_deadline(&mut self, ctx: &mut Ctx<'_>) {
+        let (settings, now) = (ctx.settings, ctx.now);
+        if now >= self.last_heard + settings.idle_timeout {
+            self.fail(CloseCode::GOING_AWAY, "idle timeout", now);
+            return;
+        }
+        if !self.ping_outstanding && now >= self.last_heard + settings.ping_interval {
+            self.out.append(|buf| write_frame(buf, OpCode::Ping, b""));
+            self.ping_outstanding = true;
+        }
+        let queued = self.out.len();
+        let Some(session) = self.session_mut() else {
+            return;
+        };
+        if session.over_bound_since.is_some_and(|since| now >= since + settings.slow_consumer_grace) {
+            if queued > settings.max_queue_bytes {
+                self.disconnect_slow_consumer(ctx.stats, now);
+                return;
+            }
+            session.over_bound_since = None;
+        }
+        if session.has_topics() && now >= session.last_sent + settings.heartbeat_interval {
+            let heartbeat = events::heartbeat(
+                session
+                    .topics()
+                    .map(|(name, id)| (&**name, ctx.local.get(*id).map_or(0, |topic| topic.last_seq))),
+            );
+            session.last_sent = now;
+            send_event(&mut self.out, &heartbeat);
         }
     }
 
@@ -438,11 +556,10 @@ impl Connection {
     }
 }
 
-/// A data message on an open WebSocket, acted on by its route.
-fn on_data(out: &mut Vec<u8>, route: WebSocketRoute, opcode: OpCode, payload: &[u8]) {
-    match route {
-        WebSocketRoute::Echo => write_frame(out, opcode, payload),
-    }
+fn count_written(stats: &mut WorkerStats, written: Written) {
+    stats.write_syscalls += written.syscalls as u64;
+    stats.bytes_out += written.bytes as u64;
+    stats.ticks_written += written.ticks as u64;
 }
 
 fn route_error_response(error: RouteError) -> Response {

@@ -1,9 +1,13 @@
 //! The only code that touches sockets: listeners, worker event loops and
-//! connections. Decisions about bytes are delegated to `protocol` and `http`.
+//! connections. Decisions about bytes are delegated to `protocol`, `http`
+//! and `broker`.
 
 pub mod connection;
+pub mod context;
 pub mod listener;
+pub mod out_queue;
 pub mod read_buf;
+pub mod session;
 pub mod settings;
 pub mod slab;
 pub mod timer;

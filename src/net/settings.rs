@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::config::SlowConsumerPolicy;
 use crate::protocol::decoder::Limits;
 
 /// Limits and timeouts every worker applies to its connections.
@@ -18,6 +19,14 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The path whose WebSocket connections echo every message, if enabled.
     pub echo_path: Option<String>,
+    /// The path of the pub/sub WebSocket endpoint.
+    pub ws_path: String,
+    pub max_topics_per_connection: usize,
+    pub max_client_errors: usize,
+    pub heartbeat_interval: Duration,
+    pub max_queue_bytes: usize,
+    pub slow_consumer: SlowConsumerPolicy,
+    pub slow_consumer_grace: Duration,
 }
 
 impl Settings {

@@ -1,78 +1,121 @@
-//! A worker thread: one `mio::Poll`, one listener, and the connections it
-//! accepted. Workers share nothing mutable but the connection count and the
-//! stop flag, so a connection is only ever touched by its own thread.
+//! A worker thread: one `mio::Poll`, one listener, the connections it
+//! accepted, and its mailbox of ticks from the topic table.
+//!
+//! A loop turn handles readiness events, then drains the mailbox into the
+//! outbound queues of local subscribers, then writes each connection that
+//! got something once — so a burst of ticks costs one `writev` per
+//! connection, not one write per tick (uWebSockets and nats-server do the
+//! same). Workers share nothing mutable but the topic table's shards and the
+//! connection count, so a connection is only ever touched by its own thread.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 
 use super::connection::{Connection, Verdict};
+use super::context::{Ctx, WorkerStats};
 use super::listener::configure_accepted;
 use super::read_buf::ReadBuf;
 use super::settings::Settings;
 use super::slab::Slab;
 use super::timer::Timers;
+use crate::broker::auth::Auth;
+use crate::broker::mailbox::{Delivery, Inbox};
+use crate::broker::subscriptions::LocalTopics;
+use crate::broker::tick::{Tick, TopicId};
+use crate::broker::topic_table::TopicTable;
 
 const LISTENER: Token = Token(usize::MAX);
-const WAKER: Token = Token(usize::MAX - 1);
+/// The token of the waker that the topic table and the server use.
+pub const WAKER: Token = Token(usize::MAX - 1);
 
 /// The shared scratch buffer every read goes into first.
 const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Deliveries taken from the mailbox per loop turn before the worker looks
+/// at its sockets again, so a publish flood cannot starve reads.
+const MAILBOX_BUDGET: usize = 16 * 1024;
 
 /// How long accepting pauses after the process ran out of file descriptors,
 /// so a full table does not spin the loop on a listener that stays ready.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How often the worker sweeps its share of the topic table for topics to
+/// reclaim, and logs its slow-consumer counters when they changed.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
+
 /// State every worker sees.
 #[derive(Debug)]
 pub struct Shared {
     pub settings: Settings,
+    pub table: TopicTable,
+    pub auth: Auth,
     /// Connections open across all workers, for `max_connections`.
     pub live_connections: AtomicUsize,
     /// Set once by the server when it is asked to stop.
     pub stopping: AtomicBool,
+    pub worker_count: usize,
 }
 
 /// A worker's event loop and everything it owns.
 #[derive(Debug)]
 pub struct Worker {
+    id: usize,
     poll: Poll,
+    inbox: Inbox,
     listener: Option<TcpListener>,
     connections: Slab<Connection>,
+    local: LocalTopics,
     timers: Timers,
+    /// `max_hz` subscriptions holding a tick until they may send it.
+    rate_timers: BinaryHeap<Reverse<(Instant, TopicId, usize)>>,
     scratch: ReadBuf,
     shared: Arc<Shared>,
+    stats: WorkerStats,
+    logged_stats: WorkerStats,
     /// Connections that stopped reading before `WouldBlock` and must be
     /// read again without waiting for an edge.
     reread: Vec<Token>,
+    /// Connections with newly queued ticks, flushed once at the end of the turn.
+    dirty: Vec<Token>,
+    /// The mailbox had more than one turn's budget.
+    mail_waiting: bool,
     accept_paused_until: Option<Instant>,
+    next_housekeeping: Instant,
     stop_deadline: Option<Instant>,
 }
 
 impl Worker {
-    /// Sets up a worker around `listener`, returning the waker that others
-    /// use to get its attention.
-    pub fn new(mut listener: TcpListener, shared: Arc<Shared>) -> io::Result<(Worker, Arc<Waker>)> {
-        let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let worker = Worker {
+    /// Sets up worker `id` around its poll (whose waker the topic table
+    /// holds), its listener and its mailbox.
+    pub fn new(id: usize, poll: Poll, mut listener: TcpListener, inbox: Inbox, shared: Arc<Shared>) -> io::Result<Worker> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Worker {
+            id,
             poll,
+            inbox,
             listener: Some(listener),
             connections: Slab::default(),
+            local: LocalTopics::default(),
             timers: Timers::default(),
+            rate_timers: BinaryHeap::new(),
             scratch: ReadBuf::with_capacity(SCRATCH_BYTES),
             shared,
+            stats: WorkerStats::default(),
+            logged_stats: WorkerStats::default(),
             reread: Vec::new(),
+            dirty: Vec::new(),
+            mail_waiting: false,
             accept_paused_until: None,
+            next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             stop_deadline: None,
-        };
-        Ok((worker, waker))
+        })
     }
 
     /// Runs until the server stops and every connection has closed or the
@@ -80,8 +123,14 @@ impl Worker {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.poll_timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let mut timeout = self.poll_timeout(Instant::now());
+            let mailbox = self.shared.table.mailbox(self.id);
+            if timeout != Some(Duration::ZERO) && !mailbox.prepare_to_sleep(&self.inbox) {
+                timeout = Some(Duration::ZERO);
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            mailbox.awake();
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -92,13 +141,16 @@ impl Worker {
                 match event.token() {
                     LISTENER => self.accept(now),
                     WAKER => {}
-                    token => {
-                        self.on_event(token, event.is_readable() || event.is_read_closed(), now)
-                    }
+                    token => self.on_event(token, event.is_readable() || event.is_read_closed(), now),
                 }
             }
             self.reread_unfinished(now);
+            self.drain_mailbox(now);
             self.fire_timers(now);
+            self.flush_dirty();
+            if now >= self.next_housekeeping {
+                self.housekeeping(now);
+            }
             if self.shared.stopping.load(Ordering::Acquire) && self.stop(now) {
                 return Ok(());
             }
@@ -106,19 +158,46 @@ impl Worker {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.reread.is_empty() {
+        if !self.reread.is_empty() || self.mail_waiting {
             return Some(Duration::ZERO);
         }
         let next = [
             self.timers.next_at(),
+            self.rate_timers.peek().map(|Reverse((at, _, _))| *at),
             self.accept_paused_until,
             self.stop_deadline,
+            Some(self.next_housekeeping),
         ]
         .into_iter()
         .flatten()
         .min()?;
         // Round up to whole milliseconds so we do not wake just before it.
         Some(next.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    /// Lends a connection what it needs from the worker for one event.
+    fn ctx(&mut self, token: Token, now: Instant) -> (Option<&mut Connection>, Ctx<'_>) {
+        let Worker {
+            connections,
+            local,
+            scratch,
+            stats,
+            shared,
+            id,
+            ..
+        } = self;
+        let ctx = Ctx {
+            settings: &shared.settings,
+            table: &shared.table,
+            auth: &shared.auth,
+            local,
+            scratch,
+            stats,
+            worker: *id,
+            token,
+            now,
+        };
+        (connections.get_mut(token), ctx)
     }
 
     fn accept(&mut self, now: Instant) {
@@ -158,15 +237,12 @@ impl Worker {
         }
         let live = self.shared.live_connections.fetch_add(1, Ordering::AcqRel) + 1;
         let over_limit = live > self.shared.settings.max_connections;
-        let token = self
-            .connections
-            .insert(Connection::new(socket, now, over_limit));
+        let token = self.connections.insert(Connection::new(socket, now, over_limit));
         let connection = self.connections.get_mut(token).expect("just inserted");
-        let registered = self.poll.registry().register(
-            connection.socket_mut(),
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        );
+        let registered = self
+            .poll
+            .registry()
+            .register(connection.socket_mut(), token, Interest::READABLE | Interest::WRITABLE);
         if registered.is_err() {
             self.close(token);
             return;
@@ -178,16 +254,15 @@ impl Worker {
     }
 
     fn on_event(&mut self, token: Token, readable: bool, now: Instant) {
-        let Some(connection) = self.connections.get_mut(token) else {
+        let (Some(connection), mut ctx) = self.ctx(token, now) else {
             return; // a late event for a connection already closed
         };
-        let settings = &self.shared.settings;
         let mut verdict = Verdict::Keep;
         if readable {
-            verdict = connection.on_readable(&mut self.scratch, settings, now);
+            verdict = connection.on_readable(&mut ctx);
         }
         if verdict == Verdict::Keep {
-            verdict = connection.flush();
+            verdict = connection.flush(ctx.stats);
         }
         self.settle(token, verdict);
     }
@@ -213,6 +288,80 @@ impl Worker {
         }
     }
 
+    /// Hands the mailbox's ticks to local subscribers' queues.
+    fn drain_mailbox(&mut self, now: Instant) {
+        self.mail_waiting = false;
+        for _ in 0..MAILBOX_BUDGET {
+            match self.inbox.try_take() {
+                Some(Delivery::Tick(tick)) => self.deliver(tick, now),
+                None => return,
+            }
+        }
+        self.mail_waiting = true;
+    }
+
+    /// Queues a tick for every local subscriber of its topic: a reference
+    /// to the one shared frame each, no copy.
+    fn deliver(&mut self, tick: Tick, now: Instant) {
+        let Worker {
+            local,
+            connections,
+            rate_timers,
+            dirty,
+            shared,
+            stats,
+            ..
+        } = self;
+        let Some(topic) = local.get_mut(tick.topic) else {
+            return; // the last local subscriber left while it was in flight
+        };
+        topic.last_seq = topic.last_seq.max(tick.seq);
+        for subscriber in topic.subscribers.iter_mut() {
+            if tick.seq <= subscriber.after_seq {
+                continue; // already sent in its snapshot or replay
+            }
+            if let Some(rate) = &mut subscriber.rate {
+                if now < rate.next_at {
+                    if rate.held.replace(tick.clone()).is_none() {
+                        rate_timers.push(Reverse((rate.next_at, tick.topic, subscriber.connection.0)));
+                    }
+                    continue;
+                }
+                rate.next_at = now + rate.interval;
+            }
+            let Some(connection) = connections.get_mut(subscriber.connection) else {
+                continue;
+            };
+            connection.enqueue_tick(tick.clone(), &shared.settings, stats, now);
+            if !connection.dirty {
+                connection.dirty = true;
+                dirty.push(subscriber.connection);
+            }
+        }
+    }
+
+    fn enqueue_held(&mut self, token: Token, tick: Tick, now: Instant) {
+        let Some(connection) = self.connections.get_mut(token) else {
+            return;
+        };
+        connection.enqueue_tick(tick, &self.shared.settings, &mut self.stats, now);
+        if !connection.dirty {
+            connection.dirty = true;
+            self.dirty.push(token);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        for token in std::mem::take(&mut self.dirty) {
+            let Some(connection) = self.connections.get_mut(token) else {
+                continue;
+            };
+            connection.dirty = false;
+            let verdict = connection.flush(&mut self.stats);
+            self.settle(token, verdict);
+        }
+    }
+
     /// Files a timer entry if the connection's deadline is earlier than the
     /// one it already has (later deadlines are found when that one fires).
     fn reschedule(&mut self, token: Token) {
@@ -228,19 +377,57 @@ impl Worker {
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, token)) = self.timers.pop_due(now) {
-            let Some(connection) = self.connections.get_mut(token) else {
+            let (Some(connection), mut ctx) = self.ctx(token, now) else {
                 continue;
             };
             if connection.timer_at != Some(at) {
                 continue; // superseded by an earlier entry
             }
             connection.timer_at = None;
-            let mut verdict = connection.on_deadline(&self.shared.settings, now);
+            let mut verdict = connection.on_deadline(&mut ctx);
             if verdict == Verdict::Keep {
-                verdict = connection.flush();
+                verdict = connection.flush(ctx.stats);
             }
             self.settle(token, verdict);
         }
+        while let Some(Reverse((at, topic, index))) = self.rate_timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.rate_timers.pop();
+            let token = Token(index);
+            let Some(subscriber) = self.local.subscriber_mut(topic, token) else {
+                continue;
+            };
+            let Some(rate) = subscriber.rate.as_mut() else {
+                continue;
+            };
+            if let Some(tick) = rate.held.take() {
+                rate.next_at = now + rate.interval;
+                self.enqueue_held(token, tick, now);
+            }
+        }
+    }
+
+    /// Reclaims idle topics from this worker's share of the shards and logs
+    /// slow-consumer actions taken since the last time.
+    fn housekeeping(&mut self, now: Instant) {
+        self.next_housekeeping = now + HOUSEKEEPING_EVERY;
+        let reclaimed = self.shared.table.reclaim(now, self.id, self.shared.worker_count);
+        if reclaimed > 0 {
+            tracing::debug!(worker = self.id, reclaimed, "reclaimed idle topics");
+        }
+        let (s, before) = (self.stats, self.logged_stats);
+        if (s.conflated, s.dropped, s.slow_disconnects) != (before.conflated, before.dropped, before.slow_disconnects) {
+            tracing::info!(
+                worker = self.id,
+                conflated = s.conflated - before.conflated,
+                dropped = s.dropped - before.dropped,
+                disconnected = s.slow_disconnects - before.slow_disconnects,
+                "slow consumers since last report"
+            );
+        }
+        self.logged_stats = s;
     }
 
     /// Stops accepting and asks every connection to close; true once the
@@ -257,7 +444,7 @@ impl Worker {
                 };
                 let mut verdict = connection.begin_shutdown(now);
                 if verdict == Verdict::Keep {
-                    verdict = connection.flush();
+                    verdict = connection.flush(&mut self.stats);
                 }
                 self.settle(token, verdict);
             }
@@ -275,10 +462,17 @@ impl Worker {
     }
 
     fn close(&mut self, token: Token) {
-        if let Some(mut connection) = self.connections.remove(token) {
-            let _ = self.poll.registry().deregister(connection.socket_mut());
-            self.shared.live_connections.fetch_sub(1, Ordering::AcqRel);
-            self.reread.retain(|t| *t != token);
+        let Some(mut connection) = self.connections.remove(token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(connection.socket_mut());
+        self.shared.live_connections.fetch_sub(1, Ordering::AcqRel);
+        self.reread.retain(|t| *t != token);
+        if let Some(session) = connection.session_mut() {
+            for (name, id) in session.take_topics() {
+                self.local.remove(id, token);
+                self.shared.table.unsubscribe(&name, id, self.id);
+            }
         }
     }
 }

@@ -1,0 +1,136 @@
+use super::*;
+
+fn tick(topic: u64, seq: u64) -> Tick {
+    Tick::encode(TopicId(topic), "T", seq, 0, b"1")
+}
+
+/// A socket that takes at most `limit` bytes per call and then blocks.
+struct Trickle {
+    out: Vec<u8>,
+    per_call: usize,
+    calls_left: usize,
+}
+
+impl Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if self.calls_left == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.calls_left -= 1;
+        let mut n = 0;
+        for buf in bufs {
+            let take = buf.len().min(self.per_call - n);
+            self.out.extend_from_slice(&buf[..take]);
+            n += take;
+            if n == self.per_call {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn seqs_in(bytes: &[u8]) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = bytes[at + 1] as usize;
+        let v: serde_json::Value = serde_json::from_slice(&bytes[at + 2..at + 2 + len]).unwrap();
+        seqs.push(v["seq"].as_u64().unwrap());
+        at += 2 + len;
+    }
+    seqs
+}
+
+#[test]
+fn partial_writes_resume_in_order() {
+    let mut queue = OutQueue::default();
+    for seq in 1..=50 {
+        queue.push_tick(tick(1, seq), 1 << 20, SlowConsumerPolicy::Drop);
+    }
+    let total = queue.len();
+    let mut sink = Trickle { out: Vec::new(), per_call: 37, calls_left: 3 };
+    let first = queue.write_to(&mut sink).unwrap();
+    assert_eq!(first.syscalls, 4); // three writes, then WouldBlock
+    assert_eq!(queue.len(), total - 111);
+    sink.calls_left = usize::MAX;
+    sink.per_call = 1 << 20;
+    let rest = queue.write_to(&mut sink).unwrap();
+    assert_eq!(first.ticks + rest.ticks, 50);
+    assert!(queue.is_empty());
+    assert_eq!(seqs_in(&sink.out), (1..=50).collect::<Vec<_>>());
+}
+
+#[test]
+fn owned_bytes_keep_their_place() {
+    let mut queue = OutQueue::default();
+    queue.append(|b| b.extend_from_slice(b"AB"));
+    queue.push_tick_unbounded(tick(1, 1));
+    queue.append(|b| b.extend_from_slice(b"CD"));
+    queue.append(|b| b.extend_from_slice(b"EF"));
+    let mut sink = Trickle { out: Vec::new(), per_call: 1 << 20, calls_left: 10 };
+    queue.write_to(&mut sink).unwrap();
+    assert_eq!(&sink.out[..2], b"AB");
+    assert_eq!(&sink.out[sink.out.len() - 4..], b"CDEF");
+}
+
+#[test]
+fn drop_policy_stops_at_the_bound() {
+    let mut queue = OutQueue::default();
+    let size = tick(1, 1).frame().len();
+    let bound = size * 10;
+    let outcomes: Vec<Pushed> = (1..=20).map(|s| queue.push_tick(tick(1, s), bound, SlowConsumerPolicy::Drop)).collect();
+    assert_eq!(outcomes.iter().filter(|p| **p == Pushed::Queued).count(), 10);
+    assert_eq!(outcomes.iter().filter(|p| **p == Pushed::Dropped).count(), 10);
+    assert!(queue.len() <= bound);
+}
+
+#[test]
+fn conflate_keeps_the_newest_tick_per_topic_in_order() {
+    let mut queue = OutQueue::default();
+    let size = tick(1, 1).frame().len();
+    let bound = size * 4;
+    for seq in 1..=100 {
+        queue.push_tick(tick(seq % 2, seq), bound, SlowConsumerPolicy::Conflate);
+    }
+    assert!(queue.len() <= bound);
+    let mut sink = Trickle { out: Vec::new(), per_call: 1 << 20, calls_left: 10 };
+    queue.write_to(&mut sink).unwrap();
+    let seqs = seqs_in(&sink.out);
+    // The newest of each topic survives; per topic the order still rises.
+    assert!(seqs.contains(&100) && seqs.contains(&99));
+    for parity in 0..2 {
+        let topic: Vec<u64> = seqs.iter().copied().filter(|s| s % 2 == parity).collect();
+        assert!(topic.windows(2).all(|w| w[0] < w[1]), "{topic:?}");
+    }
+}
+
+#[test]
+fn disconnect_policy_allows_twice_the_bound_then_overflows() {
+    let mut queue = OutQueue::default();
+    let size = tick(1, 1).frame().len();
+    let bound = size * 4;
+    let outcomes: Vec<Pushed> = (1..=9).map(|s| queue.push_tick(tick(1, s), bound, SlowConsumerPolicy::Disconnect)).collect();
+    assert_eq!(outcomes[..8], [Pushed::Queued; 8]);
+    assert_eq!(outcomes[8], Pushed::Overflow);
+}
+
+#[test]
+fn purge_removes_only_that_topic() {
+    let mut queue = OutQueue::default();
+    queue.push_tick_unbounded(tick(1, 1));
+    queue.push_tick_unbounded(tick(2, 2));
+    queue.push_tick_unbounded(tick(1, 3));
+    queue.purge_topic(TopicId(1));
+    let mut sink = Trickle { out: Vec::new(), per_call: 1 << 20, calls_left: 10 };
+    queue.write_to(&mut sink).unwrap();
+    assert_eq!(seqs_in(&sink.out), vec![2]);
+}

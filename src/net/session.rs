@@ -1,0 +1,196 @@
+//! A pub/sub client's state on its connection, and the `tickfan.v1`
+//! operations it sends: subscribe (with snapshot or replay), unsubscribe,
+//! publish. Errors become `error` events and the connection stays open,
+//! until a client has provoked `max_client_errors` of them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::context::Ctx;
+use super::out_queue::OutQueue;
+use crate::broker::auth::Rights;
+use crate::broker::client_op::{parse_op, ClientOp};
+use crate::broker::events;
+use crate::broker::subscriptions::{LocalSubscriber, RateCap};
+use crate::broker::tick::TopicId;
+use crate::broker::topic_table::Start;
+use crate::protocol::close::CloseCode;
+use crate::protocol::frame::{write_frame, OpCode};
+
+/// The per-connection state of a pub/sub client.
+#[derive(Debug)]
+pub struct Session {
+    rights: Rights,
+    /// The topics this connection subscribes to (a handful: a Vec is faster
+    /// than a map and is bounded by `max_topics_per_connection`).
+    topics: Vec<(Arc<str>, TopicId)>,
+    errors: usize,
+    /// `max_client_errors`: errors tolerated before the connection is closed.
+    max_errors: usize,
+    /// When something was last queued for the client (heartbeats fill silence).
+    pub last_sent: Instant,
+    /// Since when the outbound queue has been over its bound (`disconnect`).
+    pub over_bound_since: Option<Instant>,
+}
+
+/// The session asks for the connection to be failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: CloseCode,
+    pub reason: &'static str,
+}
+
+impl Session {
+    pub fn new(rights: Rights, max_errors: usize, now: Instant) -> Self {
+        Session {
+            rights,
+            topics: Vec::new(),
+            errors: 0,
+            max_errors,
+            last_sent: now,
+            over_bound_since: None,
+        }
+    }
+
+    /// Whether the connection has subscriptions (and so wants heartbeats).
+    pub fn has_topics(&self) -> bool {
+        !self.topics.is_empty()
+    }
+
+    /// The subscriptions, for heartbeats.
+    pub fn topics(&self) -> impl Iterator<Item = &(Arc<str>, TopicId)> {
+        self.topics.iter()
+    }
+
+    /// Takes every subscription away (the connection is closing).
+    pub fn take_topics(&mut self) -> Vec<(Arc<str>, TopicId)> {
+        std::mem::take(&mut self.topics)
+    }
+
+    /// Handles one text message from the client.
+    pub fn on_text(&mut self, out: &mut OutQueue, message: &[u8], ctx: &mut Ctx<'_>) -> Result<(), CloseRequest> {
+        match parse_op(message) {
+            Ok(op) => self.on_op(out, op, ctx),
+            Err(error) => self.refuse(out, error.code(), &error.message(), None, ctx.now),
+        }
+    }
+
+    /// Binary messages are not part of the protocol.
+    pub fn on_binary(&mut self, out: &mut OutQueue, now: Instant) -> Result<(), CloseRequest> {
+        self.refuse(out, "binary_not_supported", "operations are JSON text messages", None, now)
+    }
+
+    fn on_op(&mut self, out: &mut OutQueue, op: ClientOp<'_>, ctx: &mut Ctx<'_>) -> Result<(), CloseRequest> {
+        match op {
+            ClientOp::Subscribe {
+                topic,
+                since,
+                epoch,
+                max_hz,
+            } => {
+                let start = match since {
+                    Some(since) => Start::After {
+                        since,
+                        epoch: epoch.as_deref(),
+                    },
+                    None => Start::Latest,
+                };
+                self.subscribe(out, &topic, start, max_hz, ctx)
+            }
+            ClientOp::Unsubscribe { topic } => self.unsubscribe(out, &topic, ctx),
+            ClientOp::Publish { topic, data } => {
+                if !self.rights.publish {
+                    return self.refuse(out, "forbidden", "publishing needs a publisher token", Some(&topic), ctx.now);
+                }
+                match ctx.table.publish(&topic, data.get().as_bytes()) {
+                    Ok(_) => {
+                        ctx.stats.ticks_published += 1;
+                        Ok(())
+                    }
+                    Err(_) => self.refuse(out, "too_many_topics", "the broker's topic limit is reached", Some(&topic), ctx.now),
+                }
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        out: &mut OutQueue,
+        topic: &str,
+        start: Start<'_>,
+        max_hz: Option<f64>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), CloseRequest> {
+        if !self.rights.subscribe {
+            return self.refuse(out, "forbidden", "subscribing needs a token", Some(topic), ctx.now);
+        }
+        if self.topics.iter().any(|(name, _)| &**name == topic) {
+            return self.refuse(out, "already_subscribed", "already subscribed to this topic", Some(topic), ctx.now);
+        }
+        if self.topics.len() >= ctx.settings.max_topics_per_connection {
+            return self.refuse(out, "too_many_topics", "this connection's topic limit is reached", Some(topic), ctx.now);
+        }
+        let Ok(subscribed) = ctx.table.subscribe(topic, ctx.worker, start) else {
+            return self.refuse(out, "too_many_topics", "the broker's topic limit is reached", Some(topic), ctx.now);
+        };
+        let name: Arc<str> = topic.into();
+        ctx.local.add(
+            subscribed.topic,
+            &name,
+            subscribed.seq,
+            LocalSubscriber {
+                connection: ctx.token,
+                after_seq: subscribed.seq,
+                rate: max_hz.map(|hz| RateCap::new(hz, ctx.now)),
+            },
+        );
+        self.topics.push((name, subscribed.topic));
+        send_event(out, &events::subscribed(topic, subscribed.seq, &subscribed.epoch));
+        if let Some((from, to)) = subscribed.gap {
+            send_event(out, &events::gap(topic, from, to));
+        }
+        for tick in subscribed.ticks {
+            out.push_tick_unbounded(tick);
+        }
+        self.last_sent = ctx.now;
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, out: &mut OutQueue, topic: &str, ctx: &mut Ctx<'_>) -> Result<(), CloseRequest> {
+        let Some(index) = self.topics.iter().position(|(name, _)| &**name == topic) else {
+            return self.refuse(out, "not_subscribed", "not subscribed to this topic", Some(topic), ctx.now);
+        };
+        let (name, id) = self.topics.swap_remove(index);
+        ctx.local.remove(id, ctx.token);
+        ctx.table.unsubscribe(&name, id, ctx.worker);
+        out.purge_topic(id);
+        send_event(out, &events::unsubscribed(topic));
+        Ok(())
+    }
+
+    /// Sends an error event; too many of them fail the connection (1008).
+    fn refuse(
+        &mut self,
+        out: &mut OutQueue,
+        code: &str,
+        message: &str,
+        topic: Option<&str>,
+        now: Instant,
+    ) -> Result<(), CloseRequest> {
+        self.errors += 1;
+        send_event(out, &events::error(code, message, topic));
+        self.last_sent = now;
+        if self.errors >= self.max_errors {
+            return Err(CloseRequest {
+                code: CloseCode::POLICY_VIOLATION,
+                reason: "too many invalid operations",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Queues a JSON event as a text frame.
+pub fn send_event(out: &mut OutQueue, event: &[u8]) {
+    out.append(|buf| write_frame(buf, OpCode::Text, event));
+}
