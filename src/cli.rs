@@ -8,8 +8,14 @@
 //! code, and refused with the same message naming the key, as one from a file.
 //!
 //! To add a flag, add a row to [`SHORTHANDS`]; its help text gains the key and
-//! its default from the embedded config automatically.
+//! its default from the embedded config automatically. A row in
+//! [`ShorthandMode::Append`] is a repeatable flag adding one string to a list
+//! key (`--publish-token`), through [`config::append_override`].
+//!
+//! Token values are secrets: [`Cli`]'s `Debug` redacts the values of the keys
+//! [`config::is_secret_key`] names.
 
+use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -32,6 +38,18 @@ pub struct Shorthand {
     pub value_name: &'static str,
     /// One line of help; the key and its default are appended.
     pub help: &'static str,
+    /// Whether the flag sets its key or, repeatable, appends to a list key.
+    pub mode: ShorthandMode,
+}
+
+/// How a [`Shorthand`] flag's value reaches its config key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShorthandMode {
+    /// The flag is given at most once and sets the key, through [`config::apply_override`].
+    Set,
+    /// The flag may be repeated; each value is appended as a string to the
+    /// list key, after the config file's entries, through [`config::append_override`].
+    Append,
 }
 
 /// Every named flag, in the order `--help` lists them and overrides apply.
@@ -41,89 +59,199 @@ pub const SHORTHANDS: &[Shorthand] = &[
         key: "server.listen",
         value_name: "ADDR",
         help: "Address to listen on, e.g. 0.0.0.0:9001",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "workers",
         key: "server.workers",
         value_name: "N",
         help: "Worker threads; 0 = one per CPU core",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "max-connections",
         key: "server.max_connections",
         value_name: "N",
         help: "Most open connections across all workers; more are refused",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "shutdown-grace-ms",
         key: "server.shutdown_grace_ms",
         value_name: "N",
         help: "Milliseconds shutdown waits for clients to close",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "ws-path",
+        key: "websocket.path",
+        value_name: "PATH",
+        help: "Path where clients upgrade to the pub/sub protocol, e.g. /ws",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "echo-path",
         key: "websocket.echo_path",
         value_name: "PATH",
         help: "Path whose connections echo every message (conformance testing); \"\" = off",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "max-message-bytes",
         key: "websocket.max_message_bytes",
         value_name: "N",
         help: "Largest reassembled message in bytes; larger closes with 1009",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "max-frame-bytes",
         key: "websocket.max_frame_bytes",
         value_name: "N",
         help: "Largest frame payload in bytes; larger closes with 1009",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "max-fragments-per-message",
         key: "websocket.max_fragments_per_message",
         value_name: "N",
         help: "Most frames in one fragmented message; more closes with 1009",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "max-header-bytes",
         key: "websocket.max_header_bytes",
         value_name: "N",
         help: "Largest handshake request head in bytes; larger is answered 431",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "handshake-timeout-ms",
         key: "websocket.handshake_timeout_ms",
         value_name: "N",
         help: "Milliseconds allowed to complete the opening handshake",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "ping-interval-ms",
         key: "websocket.ping_interval_ms",
         value_name: "N",
         help: "Milliseconds of quiet after which the server pings",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "idle-timeout-ms",
         key: "websocket.idle_timeout_ms",
         value_name: "N",
         help: "Milliseconds of silence after which a connection is closed; > ping interval",
+        mode: ShorthandMode::Set,
     },
     Shorthand {
         flag: "close-timeout-ms",
         key: "websocket.close_timeout_ms",
         value_name: "N",
         help: "Milliseconds to wait for the peer's close reply before dropping TCP",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "shards",
+        key: "broker.shards",
+        value_name: "N",
+        help: "Topic table shards; more = less lock contention between publishers",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "history-depth",
+        key: "broker.history_depth",
+        value_name: "N",
+        help: "Ticks kept per topic for `since` recovery and long-poll; 0 = none",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "topic-ttl-ms",
+        key: "broker.topic_ttl_ms",
+        value_name: "N",
+        help:
+            "Milliseconds an unused topic (no subscribers, no publish) lives before it is reclaimed",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "max-topics",
+        key: "broker.max_topics",
+        value_name: "N",
+        help: "Most topics alive at once; more are refused",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "max-topics-per-connection",
+        key: "broker.max_topics_per_connection",
+        value_name: "N",
+        help: "Most topics one connection may subscribe to",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "max-client-errors",
+        key: "broker.max_client_errors",
+        value_name: "N",
+        help: "Error events a connection may provoke before it is closed with 1008",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "heartbeat-interval-ms",
+        key: "broker.heartbeat_interval_ms",
+        value_name: "N",
+        help: "Milliseconds a subscribed connection may be sent nothing before a heartbeat",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "max-queue-bytes",
+        key: "broker.max_queue_bytes",
+        value_name: "N",
+        help: "Bound on one connection's outbound queue in bytes",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "slow-consumer",
+        key: "broker.slow_consumer",
+        value_name: "POLICY",
+        help: "conflate|drop|disconnect: what happens to a connection over its queue bound",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "slow-consumer-grace-ms",
+        key: "broker.slow_consumer_grace_ms",
+        value_name: "N",
+        help: "With slow-consumer disconnect, milliseconds a queue may stay over its bound",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "publish-token",
+        key: "auth.publish_tokens",
+        value_name: "TOKEN",
+        help: "Add a token that grants publishing; repeatable, adds to the config file's list \
+               (visible in the process list: prefer the config file)",
+        mode: ShorthandMode::Append,
+    },
+    Shorthand {
+        flag: "subscribe-token",
+        key: "auth.subscribe_tokens",
+        value_name: "TOKEN",
+        help: "Add a token that grants subscribing; repeatable, adds to the config file's list \
+               (visible in the process list: prefer the config file)",
+        mode: ShorthandMode::Append,
     },
     Shorthand {
         flag: "log-level",
         key: "log.level",
         value_name: "LEVEL",
         help: "error|warn|info|debug|trace, or a tracing filter such as info,tickfan::net=debug",
+        mode: ShorthandMode::Set,
     },
 ];
 
 /// The command line of the `tickfan` binary.
-#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+///
+/// Its `Debug` shows the values of secret keys (tokens) as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Parser)]
 #[command(
     name = "tickfan",
     version,
@@ -159,13 +287,18 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Returns every override as (dotted key, raw value): named flags first, then each `--set` in order.
-    pub fn overrides(&self) -> impl Iterator<Item = (&str, &str)> {
+    /// Returns every override as (mode, dotted key, raw value): named flags
+    /// first in [`SHORTHANDS`] order, then each `--set` in order.
+    pub fn overrides(&self) -> impl Iterator<Item = (ShorthandMode, &str, &str)> {
         self.shorthands
             .values
             .iter()
-            .map(|(key, value)| (*key, value.as_str()))
-            .chain(self.set.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map(|(key, value)| (mode_of(key), *key, value.as_str()))
+            .chain(
+                self.set
+                    .iter()
+                    .map(|(k, v)| (ShorthandMode::Set, k.as_str(), v.as_str())),
+            )
     }
 
     /// Builds the validated configuration: the `--config` file (or the defaults), then every override.
@@ -180,8 +313,11 @@ impl Cli {
             }
             None => config::default_table(),
         };
-        for (key, value) in self.overrides() {
-            config::apply_override(&mut table, key, value)?;
+        for (mode, key, value) in self.overrides() {
+            match mode {
+                ShorthandMode::Set => config::apply_override(&mut table, key, value)?,
+                ShorthandMode::Append => config::append_override(&mut table, key, value)?,
+            }
         }
         Config::from_table(table)
     }
@@ -199,14 +335,61 @@ impl Cli {
     }
 }
 
+impl fmt::Debug for Cli {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cli")
+            .field("config", &self.config)
+            .field("shorthands", &self.shorthands)
+            .field("set", &RedactedPairs(&self.set))
+            .field("print_default_config", &self.print_default_config)
+            .finish()
+    }
+}
+
 /// The values of the [`SHORTHANDS`] flags given on the command line.
 ///
 /// Implements clap's [`Args`] by hand so the flags are generated from the
-/// table rather than written out as fields.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// table rather than written out as fields. Its `Debug` redacts secret values.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Shorthands {
-    /// (dotted key, raw value) for each flag given, in [`SHORTHANDS`] order.
+    /// (dotted key, raw value) for each flag given, in [`SHORTHANDS`] order;
+    /// an [`ShorthandMode::Append`] flag has one entry per value, in command-line order.
     pub values: Vec<(&'static str, String)>,
+}
+
+impl fmt::Debug for Shorthands {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shorthands")
+            .field("values", &RedactedPairs(&self.values))
+            .finish()
+    }
+}
+
+/// Debug-prints (key, value) pairs with the values of secret keys replaced by `<redacted>`.
+struct RedactedPairs<'a, K>(&'a [(K, String)]);
+
+impl<K: AsRef<str>> fmt::Debug for RedactedPairs<'_, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(key, value)| {
+                let key = key.as_ref();
+                let value = if config::is_secret_key(key) {
+                    "<redacted>"
+                } else {
+                    value.as_str()
+                };
+                (key, value)
+            }))
+            .finish()
+    }
+}
+
+/// Returns the mode of the shorthand that sets `key`; [`ShorthandMode::Set`] for any other key.
+fn mode_of(key: &str) -> ShorthandMode {
+    SHORTHANDS
+        .iter()
+        .find(|s| s.key == key)
+        .map_or(ShorthandMode::Set, |s| s.mode)
 }
 
 impl Shorthand {
@@ -214,12 +397,16 @@ impl Shorthand {
         let default = lookup(&config::default_table(), self.key)
             .map(|v| format!("; default {v}"))
             .unwrap_or_default();
+        let action = match self.mode {
+            ShorthandMode::Set => ArgAction::Set,
+            ShorthandMode::Append => ArgAction::Append,
+        };
         Arg::new(self.flag)
             .long(self.flag)
             .value_name(self.value_name)
             .help(format!("{} [{}{default}]", self.help, self.key))
             .help_heading(OVERRIDES_HEADING)
-            .action(ArgAction::Set)
+            .action(action)
             // Let `--workers -1` reach the config check, which names the key.
             .allow_negative_numbers(true)
     }
@@ -244,15 +431,29 @@ impl FromArgMatches for Shorthands {
 
     fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
         for s in SHORTHANDS {
-            let Ok(Some(value)) = matches.try_get_one::<String>(s.flag) else {
-                continue;
-            };
-            match self.values.iter_mut().find(|(key, _)| *key == s.key) {
-                Some(slot) => slot.1 = value.clone(),
-                None => self.values.push((s.key, value.clone())),
+            match s.mode {
+                ShorthandMode::Set => {
+                    let Ok(Some(value)) = matches.try_get_one::<String>(s.flag) else {
+                        continue;
+                    };
+                    match self.values.iter_mut().find(|(key, _)| *key == s.key) {
+                        Some(slot) => slot.1 = value.clone(),
+                        None => self.values.push((s.key, value.clone())),
+                    }
+                }
+                ShorthandMode::Append => {
+                    let Ok(Some(values)) = matches.try_get_many::<String>(s.flag) else {
+                        continue;
+                    };
+                    // The matches hold the flag's whole list: replace, do not add twice.
+                    self.values.retain(|(key, _)| *key != s.key);
+                    self.values
+                        .extend(values.map(|value| (s.key, value.clone())));
+                }
             }
         }
-        // Keep table order whatever order the updates came in.
+        // Keep table order whatever order the updates came in; the sort is
+        // stable, so an append flag's values keep their command-line order.
         self.values.sort_by_key(|(key, _)| {
             SHORTHANDS
                 .iter()
@@ -383,6 +584,28 @@ mod tests {
             "0",
             "--log-level",
             "debug",
+            "--ws-path",
+            "/feed",
+            "--shards",
+            "8",
+            "--history-depth",
+            "0",
+            "--topic-ttl-ms",
+            "60000",
+            "--max-topics",
+            "10",
+            "--max-topics-per-connection",
+            "3",
+            "--max-client-errors",
+            "4",
+            "--heartbeat-interval-ms",
+            "250",
+            "--max-queue-bytes",
+            "65536",
+            "--slow-consumer",
+            "disconnect",
+            "--slow-consumer-grace-ms",
+            "0",
         ])
         .load_config()
         .unwrap();
@@ -400,6 +623,106 @@ mod tests {
         assert_eq!(c.websocket.idle_timeout_ms, 30);
         assert_eq!(c.websocket.close_timeout_ms, 40);
         assert_eq!(c.log.level, "debug");
+        assert_eq!(c.websocket.path, "/feed");
+        assert_eq!(c.broker.shards, 8);
+        assert_eq!(c.broker.history_depth, 0);
+        assert_eq!(c.broker.topic_ttl_ms, 60_000);
+        assert_eq!(c.broker.max_topics, 10);
+        assert_eq!(c.broker.max_topics_per_connection, 3);
+        assert_eq!(c.broker.max_client_errors, 4);
+        assert_eq!(c.broker.heartbeat_interval_ms, 250);
+        assert_eq!(c.broker.max_queue_bytes, 65_536);
+        assert_eq!(
+            c.broker.slow_consumer,
+            config::SlowConsumerPolicy::Disconnect
+        );
+        assert_eq!(c.broker.slow_consumer_grace_ms, 0);
+    }
+
+    #[test]
+    fn token_flags_append_in_order_after_the_file() {
+        let c = parse(&["--publish-token", "a", "--publish-token", "b"])
+            .load_config()
+            .unwrap();
+        assert_eq!(c.auth.publish_tokens, ["a", "b"]);
+        assert!(c.auth.subscribe_tokens.is_empty());
+
+        let path =
+            temp_config("[auth]\npublish_tokens = [\"file\"]\nsubscribe_tokens = [\"s0\"]\n");
+        let cli = parse(&[
+            "--subscribe-token",
+            "s1",
+            "--publish-token",
+            "p1",
+            "--config",
+            path.to_str().unwrap(),
+            "--subscribe-token",
+            "s2",
+            "--set",
+            "auth.subscribe_requires_token=true",
+        ]);
+        let result = cli.load_config();
+        fs::remove_file(&path).unwrap();
+        let c = result.unwrap();
+        assert_eq!(c.auth.publish_tokens, ["file", "p1"]);
+        assert_eq!(c.auth.subscribe_tokens, ["s0", "s1", "s2"]);
+        assert!(c.auth.subscribe_requires_token);
+
+        // --set replaces the whole list, after the appends.
+        let c = parse(&[
+            "--publish-token",
+            "a",
+            "--set",
+            "auth.publish_tokens=[\"x\",\"y\"]",
+        ])
+        .load_config()
+        .unwrap();
+        assert_eq!(c.auth.publish_tokens, ["x", "y"]);
+
+        let e = parse(&["--publish-token", "a b"])
+            .load_config()
+            .unwrap_err();
+        assert_eq!(e.key(), Some("auth.publish_tokens"));
+        assert!(!e.to_string().contains("a b"), "{e}");
+
+        // Set flags stay single: repeating one is a usage error.
+        assert!(Cli::try_parse_from(["tickfan", "--shards", "1", "--shards", "2"]).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_token_values() {
+        let cli = parse(&[
+            "--publish-token",
+            "pub-SECRET",
+            "--subscribe-token",
+            "sub-SECRET",
+            "--set",
+            "auth.publish_tokens=[\"set-SECRET\"]",
+            "--set",
+            "log.level=debug",
+        ]);
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+        assert!(debug.contains("debug"), "{debug}");
+        let c = cli.load_config().unwrap();
+        assert!(!format!("{c:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn slow_consumer_flag_error_names_the_key_and_choices() {
+        let e = parse(&["--slow-consumer", "block"])
+            .load_config()
+            .unwrap_err();
+        assert_eq!(e.key(), Some("broker.slow_consumer"));
+        assert!(
+            e.to_string().contains("conflate, drop or disconnect"),
+            "{e}"
+        );
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("conflate|drop|disconnect"), "{help}");
+        let e = parse(&["--ws-path", "ws"]).load_config().unwrap_err();
+        assert_eq!(e.key(), Some("websocket.path"));
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[websocket]`: protocol limits and timers per connection.
     pub websocket: WebSocketConfig,
+    /// `[broker]`: topics, history, heartbeats and slow consumers.
+    pub broker: BrokerConfig,
+    /// `[auth]`: who may publish and subscribe; its `Debug` redacts the tokens.
+    pub auth: AuthConfig,
     /// `[log]`: diagnostics.
     pub log: LogConfig,
 }
@@ -59,6 +63,8 @@ pub struct ServerConfig {
 /// The `[websocket]` section: protocol limits and timers per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSocketConfig {
+    /// `websocket.path`: path where clients upgrade to the pub/sub protocol; starts with '/'.
+    pub path: String,
     /// `websocket.echo_path`: path whose connections echo every message; `None` when off.
     pub echo_path: Option<String>,
     /// `websocket.max_frame_bytes`: largest frame payload; larger closes with 1009.
@@ -77,6 +83,61 @@ pub struct WebSocketConfig {
     pub idle_timeout_ms: u64,
     /// `websocket.close_timeout_ms`: wait for the peer's close reply before dropping TCP.
     pub close_timeout_ms: u64,
+}
+
+/// The `[broker]` section: topics, history, heartbeats and slow consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// `broker.shards`: topic table shards, each with its own lock; 1 to 65536.
+    pub shards: usize,
+    /// `broker.history_depth`: ticks kept per topic for `since` recovery and long-poll; 0 to 1000000.
+    pub history_depth: usize,
+    /// `broker.topic_ttl_ms`: how long an unused topic (no subscribers, no publish) lives; at least 1000.
+    pub topic_ttl_ms: u64,
+    /// `broker.max_topics`: topics alive at once; at least 1.
+    pub max_topics: usize,
+    /// `broker.max_topics_per_connection`: topics one connection may subscribe to; at least 1.
+    pub max_topics_per_connection: usize,
+    /// `broker.max_client_errors`: error events a connection may provoke before close 1008; at least 1.
+    pub max_client_errors: usize,
+    /// `broker.heartbeat_interval_ms`: quiet time before a subscribed connection gets a heartbeat; at least 100.
+    pub heartbeat_interval_ms: u64,
+    /// `broker.max_queue_bytes`: bound on a connection's outbound queue; at least 4096.
+    pub max_queue_bytes: usize,
+    /// `broker.slow_consumer`: what happens to a connection whose queue is over the bound.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// `broker.slow_consumer_grace_ms`: with [`SlowConsumerPolicy::Disconnect`], how long a
+    /// queue may stay over its bound (up to twice the bound) before close 1008.
+    pub slow_consumer_grace_ms: u64,
+}
+
+/// `broker.slow_consumer`: what the broker does with a connection whose
+/// outbound queue is over `broker.max_queue_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// `"conflate"`: keep only the latest tick per topic queued for that connection.
+    Conflate,
+    /// `"drop"`: drop new ticks for that connection until its queue drains.
+    Drop,
+    /// `"disconnect"`: close with 1008 once over the bound for longer than
+    /// `broker.slow_consumer_grace_ms`, or at twice the bound.
+    Disconnect,
+}
+
+/// The `[auth]` section: the tokens that grant publishing and subscribing.
+///
+/// Tokens are secrets: `Debug` prints only how many there are, and no
+/// [`ConfigError`] ever contains one. Comparing a presented token against
+/// these is the broker's job (in constant time).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `auth.publish_tokens`: tokens that grant publishing (and subscribing);
+    /// empty means publishing is open to everyone (see [`AuthConfig::publish_is_open`]).
+    pub publish_tokens: Vec<String>,
+    /// `auth.subscribe_tokens`: extra tokens that grant subscribing only.
+    pub subscribe_tokens: Vec<String>,
+    /// `auth.subscribe_requires_token`: whether subscribing needs a subscribe or publish token.
+    pub subscribe_requires_token: bool,
 }
 
 /// The `[log]` section: diagnostics.
@@ -207,6 +268,8 @@ impl Config {
         let config = Config {
             server: ServerConfig::from_section(Section::take(&mut table, "server")?)?,
             websocket: WebSocketConfig::from_section(Section::take(&mut table, "websocket")?)?,
+            broker: BrokerConfig::from_section(Section::take(&mut table, "broker")?)?,
+            auth: AuthConfig::from_section(Section::take(&mut table, "auth")?)?,
             log: LogConfig::from_section(Section::take(&mut table, "log")?)?,
         };
         match table.keys().next() {
@@ -250,6 +313,14 @@ impl WebSocketConfig {
     const MIN_PAYLOAD_BYTES: usize = 125;
 
     fn from_section(mut s: Section) -> Result<Self, ConfigError> {
+        let path = s.string("path")?;
+        if !path.starts_with('/') {
+            return Err(ConfigError::invalid(
+                s.key("path"),
+                format!("{path:?} must start with '/', e.g. \"/ws\""),
+            ));
+        }
+        check_bare_path(&s, "path", &path)?;
         let echo_path = s.string("echo_path")?;
         let echo_path = if echo_path.is_empty() {
             None
@@ -258,18 +329,19 @@ impl WebSocketConfig {
                 s.key("echo_path"),
                 format!("{echo_path:?} must be empty (off) or start with '/', e.g. \"/echo\""),
             ));
-        } else if echo_path
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
-        {
-            return Err(ConfigError::invalid(
-                s.key("echo_path"),
-                format!("{echo_path:?} must be a bare path, without spaces, '?' or '#'"),
-            ));
         } else {
+            check_bare_path(&s, "echo_path", &echo_path)?;
             Some(echo_path)
         };
+        // One path, one route: a shared path would make echo shadow pub/sub or the reverse.
+        if echo_path.as_deref() == Some(path.as_str()) {
+            return Err(ConfigError::invalid(
+                s.key("echo_path"),
+                format!("{path:?} must differ from {} ({path:?})", s.key("path")),
+            ));
+        }
         let config = WebSocketConfig {
+            path,
             echo_path,
             max_frame_bytes: s.int("max_frame_bytes", Self::MIN_PAYLOAD_BYTES..)?,
             max_message_bytes: s.int("max_message_bytes", Self::MIN_PAYLOAD_BYTES..)?,
@@ -315,6 +387,146 @@ impl WebSocketConfig {
     pub fn close_timeout(&self) -> Duration {
         Duration::from_millis(self.close_timeout_ms)
     }
+}
+
+/// Refuses a route path that carries more than a path: whitespace, control characters, a query or a fragment.
+fn check_bare_path(s: &Section, key: &str, path: &str) -> Result<(), ConfigError> {
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+    {
+        return Err(ConfigError::invalid(
+            s.key(key),
+            format!("{path:?} must be a bare path, without spaces, '?' or '#'"),
+        ));
+    }
+    Ok(())
+}
+
+impl BrokerConfig {
+    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
+        let config = BrokerConfig {
+            shards: s.int("shards", 1..=65_536)?,
+            // 0 is allowed: no history, so no `since` recovery.
+            history_depth: s.int("history_depth", 0..=1_000_000)?,
+            topic_ttl_ms: s.int("topic_ttl_ms", 1000..)?,
+            max_topics: s.int("max_topics", 1..)?,
+            max_topics_per_connection: s.int("max_topics_per_connection", 1..)?,
+            max_client_errors: s.int("max_client_errors", 1..)?,
+            heartbeat_interval_ms: s.int("heartbeat_interval_ms", 100..)?,
+            max_queue_bytes: s.int("max_queue_bytes", 4096..)?,
+            slow_consumer: s.parsed("slow_consumer", SlowConsumerPolicy::EXPECTED)?,
+            // 0 is allowed: close at the first overflow.
+            slow_consumer_grace_ms: s.int("slow_consumer_grace_ms", 0..)?,
+        };
+        s.finish()?;
+        Ok(config)
+    }
+
+    /// Returns `broker.topic_ttl_ms` as a [`Duration`].
+    pub fn topic_ttl(&self) -> Duration {
+        Duration::from_millis(self.topic_ttl_ms)
+    }
+
+    /// Returns `broker.heartbeat_interval_ms` as a [`Duration`].
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// Returns `broker.slow_consumer_grace_ms` as a [`Duration`].
+    pub fn slow_consumer_grace(&self) -> Duration {
+        Duration::from_millis(self.slow_consumer_grace_ms)
+    }
+}
+
+impl SlowConsumerPolicy {
+    /// What [`Section::parsed`] says the key takes when the value is none of the policies.
+    const EXPECTED: &'static str = "a slow-consumer policy: use conflate, drop or disconnect";
+
+    /// Returns the policy's name as written in the config file, e.g. `"conflate"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowConsumerPolicy::Conflate => "conflate",
+            SlowConsumerPolicy::Drop => "drop",
+            SlowConsumerPolicy::Disconnect => "disconnect",
+        }
+    }
+}
+
+impl FromStr for SlowConsumerPolicy {
+    type Err = ();
+
+    /// Parses `conflate`, `drop` or `disconnect`, exactly as written in the config file.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "conflate" => Ok(SlowConsumerPolicy::Conflate),
+            "drop" => Ok(SlowConsumerPolicy::Drop),
+            "disconnect" => Ok(SlowConsumerPolicy::Disconnect),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for SlowConsumerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AuthConfig {
+    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
+        let config = AuthConfig {
+            publish_tokens: s.tokens("publish_tokens")?,
+            subscribe_tokens: s.tokens("subscribe_tokens")?,
+            subscribe_requires_token: s.bool("subscribe_requires_token")?,
+        };
+        // Requiring a token that no list holds would lock every subscriber out.
+        if config.subscribe_requires_token
+            && config.publish_tokens.is_empty()
+            && config.subscribe_tokens.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                s.key("subscribe_requires_token"),
+                format!(
+                    "is true but {} and {} are both empty, so nobody could subscribe",
+                    s.key("subscribe_tokens"),
+                    s.key("publish_tokens")
+                ),
+            ));
+        }
+        s.finish()?;
+        Ok(config)
+    }
+
+    /// Returns whether anyone may publish without a token: `auth.publish_tokens` is empty.
+    pub fn publish_is_open(&self) -> bool {
+        self.publish_tokens.is_empty()
+    }
+}
+
+/// Prints the number of tokens, never the tokens: configs get logged.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Redacted(usize);
+        impl fmt::Debug for Redacted {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "[{} redacted]", self.0)
+            }
+        }
+        f.debug_struct("AuthConfig")
+            .field("publish_tokens", &Redacted(self.publish_tokens.len()))
+            .field("subscribe_tokens", &Redacted(self.subscribe_tokens.len()))
+            .field("subscribe_requires_token", &self.subscribe_requires_token)
+            .finish()
+    }
+}
+
+/// Returns whether the dotted key holds secrets whose values must never be shown.
+///
+/// The command line uses it to redact its own `Debug`; this module never
+/// puts such a value into a [`ConfigError`].
+pub fn is_secret_key(dotted_key: &str) -> bool {
+    matches!(dotted_key, "auth.publish_tokens" | "auth.subscribe_tokens")
 }
 
 impl LogConfig {
@@ -426,6 +638,65 @@ pub fn apply_override(
     Ok(())
 }
 
+/// Appends a command-line string to the array at the dotted key in `table`.
+///
+/// The key must name an array key of the default config (such as
+/// `auth.publish_tokens`); anything else is refused naming the key. The raw
+/// value is appended as a string exactly as given, with no TOML reading, so
+/// a token is never reinterpreted. The array starts from what the table
+/// holds (the default, or the config file's value), so appends add to the
+/// file's list rather than replace it; `--set key=[...]` replaces it.
+pub fn append_override(
+    table: &mut Table,
+    dotted_key: &str,
+    raw_value: &str,
+) -> Result<(), ConfigError> {
+    let not_array = || {
+        ConfigError::invalid(
+            dotted_key.to_owned(),
+            "is not a list, so it cannot be appended to; set it instead",
+        )
+    };
+    match lookup_mut(&mut default_table(), dotted_key) {
+        Some(Value::Array(_)) => {}
+        Some(_) => return Err(not_array()),
+        None => {
+            return Err(ConfigError::UnknownKey {
+                key: dotted_key.to_owned(),
+            })
+        }
+    }
+    // Make sure the key exists in `table` (it may lack it), then push.
+    if lookup_mut(table, dotted_key).is_none() {
+        apply_override(table, dotted_key, "[]")?;
+    }
+    match lookup_mut(table, dotted_key) {
+        Some(Value::Array(items)) => {
+            items.push(Value::String(raw_value.to_owned()));
+            Ok(())
+        }
+        // The config file put something else here; its value may be a secret.
+        Some(other) => Err(ConfigError::WrongType {
+            key: dotted_key.to_owned(),
+            expected: "an array of strings",
+            found: format!("{} (value not shown)", other.type_str()),
+        }),
+        None => Err(ConfigError::UnknownKey {
+            key: dotted_key.to_owned(),
+        }),
+    }
+}
+
+/// Returns the value at a dotted key of a table, if there is one.
+fn lookup_mut<'t>(table: &'t mut Table, dotted_key: &str) -> Option<&'t mut Value> {
+    let mut parts = dotted_key.split('.');
+    let mut value = table.get_mut(parts.next()?)?;
+    for part in parts {
+        value = value.as_table_mut()?.get_mut(part)?;
+    }
+    Some(value)
+}
+
 /// Turns a command-line string into a TOML value shaped like `template`'s type.
 fn override_value(raw: &str, template: &Value) -> Value {
     let parsed = Value::deserialize(toml::de::ValueDeserializer::new(raw)).ok();
@@ -437,10 +708,34 @@ fn override_value(raw: &str, template: &Value) -> Value {
     }
 }
 
+/// Parses TOML text into a table.
+///
+/// A syntax error gives toml's message and the line and column, but not the
+/// quoted source line toml would add: that line may hold a token from `[auth]`.
 fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
-    text.parse::<Table>().map_err(|e| ConfigError::Syntax {
-        origin: origin.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
+    text.parse::<Table>().map_err(|e| {
+        // One line: toml puts its "expected ..." hint on a line of its own.
+        let message = e.message().trim_end().replace('\n', "; ");
+        let message = match e.span() {
+            Some(span) => {
+                let before = &text.as_bytes()[..span.start.min(text.len())];
+                let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+                let line_start = before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let column = String::from_utf8_lossy(&before[line_start..])
+                    .chars()
+                    .count()
+                    + 1;
+                format!("line {line}, column {column}: {message}")
+            }
+            None => message,
+        };
+        ConfigError::Syntax {
+            origin: origin.to_owned(),
+            message,
+        }
     })
 }
 
@@ -522,7 +817,79 @@ impl Section {
     fn string(&mut self, key: &str) -> Result<String, ConfigError> {
         match self.value(key)? {
             Value::String(s) => Ok(s),
-            other => Err(ConfigError::wrong_type(self.key(key), "a string", &other)),
+            other => Err(self.wrong_type(key, "a string", &other)),
+        }
+    }
+
+    /// Reads a boolean key.
+    fn bool(&mut self, key: &str) -> Result<bool, ConfigError> {
+        match self.value(key)? {
+            Value::Boolean(b) => Ok(b),
+            other => Err(self.wrong_type(key, "true or false", &other)),
+        }
+    }
+
+    /// Reads an array-of-strings key.
+    ///
+    /// Errors name the element by index and never show its value, so this
+    /// also serves keys that hold secrets.
+    fn strings(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
+        let items = match self.value(key)? {
+            Value::Array(items) => items,
+            other => return Err(self.wrong_type(key, "an array of strings", &other)),
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s),
+                other => Err(ConfigError::WrongType {
+                    key: self.key(key),
+                    expected: "an array of strings",
+                    found: format!("{} at index {i}", other.type_str()),
+                }),
+            })
+            .collect()
+    }
+
+    /// Reads an array of secret tokens: each non-empty printable ASCII without spaces.
+    ///
+    /// Errors give the token's index, never its value.
+    fn tokens(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
+        let tokens = self.strings(key)?;
+        for (i, token) in tokens.iter().enumerate() {
+            // '!'..='~' is printable ASCII less the space: what fits a header
+            // value and a `Bearer` credential unquoted.
+            let reason = if token.is_empty() {
+                "is empty"
+            } else if !token.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
+                "must be printable ASCII without spaces (value not shown)"
+            } else {
+                continue;
+            };
+            return Err(ConfigError::invalid(
+                self.key(key),
+                format!("token at index {i} {reason}"),
+            ));
+        }
+        Ok(tokens)
+    }
+
+    /// A [`ConfigError::WrongType`] for `key`, showing the value found unless the key holds secrets.
+    fn wrong_type(&self, key: &str, expected: &'static str, found: &Value) -> ConfigError {
+        let dotted = self.key(key);
+        if is_secret_key(&dotted) {
+            let found = match found {
+                Value::Table(_) => "a table".to_owned(),
+                other => format!("{} (value not shown)", other.type_str()),
+            };
+            ConfigError::WrongType {
+                key: dotted,
+                expected,
+                found,
+            }
+        } else {
+            ConfigError::wrong_type(dotted, expected, found)
         }
     }
 
@@ -541,7 +908,7 @@ impl Section {
     ) -> Result<T, ConfigError> {
         let n = match self.value(key)? {
             Value::Integer(n) => n,
-            other => return Err(ConfigError::wrong_type(self.key(key), "an integer", &other)),
+            other => return Err(self.wrong_type(key, "an integer", &other)),
         };
         let reason = match T::try_from(n) {
             Ok(v) if range.contains(&v) => return Ok(v),
@@ -601,6 +968,7 @@ mod tests {
                     shutdown_grace_ms: 5000,
                 },
                 websocket: WebSocketConfig {
+                    path: "/ws".to_owned(),
                     echo_path: None,
                     max_frame_bytes: 1_048_576,
                     max_message_bytes: 1_048_576,
@@ -611,6 +979,23 @@ mod tests {
                     idle_timeout_ms: 60_000,
                     close_timeout_ms: 3000,
                 },
+                broker: BrokerConfig {
+                    shards: 64,
+                    history_depth: 1024,
+                    topic_ttl_ms: 300_000,
+                    max_topics: 100_000,
+                    max_topics_per_connection: 256,
+                    max_client_errors: 32,
+                    heartbeat_interval_ms: 5000,
+                    max_queue_bytes: 1_048_576,
+                    slow_consumer: SlowConsumerPolicy::Conflate,
+                    slow_consumer_grace_ms: 2000,
+                },
+                auth: AuthConfig {
+                    publish_tokens: vec![],
+                    subscribe_tokens: vec![],
+                    subscribe_requires_token: false,
+                },
                 log: LogConfig {
                     level: "info".to_owned(),
                 },
@@ -619,6 +1004,10 @@ mod tests {
         assert_eq!(Config::from_toml_str("").unwrap(), c);
         assert_eq!(c.websocket.ping_interval(), Duration::from_secs(30));
         assert_eq!(c.server.shutdown_grace(), Duration::from_secs(5));
+        assert_eq!(c.broker.topic_ttl(), Duration::from_secs(300));
+        assert_eq!(c.broker.heartbeat_interval(), Duration::from_secs(5));
+        assert_eq!(c.broker.slow_consumer_grace(), Duration::from_secs(2));
+        assert!(c.auth.publish_is_open());
     }
 
     #[test]
@@ -752,6 +1141,29 @@ mod tests {
                 "[websocket]\nidle_timeout_ms = 30000",
                 "websocket.idle_timeout_ms",
             ),
+            ("[broker]\nshards = 0", "broker.shards"),
+            ("[broker]\nshards = 65537", "broker.shards"),
+            ("[broker]\nhistory_depth = 1000001", "broker.history_depth"),
+            ("[broker]\nhistory_depth = -1", "broker.history_depth"),
+            ("[broker]\ntopic_ttl_ms = 999", "broker.topic_ttl_ms"),
+            ("[broker]\nmax_topics = 0", "broker.max_topics"),
+            (
+                "[broker]\nmax_topics_per_connection = 0",
+                "broker.max_topics_per_connection",
+            ),
+            (
+                "[broker]\nmax_client_errors = 0",
+                "broker.max_client_errors",
+            ),
+            (
+                "[broker]\nheartbeat_interval_ms = 99",
+                "broker.heartbeat_interval_ms",
+            ),
+            ("[broker]\nmax_queue_bytes = 4095", "broker.max_queue_bytes"),
+            (
+                "[broker]\nslow_consumer_grace_ms = -1",
+                "broker.slow_consumer_grace_ms",
+            ),
             ("[log]\nlevel = \"\"", "log.level"),
             ("[log]\nlevel = \"info,=[\"", "log.level"),
         ] {
@@ -776,10 +1188,16 @@ mod tests {
             "[server]\nworkers = 1024\nshutdown_grace_ms = 0\n\
              [websocket]\nmax_frame_bytes = 125\nmax_message_bytes = 16777216\n\
              max_header_bytes = 1048576\nping_interval_ms = 1\nidle_timeout_ms = 2\n\
+             [broker]\nshards = 65536\nhistory_depth = 0\ntopic_ttl_ms = 1000\n\
+             max_topics = 1\nmax_topics_per_connection = 1\nmax_client_errors = 1\n\
+             heartbeat_interval_ms = 100\nmax_queue_bytes = 4096\nslow_consumer_grace_ms = 0\n\
              [log]\nlevel = \"warn,tickfan::net=trace\"\n",
         )
         .unwrap();
         assert_eq!(c.websocket.max_frame_bytes, 125);
+        assert_eq!(c.broker.shards, 65_536);
+        assert_eq!(c.broker.history_depth, 0);
+        assert_eq!(c.broker.slow_consumer_grace(), Duration::ZERO);
         // A frame limit above the message limit is allowed: conformance runs raise one alone.
         assert!(c.websocket.max_message_bytes > c.websocket.max_frame_bytes);
     }
@@ -800,6 +1218,199 @@ mod tests {
             err_key("[websocket]\necho_path = \"/echo?x=1\""),
             "websocket.echo_path"
         );
+    }
+
+    #[test]
+    fn ws_path_must_be_a_bare_path_apart_from_echo_path() {
+        let c = Config::from_toml_str("[websocket]\npath = \"/feed/v1\"\necho_path = \"/echo\"")
+            .unwrap();
+        assert_eq!(c.websocket.path, "/feed/v1");
+        assert_eq!(
+            Config::from_toml_str("[websocket]\npath = \"/\"")
+                .unwrap()
+                .websocket
+                .path,
+            "/"
+        );
+        for bad in ["", "ws", "/ws?x=1", "/w s", "/ws#top"] {
+            let e = err(&format!("[websocket]\npath = {bad:?}"));
+            assert_eq!(e.key(), Some("websocket.path"), "{bad:?}: {e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{bad:?}: {e}");
+        }
+        assert!(err("[websocket]\npath = \"ws\"")
+            .to_string()
+            .contains("must start with '/'"));
+        let e = err("[websocket]\npath = \"/echo\"\necho_path = \"/echo\"");
+        assert_eq!(
+            e.to_string(),
+            "config key `websocket.echo_path`: \"/echo\" must differ from websocket.path (\"/echo\")"
+        );
+    }
+
+    #[test]
+    fn slow_consumer_policy_parses_the_three_names() {
+        for (name, policy) in [
+            ("conflate", SlowConsumerPolicy::Conflate),
+            ("drop", SlowConsumerPolicy::Drop),
+            ("disconnect", SlowConsumerPolicy::Disconnect),
+        ] {
+            let c = Config::from_toml_str(&format!("[broker]\nslow_consumer = {name:?}")).unwrap();
+            assert_eq!(c.broker.slow_consumer, policy);
+            assert_eq!(policy.as_str(), name);
+            assert_eq!(policy.to_string(), name);
+        }
+        let e = err("[broker]\nslow_consumer = \"Drop\"");
+        assert_eq!(
+            e.to_string(),
+            "config key `broker.slow_consumer`: \"Drop\" is not a slow-consumer policy: \
+             use conflate, drop or disconnect"
+        );
+        assert_eq!(
+            err_key("[broker]\nslow_consumer = 1"),
+            "broker.slow_consumer"
+        );
+        let e = override_then_load(&[("broker.slow_consumer", "block")]).unwrap_err();
+        assert_eq!(e.key(), Some("broker.slow_consumer"));
+        assert!(
+            e.to_string().contains("conflate, drop or disconnect"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tokens_parse_and_subscribe_requirement_needs_one() {
+        let c = Config::from_toml_str(
+            "[auth]\npublish_tokens = [\"p-1\", \"p~2\"]\nsubscribe_tokens = [\"s_1\"]\n\
+             subscribe_requires_token = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth.publish_tokens, ["p-1", "p~2"]);
+        assert_eq!(c.auth.subscribe_tokens, ["s_1"]);
+        assert!(c.auth.subscribe_requires_token);
+        assert!(!c.auth.publish_is_open());
+        assert_eq!(
+            err_key("[auth]\nsubscribe_requires_token = true"),
+            "auth.subscribe_requires_token"
+        );
+        // A publish token alone is enough for subscribers to get in.
+        Config::from_toml_str("[auth]\npublish_tokens = [\"p\"]\nsubscribe_requires_token = true")
+            .unwrap();
+        let e = err("[auth]\nsubscribe_requires_token = \"yes\"");
+        assert_eq!(
+            e.to_string(),
+            "config key `auth.subscribe_requires_token`: expected true or false, found string \"yes\""
+        );
+        let c = override_then_load(&[
+            ("auth.subscribe_requires_token", "true"),
+            ("auth.publish_tokens", "[\"a\", \"b\"]"),
+        ])
+        .unwrap();
+        assert_eq!(c.auth.publish_tokens, ["a", "b"]);
+        assert!(c.auth.subscribe_requires_token);
+    }
+
+    /// A token value that must never appear in an error or a `Debug`.
+    const SECRET: &str = "s3cr3t-SECRET";
+
+    #[test]
+    fn token_errors_name_the_key_but_not_the_token() {
+        for (text, key) in [
+            (
+                format!("publish_tokens = [\"ok\", \"{SECRET} x\"]"),
+                "auth.publish_tokens",
+            ),
+            (
+                format!("publish_tokens = [\"{SECRET}\\u00e9\"]"),
+                "auth.publish_tokens",
+            ),
+            (
+                format!("publish_tokens = [\"{SECRET}\\t\"]"),
+                "auth.publish_tokens",
+            ),
+            (
+                "subscribe_tokens = [\"\"]".to_owned(),
+                "auth.subscribe_tokens",
+            ),
+            (
+                format!("publish_tokens = \"{SECRET}\""),
+                "auth.publish_tokens",
+            ),
+            (
+                format!("subscribe_tokens = [\"{SECRET}\", 3]"),
+                "auth.subscribe_tokens",
+            ),
+        ] {
+            let e = err(&format!("[auth]\n{text}\n"));
+            assert_eq!(e.key(), Some(key), "{text}: {e}");
+            assert!(!e.to_string().contains(SECRET), "{e}");
+            assert!(!format!("{e:?}").contains(SECRET), "{e:?}");
+        }
+        assert_eq!(
+            err("[auth]\npublish_tokens = [\"ok\", \"a b\"]").to_string(),
+            "config key `auth.publish_tokens`: token at index 1 must be printable ASCII \
+             without spaces (value not shown)"
+        );
+        assert_eq!(
+            err("[auth]\nsubscribe_tokens = [\"\"]").to_string(),
+            "config key `auth.subscribe_tokens`: token at index 0 is empty"
+        );
+        // A bare (non-TOML) value on the command line becomes a string, and is not shown either.
+        let e = override_then_load(&[("auth.publish_tokens", SECRET)]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `auth.publish_tokens`: expected an array of strings, \
+             found string (value not shown)"
+        );
+        // A syntax error on a line holding a token does not quote the line.
+        let e = err(&format!("[auth]\npublish_tokens = [\"{SECRET}\" \"x\"]\n"));
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+        assert!(!e.to_string().contains(SECRET), "{e}");
+        assert!(e.to_string().contains("line 2, column"), "{e}");
+    }
+
+    #[test]
+    fn debug_redacts_tokens() {
+        let c = Config::from_toml_str(&format!(
+            "[auth]\npublish_tokens = [\"{SECRET}\", \"{SECRET}2\"]\n\
+             subscribe_tokens = [\"{SECRET}3\"]\n"
+        ))
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(debug.contains("publish_tokens: [2 redacted]"), "{debug}");
+        assert!(debug.contains("subscribe_tokens: [1 redacted]"), "{debug}");
+        assert!(!format!("{c:#?}").contains(SECRET));
+    }
+
+    #[test]
+    fn append_override_adds_to_the_list_and_checks_the_key() {
+        let mut table = parse_over_default("[auth]\npublish_tokens = [\"file\"]", "t").unwrap();
+        append_override(&mut table, "auth.publish_tokens", "a").unwrap();
+        // Appended raw: no TOML reading, so quotes and numbers stay as typed.
+        append_override(&mut table, "auth.publish_tokens", "\"q\"").unwrap();
+        append_override(&mut table, "auth.subscribe_tokens", "7").unwrap();
+        let c = Config::from_table(table).unwrap();
+        assert_eq!(c.auth.publish_tokens, ["file", "a", "\"q\""]);
+        assert_eq!(c.auth.subscribe_tokens, ["7"]);
+
+        let mut table = default_table();
+        let e = append_override(&mut table, "server.workers", "1").unwrap_err();
+        assert_eq!(e.key(), Some("server.workers"));
+        let e = append_override(&mut table, "auth.publish_tokenz", "1").unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::UnknownKey {
+                key: "auth.publish_tokenz".to_owned()
+            }
+        );
+        let e = append_override(&mut table, "auth", "1").unwrap_err();
+        assert_eq!(e.key(), Some("auth"));
+
+        let mut table =
+            parse_over_default(&format!("[auth]\npublish_tokens = \"{SECRET}\""), "t").unwrap();
+        let e = append_override(&mut table, "auth.publish_tokens", "a").unwrap_err();
+        assert_eq!(e.key(), Some("auth.publish_tokens"));
+        assert!(!e.to_string().contains(SECRET), "{e}");
     }
 
     #[test]
