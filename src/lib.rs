@@ -8,10 +8,10 @@
 //! - [`net`]: the only code that touches sockets: listeners, workers, connections.
 //! - [`config`] and [`cli`]: the TOML configuration and its command-line overrides.
 
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod net;
 pub mod protocol;
 pub mod server;
-pub mod broker;

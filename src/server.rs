@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use mio::Waker;
+use mio::{Poll, Waker};
 
+use crate::broker::auth::Auth;
+use crate::broker::mailbox::mailbox;
+use crate::broker::topic_table::{TableLimits, TopicTable};
 use crate::config::Config;
 use crate::net::listener::bind_listeners;
 use crate::net::settings::Settings;
-use crate::net::worker::{Shared, Worker};
+use crate::net::worker::{Shared, Worker, WAKER};
 use crate::protocol::decoder::Limits;
 
 /// A running broker.
@@ -49,22 +52,54 @@ impl Server {
         let worker_count = config.worker_count();
         let listeners = bind_listeners(config.server.listen, config.server.backlog, worker_count)?;
         let local_addr = listeners[0].local_addr()?;
+        // Each worker's poll exists before the topic table, which holds
+        // every worker's waker in its mailboxes.
+        let mut polls = Vec::with_capacity(worker_count);
+        let mut wakers = Vec::with_capacity(worker_count);
+        let mut mailboxes = Vec::with_capacity(worker_count);
+        let mut inboxes = Vec::with_capacity(worker_count);
+        for _ in 0..worker_count {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (mailbox, inbox) = mailbox(Arc::clone(&waker));
+            polls.push(poll);
+            wakers.push(waker);
+            mailboxes.push(mailbox);
+            inboxes.push(inbox);
+        }
+        let broker = &config.broker;
+        let table = TopicTable::new(
+            TableLimits {
+                shards: broker.shards,
+                history_depth: broker.history_depth,
+                max_topics: broker.max_topics,
+                topic_ttl: broker.topic_ttl(),
+            },
+            mailboxes,
+        );
+        let auth = &config.auth;
         let shared = Arc::new(Shared {
             settings: settings_from(config),
+            table,
+            auth: Auth::new(
+                &auth.publish_tokens,
+                &auth.subscribe_tokens,
+                auth.subscribe_requires_token,
+            ),
             live_connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            worker_count,
         });
         let mut workers = Vec::with_capacity(worker_count);
-        let mut wakers = Vec::with_capacity(worker_count);
-        for listener in listeners {
-            let (worker, waker) = Worker::new(listener, Arc::clone(&shared))?;
-            workers.push(worker);
-            wakers.push(waker);
+        for (id, ((poll, listener), inbox)) in
+            polls.into_iter().zip(listeners).zip(inboxes).enumerate()
+        {
+            workers.push(Worker::new(id, poll, listener, inbox, Arc::clone(&shared))?);
         }
         let threads = workers
             .into_iter()
             .enumerate()
-            .map(|(id, worker)| {
+            .map(|(id, worker): (usize, Worker)| {
                 std::thread::Builder::new()
                     .name(format!("tickfan-worker-{id}"))
                     .spawn(move || worker.run())
@@ -126,5 +161,12 @@ fn settings_from(config: &Config) -> Settings {
         close_timeout: ws.close_timeout(),
         shutdown_grace: config.server.shutdown_grace(),
         echo_path: ws.echo_path.clone(),
+        ws_path: ws.path.clone(),
+        max_topics_per_connection: config.broker.max_topics_per_connection,
+        max_client_errors: config.broker.max_client_errors,
+        heartbeat_interval: config.broker.heartbeat_interval(),
+        max_queue_bytes: config.broker.max_queue_bytes,
+        slow_consumer: config.broker.slow_consumer,
+        slow_consumer_grace: config.broker.slow_consumer_grace(),
     }
 }

@@ -38,8 +38,17 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     /// No configured publish tokens means publishing is open to everyone;
     /// subscribing is open unless `subscribe_requires_token`.
-    pub fn new(publish_tokens: &[String], subscribe_tokens: &[String], subscribe_requires_token: bool) -> Self {
-        let hash_all = |tokens: &[String]| tokens.iter().map(|t| digest(t.as_bytes())).collect::<Vec<_>>();
+    pub fn new(
+        publish_tokens: &[String],
+        subscribe_tokens: &[String],
+        subscribe_requires_token: bool,
+    ) -> Self {
+        let hash_all = |tokens: &[String]| {
+            tokens
+                .iter()
+                .map(|t| digest(t.as_bytes()))
+                .collect::<Vec<_>>()
+        };
         Auth {
             publish: hash_all(publish_tokens),
             subscribe: hash_all(subscribe_tokens),
@@ -53,7 +62,10 @@ impl Auth {
         let (publisher, subscriber) = match token {
             Some(token) => {
                 let presented = digest(token.as_bytes());
-                (matches_any(&presented, &self.publish), matches_any(&presented, &self.subscribe))
+                (
+                    matches_any(&presented, &self.publish),
+                    matches_any(&presented, &self.subscribe),
+                )
             }
             None => (false, false),
         };
@@ -84,12 +96,30 @@ mod tests {
     #[test]
     fn rights_from_tokens() {
         let auth = Auth::new(&["pubtok".into()], &["subtok".into()], true);
-        assert_eq!(auth.rights(Some("pubtok")), Rights { publish: true, subscribe: true });
-        assert_eq!(auth.rights(Some("subtok")), Rights { publish: false, subscribe: true });
+        assert_eq!(
+            auth.rights(Some("pubtok")),
+            Rights {
+                publish: true,
+                subscribe: true
+            }
+        );
+        assert_eq!(
+            auth.rights(Some("subtok")),
+            Rights {
+                publish: false,
+                subscribe: true
+            }
+        );
         assert_eq!(auth.rights(Some("pubto")), Rights::default());
         assert_eq!(auth.rights(None), Rights::default());
         let open = Auth::new(&[], &[], false);
-        assert_eq!(open.rights(None), Rights { publish: true, subscribe: true });
+        assert_eq!(
+            open.rights(None),
+            Rights {
+                publish: true,
+                subscribe: true
+            }
+        );
         assert!(!format!("{auth:?}").contains("pubtok"));
     }
 }

@@ -45,7 +45,10 @@ pub enum OpError {
     UnknownOp(String),
     MissingField(&'static str),
     BadTopic(BadTopic),
-    BadField { field: &'static str, reason: &'static str },
+    BadField {
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 impl OpError {
@@ -137,10 +140,18 @@ mod tests {
     #[test]
     fn subscribe_forms() {
         let op = parse_op(br#"{"op":"sub","topic":"AAPL"}"#).unwrap();
-        assert!(matches!(op, ClientOp::Subscribe { ref topic, since: None, epoch: None, max_hz: None } if topic == "AAPL"));
-        let op = parse_op(br#"{"op":"sub","topic":"AAPL","since":41,"epoch":"k3f9","max_hz":10}"#).unwrap();
+        assert!(
+            matches!(op, ClientOp::Subscribe { ref topic, since: None, epoch: None, max_hz: None } if topic == "AAPL")
+        );
+        let op = parse_op(br#"{"op":"sub","topic":"AAPL","since":41,"epoch":"k3f9","max_hz":10}"#)
+            .unwrap();
         match op {
-            ClientOp::Subscribe { since, epoch, max_hz, .. } => {
+            ClientOp::Subscribe {
+                since,
+                epoch,
+                max_hz,
+                ..
+            } => {
                 assert_eq!(since, Some(41));
                 assert_eq!(epoch.as_deref(), Some("k3f9"));
                 assert_eq!(max_hz, Some(10.0));
@@ -153,7 +164,9 @@ mod tests {
     fn publish_keeps_data_byte_for_byte() {
         let msg = br#"{"op":"pub","topic":"AAPL","data":{"bid": 189.210, "x":[1, 2]}}"#;
         match parse_op(msg).unwrap() {
-            ClientOp::Publish { data, .. } => assert_eq!(data.get(), r#"{"bid": 189.210, "x":[1, 2]}"#),
+            ClientOp::Publish { data, .. } => {
+                assert_eq!(data.get(), r#"{"bid": 189.210, "x":[1, 2]}"#)
+            }
             other => panic!("{other:?}"),
         }
         match parse_op(br#"{"op":"pub","topic":"A","data":null}"#).unwrap() {
@@ -166,12 +179,43 @@ mod tests {
     fn errors_name_the_problem() {
         assert_eq!(parse_op(b"not json").unwrap_err().code(), "bad_json");
         assert_eq!(parse_op(b"[1,2]").unwrap_err().code(), "bad_json");
-        assert_eq!(parse_op(br#"{"op":"sub"}"#).unwrap_err(), OpError::MissingField("topic"));
-        assert_eq!(parse_op(br#"{"op":"pub","topic":"A"}"#).unwrap_err(), OpError::MissingField("data"));
-        assert_eq!(parse_op(br#"{"op":"nope","topic":"A"}"#).unwrap_err().code(), "unknown_op");
-        assert_eq!(parse_op(br#"{"op":"sub","topic":"a b"}"#).unwrap_err().code(), "bad_topic");
-        assert_eq!(parse_op(br#"{"op":"sub","topic":"A","since":-1}"#).unwrap_err().code(), "bad_json");
-        assert_eq!(parse_op(br#"{"op":"sub","topic":"A","max_hz":0}"#).unwrap_err().code(), "bad_field");
-        assert_eq!(parse_op(br#"{"op":"pub","topic":"A","data":{"x":}}"#).unwrap_err().code(), "bad_json");
+        assert_eq!(
+            parse_op(br#"{"op":"sub"}"#).unwrap_err(),
+            OpError::MissingField("topic")
+        );
+        assert_eq!(
+            parse_op(br#"{"op":"pub","topic":"A"}"#).unwrap_err(),
+            OpError::MissingField("data")
+        );
+        assert_eq!(
+            parse_op(br#"{"op":"nope","topic":"A"}"#)
+                .unwrap_err()
+                .code(),
+            "unknown_op"
+        );
+        assert_eq!(
+            parse_op(br#"{"op":"sub","topic":"a b"}"#)
+                .unwrap_err()
+                .code(),
+            "bad_topic"
+        );
+        assert_eq!(
+            parse_op(br#"{"op":"sub","topic":"A","since":-1}"#)
+                .unwrap_err()
+                .code(),
+            "bad_json"
+        );
+        assert_eq!(
+            parse_op(br#"{"op":"sub","topic":"A","max_hz":0}"#)
+                .unwrap_err()
+                .code(),
+            "bad_field"
+        );
+        assert_eq!(
+            parse_op(br#"{"op":"pub","topic":"A","data":{"x":}}"#)
+                .unwrap_err()
+                .code(),
+            "bad_json"
+        );
     }
 }

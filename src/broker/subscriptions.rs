@@ -90,7 +90,11 @@ impl LocalTopics {
     }
 
     /// The subscriber entry of `connection` on `id`.
-    pub fn subscriber_mut(&mut self, id: TopicId, connection: Token) -> Option<&mut LocalSubscriber> {
+    pub fn subscriber_mut(
+        &mut self,
+        id: TopicId,
+        connection: Token,
+    ) -> Option<&mut LocalSubscriber> {
         self.topics
             .get_mut(&id)?
             .subscribers

@@ -86,7 +86,13 @@ mod tests {
 
     #[test]
     fn envelope_and_frame() {
-        let tick = Tick::encode(TopicId(7), "AAPL", 42, 1_732_190_000_123_456, br#"{"bid":1.5}"#);
+        let tick = Tick::encode(
+            TopicId(7),
+            "AAPL",
+            42,
+            1_732_190_000_123_456,
+            br#"{"bid":1.5}"#,
+        );
         let expected = r#"{"topic":"AAPL","seq":42,"ts":1732190000123456,"data":{"bid":1.5}}"#;
         assert_eq!(tick.envelope(), expected.as_bytes());
         assert_eq!(tick.frame()[0], 0x81);

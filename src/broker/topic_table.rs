@@ -98,7 +98,9 @@ pub struct TopicTable {
 impl TopicTable {
     /// An empty table delivering to `mailboxes` (one per worker, by worker id).
     pub fn new(limits: TableLimits, mailboxes: Vec<Mailbox>) -> Self {
-        let shards = (0..limits.shards.max(1)).map(|_| Mutex::new(HashMap::new())).collect();
+        let shards = (0..limits.shards.max(1))
+            .map(|_| Mutex::new(HashMap::new()))
+            .collect();
         TopicTable {
             shards,
             mailboxes: mailboxes.into_boxed_slice(),
@@ -152,7 +154,12 @@ impl TopicTable {
     }
 
     /// Registers a subscriber on `worker` and returns what it must send first.
-    pub fn subscribe(&self, topic: &str, worker: usize, start: Start<'_>) -> Result<Subscribed, TooManyTopics> {
+    pub fn subscribe(
+        &self,
+        topic: &str,
+        worker: usize,
+        start: Start<'_>,
+    ) -> Result<Subscribed, TooManyTopics> {
         let mut shard = self.shard(topic);
         let entry = self.topic_entry(&mut shard, topic)?;
         entry.subscribers[worker] += 1;
@@ -191,7 +198,9 @@ impl TopicTable {
         for shard in self.shards.iter().skip(part).step_by(parts.max(1)) {
             let mut shard = lock(shard);
             let before = shard.len();
-            shard.retain(|_, t| t.has_subscribers() || now.saturating_duration_since(t.last_active) < ttl);
+            shard.retain(|_, t| {
+                t.has_subscribers() || now.saturating_duration_since(t.last_active) < ttl
+            });
             removed += before - shard.len();
         }
         self.topic_count.fetch_sub(removed, Ordering::Relaxed);
@@ -204,7 +213,11 @@ impl TopicTable {
         lock(&self.shards[(hasher.finish() % self.shards.len() as u64) as usize])
     }
 
-    fn topic_entry<'s>(&self, shard: &'s mut Shard, topic: &str) -> Result<&'s mut Topic, TooManyTopics> {
+    fn topic_entry<'s>(
+        &self,
+        shard: &'s mut Shard,
+        topic: &str,
+    ) -> Result<&'s mut Topic, TooManyTopics> {
         if !shard.contains_key(topic) {
             if self.topic_count.fetch_add(1, Ordering::Relaxed) >= self.limits.max_topics {
                 self.topic_count.fetch_sub(1, Ordering::Relaxed);
@@ -241,7 +254,12 @@ fn replay(topic: &Topic, since: u64, epoch: Option<&str>) -> (Option<(u64, u64)>
         return (None, Vec::new());
     }
     let oldest = topic.history.front().map_or(topic.seq + 1, |t| t.seq);
-    let ticks: Vec<Tick> = topic.history.iter().filter(|t| t.seq > since).cloned().collect();
+    let ticks: Vec<Tick> = topic
+        .history
+        .iter()
+        .filter(|t| t.seq > since)
+        .cloned()
+        .collect();
     if since + 1 >= oldest {
         return (None, ticks);
     }
@@ -256,7 +274,9 @@ fn replay(topic: &Topic, since: u64, epoch: Option<&str>) -> (Option<(u64, u64)>
 /// A poisoned shard only means another thread panicked mid-update of plain
 /// counters and queues; the data is still usable, so serving goes on.
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Workers to wake after the shard lock is released.

@@ -28,7 +28,11 @@ pub enum RouteError {
 }
 
 /// The WebSocket route for an upgrade request to `path`.
-pub fn websocket_route(path: &str, pubsub_path: &str, echo_path: Option<&str>) -> Result<WebSocketRoute, RouteError> {
+pub fn websocket_route(
+    path: &str,
+    pubsub_path: &str,
+    echo_path: Option<&str>,
+) -> Result<WebSocketRoute, RouteError> {
     if path == pubsub_path {
         return Ok(WebSocketRoute::PubSub);
     }
@@ -57,11 +61,11 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(
-            websocket_route("/echo", Some("/echo")),
-            Ok(WebSocketRoute::Echo)
-        );
-        assert_eq!(websocket_route("/echo", None), Err(RouteError::NotFound));
+        let route = |path| websocket_route(path, "/ws", Some("/echo"));
+        assert_eq!(route("/echo"), Ok(WebSocketRoute::Echo));
+        assert_eq!(route("/ws"), Ok(WebSocketRoute::PubSub));
+        assert_eq!(route("/other"), Err(RouteError::NotFound));
+        assert_eq!(websocket_route("/echo", "/ws", None), Err(RouteError::NotFound));
         assert_eq!(http_route("GET", "/healthz"), Ok(HttpRoute::Health));
         assert_eq!(
             http_route("POST", "/healthz"),

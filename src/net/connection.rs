@@ -45,7 +45,7 @@ enum Phase {
     Http,
     WebSocket {
         decoder: Decoder,
-        route: WebSocketRoute,
+        endpoint: Endpoint,
     },
     /// Sending what is queued, then closing. With `linger`, the write side is
     /// shut first and reads are discarded until the peer closes (or the close
@@ -143,15 +143,11 @@ impl Connection {
     }
 
     /// Reads what the socket has, up to a per-turn budget, and acts on it.
-    pub fn on_readable(
-        &mut self,
-        scratch: &mut ReadBuf,
-        settings: &Settings,
-        now: Instant,
-    ) -> Verdict {
+    pub fn on_readable(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.read_unfinished = false;
+        let now = ctx.now;
         for _ in 0..READS_PER_TURN {
-            if self.queued_bytes() >= settings.out_pause_bytes() {
+            if self.queued_bytes() >= ctx.settings.out_pause_bytes() {
                 // Backpressure: the peer is not reading what we send.
                 self.read_unfinished = true;
                 return Verdict::Keep;
@@ -243,12 +239,8 @@ impl Connection {
         }
     }
 
-    fn on_http_bytes(
-        &mut self,
-        bytes: &mut [u8],
-        settings: &Settings,
-        now: Instant,
-    ) -> (usize, Flow) {
+    fn on_http_bytes(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) -> (usize, Flow) {
+        let (settings, now) = (ctx.settings, ctx.now);
         let request = match parse_request(bytes, settings.max_header_bytes) {
             Ok(Parsed::Partial) => return (0, Flow::NeedMore),
             Ok(Parsed::Complete(request)) => request,
@@ -268,25 +260,10 @@ impl Connection {
                 self.respond_and_close(error.response(), now);
                 (bytes.len(), Flow::NeedMore)
             }
-            Ok(Some(upgrade)) => match websocket_route(upgrade.path, settings.echo_path.as_deref())
-            {
-                Ok(route) => {
-                    write_switching_protocols(
-                        &mut self.out,
-                        &accept_key(upgrade.key),
-                        upgrade.subprotocol,
-                    );
-                    self.enter(
-                        Phase::WebSocket {
-                            decoder: Decoder::new(settings.frame_limits),
-                            route,
-                        },
-                        now,
-                    );
-                    (head_len, Flow::Continue)
-                }
-                Err(error) => {
-                    self.respond_and_close(route_error_response(error), now);
+            Ok(Some(upgrade)) => match self.open_websocket(&request, &upgrade, ctx) {
+                Ok(()) => (head_len, Flow::Continue),
+                Err(refusal) => {
+                    self.respond_and_close(refusal, now);
                     (bytes.len(), Flow::NeedMore)
                 }
             },
@@ -296,23 +273,41 @@ impl Connection {
 
     /// Completes the upgrade to the route the path names, with the rights
     /// the presented token grants.
-    fn open_websocket(&mut self, request: &Request<'_>, upgrade: &Upgrade<'_>, ctx: &mut Ctx<'_>) -> Result<(), Response> {
+    fn open_websocket(
+        &mut self,
+        request: &Request<'_>,
+        upgrade: &Upgrade<'_>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), Response> {
         let settings = ctx.settings;
-        let route = websocket_route(upgrade.path, &settings.ws_path, settings.echo_path.as_deref())
-            .map_err(route_error_response)?;
+        let route = websocket_route(
+            upgrade.path,
+            &settings.ws_path,
+            settings.echo_path.as_deref(),
+        )
+        .map_err(route_error_response)?;
         let endpoint = match route {
             WebSocketRoute::Echo => Endpoint::Echo,
             WebSocketRoute::PubSub => {
-                let query_token = request.query_params().find(|(k, _)| k == "token").map(|(_, v)| v);
+                let query_token = request
+                    .query_params()
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v);
                 let token = request.bearer_token().map(Cow::Borrowed).or(query_token);
                 let rights = ctx.auth.rights(token.as_deref());
                 if !rights.subscribe && !rights.publish {
                     return Err(Response::error(401, "a valid token is required"));
                 }
-                Endpoint::PubSub(Box::new(Session::new(rights, settings.max_client_errors, ctx.now)))
+                Endpoint::PubSub(Box::new(Session::new(
+                    rights,
+                    settings.max_client_errors,
+                    ctx.now,
+                )))
             }
         };
-        self.out.append(|buf| write_switching_protocols(buf, &accept_key(upgrade.key), upgrade.subprotocol));
+        self.out.append(|buf| {
+            write_switching_protocols(buf, &accept_key(upgrade.key), upgrade.subprotocol)
+        });
         self.enter(
             Phase::WebSocket {
                 decoder: Decoder::new(settings.frame_limits),
@@ -367,18 +362,25 @@ impl Connection {
         };
         let outcome = match (message, endpoint) {
             (Message::Text(payload), Endpoint::Echo) => {
-                self.out.append(|buf| write_frame(buf, OpCode::Text, payload));
+                self.out
+                    .append(|buf| write_frame(buf, OpCode::Text, payload));
                 Ok(())
             }
             (Message::Binary(payload), Endpoint::Echo) => {
-                self.out.append(|buf| write_frame(buf, OpCode::Binary, payload));
+                self.out
+                    .append(|buf| write_frame(buf, OpCode::Binary, payload));
                 Ok(())
             }
-            (Message::Text(payload), Endpoint::PubSub(session)) => session.on_text(&mut self.out, payload, ctx),
-            (Message::Binary(_), Endpoint::PubSub(session)) => session.on_binary(&mut self.out, now),
+            (Message::Text(payload), Endpoint::PubSub(session)) => {
+                session.on_text(&mut self.out, payload, ctx)
+            }
+            (Message::Binary(_), Endpoint::PubSub(session)) => {
+                session.on_binary(&mut self.out, now)
+            }
             // §5.5.2: a pong "MUST have identical Application data" to the ping.
             (Message::Ping(payload), _) => {
-                self.out.append(|buf| write_frame(buf, OpCode::Pong, payload));
+                self.out
+                    .append(|buf| write_frame(buf, OpCode::Pong, payload));
                 Ok(())
             }
             // §5.5.3: an unsolicited pong needs no answer; being heard from is enough.
@@ -402,12 +404,21 @@ impl Connection {
 
     /// Queues a live tick under the slow-consumer policy (a `disconnect`
     /// past twice the bound starts closing the connection with 1008).
-    pub fn enqueue_tick(&mut self, tick: Tick, settings: &Settings, stats: &mut WorkerStats, now: Instant) {
+    pub fn enqueue_tick(
+        &mut self,
+        tick: Tick,
+        settings: &Settings,
+        stats: &mut WorkerStats,
+        now: Instant,
+    ) {
         let Some(session) = self.session_mut() else {
             return; // draining: ticks are no longer wanted
         };
         session.last_sent = now;
-        match self.out.push_tick(tick, settings.max_queue_bytes, settings.slow_consumer) {
+        match self
+            .out
+            .push_tick(tick, settings.max_queue_bytes, settings.slow_consumer)
+        {
             Pushed::Queued => stats.ticks_queued += 1,
             Pushed::Conflated => stats.conflated += 1,
             Pushed::Dropped => stats.dropped += 1,
@@ -423,7 +434,10 @@ impl Connection {
     /// Closes a slow consumer with 1008, discarding what it did not read.
     fn disconnect_slow_consumer(&mut self, stats: &mut WorkerStats, now: Instant) {
         stats.slow_disconnects += 1;
-        tracing::info!(queued_bytes = self.out.len(), "closing slow consumer (1008)");
+        tracing::info!(
+            queued_bytes = self.out.len(),
+            "closing slow consumer (1008)"
+        );
         self.out.clear();
         self.fail(CloseCode::POLICY_VIOLATION, "slow consumer", now);
     }
@@ -431,7 +445,8 @@ impl Connection {
     /// Starts the closing handshake from our side with `code` (§7.1.2) and
     /// stops acting on input: used for protocol errors, timeouts and shutdown.
     pub fn fail(&mut self, code: CloseCode, reason: &str, now: Instant) {
-        self.out.append(|buf| write_close_frame(buf, code.0, reason));
+        self.out
+            .append(|buf| write_close_frame(buf, code.0, reason));
         self.enter(Phase::Draining { linger: true }, now);
     }
 
@@ -520,7 +535,10 @@ impl Connection {
         let Some(session) = self.session_mut() else {
             return;
         };
-        if session.over_bound_since.is_some_and(|since| now >= since + settings.slow_consumer_grace) {
+        if session
+            .over_bound_since
+            .is_some_and(|since| now >= since + settings.slow_consumer_grace)
+        {
             if queued > settings.max_queue_bytes {
                 self.disconnect_slow_consumer(ctx.stats, now);
                 return;
@@ -528,11 +546,12 @@ impl Connection {
             session.over_bound_since = None;
         }
         if session.has_topics() && now >= session.last_sent + settings.heartbeat_interval {
-            let heartbeat = events::heartbeat(
-                session
-                    .topics()
-                    .map(|(name, id)| (&**name, ctx.local.get(*id).map_or(0, |topic| topic.last_seq))),
-            );
+            let heartbeat = events::heartbeat(session.topics().map(|(name, id)| {
+                (
+                    &**name,
+                    ctx.local.get(*id).map_or(0, |topic| topic.last_seq),
+                )
+            }));
             session.last_sent = now;
             send_event(&mut self.out, &heartbeat);
         }

@@ -107,7 +107,9 @@ impl OutQueue {
         }
         match policy {
             SlowConsumerPolicy::Drop => Pushed::Dropped,
-            SlowConsumerPolicy::Disconnect if self.pending + size > bound.saturating_mul(2) => Pushed::Overflow,
+            SlowConsumerPolicy::Disconnect if self.pending + size > bound.saturating_mul(2) => {
+                Pushed::Overflow
+            }
             SlowConsumerPolicy::Disconnect => {
                 self.push_tick_unbounded(tick);
                 Pushed::Queued
@@ -193,7 +195,10 @@ impl OutQueue {
         while self.chunks.len() > usize::from(keep_partial) {
             self.chunks.pop_back();
         }
-        self.pending = self.chunks.front().map_or(0, |c| c.bytes().len() - self.front_sent);
+        self.pending = self
+            .chunks
+            .front()
+            .map_or(0, |c| c.bytes().len() - self.front_sent);
     }
 
     /// Writes until the queue is empty or the socket would block.
@@ -204,7 +209,11 @@ impl OutQueue {
             let mut count = 0;
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
                 let bytes = chunk.bytes();
-                slices[i] = IoSlice::new(if i == 0 { &bytes[self.front_sent..] } else { bytes });
+                slices[i] = IoSlice::new(if i == 0 {
+                    &bytes[self.front_sent..]
+                } else {
+                    bytes
+                });
                 count += 1;
             }
             written.syscalls += 1;

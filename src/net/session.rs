@@ -68,7 +68,12 @@ impl Session {
     }
 
     /// Handles one text message from the client.
-    pub fn on_text(&mut self, out: &mut OutQueue, message: &[u8], ctx: &mut Ctx<'_>) -> Result<(), CloseRequest> {
+    pub fn on_text(
+        &mut self,
+        out: &mut OutQueue,
+        message: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), CloseRequest> {
         match parse_op(message) {
             Ok(op) => self.on_op(out, op, ctx),
             Err(error) => self.refuse(out, error.code(), &error.message(), None, ctx.now),
@@ -77,10 +82,21 @@ impl Session {
 
     /// Binary messages are not part of the protocol.
     pub fn on_binary(&mut self, out: &mut OutQueue, now: Instant) -> Result<(), CloseRequest> {
-        self.refuse(out, "binary_not_supported", "operations are JSON text messages", None, now)
+        self.refuse(
+            out,
+            "binary_not_supported",
+            "operations are JSON text messages",
+            None,
+            now,
+        )
     }
 
-    fn on_op(&mut self, out: &mut OutQueue, op: ClientOp<'_>, ctx: &mut Ctx<'_>) -> Result<(), CloseRequest> {
+    fn on_op(
+        &mut self,
+        out: &mut OutQueue,
+        op: ClientOp<'_>,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), CloseRequest> {
         match op {
             ClientOp::Subscribe {
                 topic,
@@ -100,14 +116,26 @@ impl Session {
             ClientOp::Unsubscribe { topic } => self.unsubscribe(out, &topic, ctx),
             ClientOp::Publish { topic, data } => {
                 if !self.rights.publish {
-                    return self.refuse(out, "forbidden", "publishing needs a publisher token", Some(&topic), ctx.now);
+                    return self.refuse(
+                        out,
+                        "forbidden",
+                        "publishing needs a publisher token",
+                        Some(&topic),
+                        ctx.now,
+                    );
                 }
                 match ctx.table.publish(&topic, data.get().as_bytes()) {
                     Ok(_) => {
                         ctx.stats.ticks_published += 1;
                         Ok(())
                     }
-                    Err(_) => self.refuse(out, "too_many_topics", "the broker's topic limit is reached", Some(&topic), ctx.now),
+                    Err(_) => self.refuse(
+                        out,
+                        "too_many_topics",
+                        "the broker's topic limit is reached",
+                        Some(&topic),
+                        ctx.now,
+                    ),
                 }
             }
         }
@@ -122,16 +150,40 @@ impl Session {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), CloseRequest> {
         if !self.rights.subscribe {
-            return self.refuse(out, "forbidden", "subscribing needs a token", Some(topic), ctx.now);
+            return self.refuse(
+                out,
+                "forbidden",
+                "subscribing needs a token",
+                Some(topic),
+                ctx.now,
+            );
         }
         if self.topics.iter().any(|(name, _)| &**name == topic) {
-            return self.refuse(out, "already_subscribed", "already subscribed to this topic", Some(topic), ctx.now);
+            return self.refuse(
+                out,
+                "already_subscribed",
+                "already subscribed to this topic",
+                Some(topic),
+                ctx.now,
+            );
         }
         if self.topics.len() >= ctx.settings.max_topics_per_connection {
-            return self.refuse(out, "too_many_topics", "this connection's topic limit is reached", Some(topic), ctx.now);
+            return self.refuse(
+                out,
+                "too_many_topics",
+                "this connection's topic limit is reached",
+                Some(topic),
+                ctx.now,
+            );
         }
         let Ok(subscribed) = ctx.table.subscribe(topic, ctx.worker, start) else {
-            return self.refuse(out, "too_many_topics", "the broker's topic limit is reached", Some(topic), ctx.now);
+            return self.refuse(
+                out,
+                "too_many_topics",
+                "the broker's topic limit is reached",
+                Some(topic),
+                ctx.now,
+            );
         };
         let name: Arc<str> = topic.into();
         ctx.local.add(
@@ -145,7 +197,10 @@ impl Session {
             },
         );
         self.topics.push((name, subscribed.topic));
-        send_event(out, &events::subscribed(topic, subscribed.seq, &subscribed.epoch));
+        send_event(
+            out,
+            &events::subscribed(topic, subscribed.seq, &subscribed.epoch),
+        );
         if let Some((from, to)) = subscribed.gap {
             send_event(out, &events::gap(topic, from, to));
         }
@@ -156,9 +211,20 @@ impl Session {
         Ok(())
     }
 
-    fn unsubscribe(&mut self, out: &mut OutQueue, topic: &str, ctx: &mut Ctx<'_>) -> Result<(), CloseRequest> {
+    fn unsubscribe(
+        &mut self,
+        out: &mut OutQueue,
+        topic: &str,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), CloseRequest> {
         let Some(index) = self.topics.iter().position(|(name, _)| &**name == topic) else {
-            return self.refuse(out, "not_subscribed", "not subscribed to this topic", Some(topic), ctx.now);
+            return self.refuse(
+                out,
+                "not_subscribed",
+                "not subscribed to this topic",
+                Some(topic),
+                ctx.now,
+            );
         };
         let (name, id) = self.topics.swap_remove(index);
         ctx.local.remove(id, ctx.token);

@@ -94,8 +94,15 @@ pub struct Worker {
 impl Worker {
     /// Sets up worker `id` around its poll (whose waker the topic table
     /// holds), its listener and its mailbox.
-    pub fn new(id: usize, poll: Poll, mut listener: TcpListener, inbox: Inbox, shared: Arc<Shared>) -> io::Result<Worker> {
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        mut listener: TcpListener,
+        inbox: Inbox,
+        shared: Arc<Shared>,
+    ) -> io::Result<Worker> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Worker {
             id,
             poll,
@@ -141,7 +148,9 @@ impl Worker {
                 match event.token() {
                     LISTENER => self.accept(now),
                     WAKER => {}
-                    token => self.on_event(token, event.is_readable() || event.is_read_closed(), now),
+                    token => {
+                        self.on_event(token, event.is_readable() || event.is_read_closed(), now)
+                    }
                 }
             }
             self.reread_unfinished(now);
@@ -237,12 +246,15 @@ impl Worker {
         }
         let live = self.shared.live_connections.fetch_add(1, Ordering::AcqRel) + 1;
         let over_limit = live > self.shared.settings.max_connections;
-        let token = self.connections.insert(Connection::new(socket, now, over_limit));
+        let token = self
+            .connections
+            .insert(Connection::new(socket, now, over_limit));
         let connection = self.connections.get_mut(token).expect("just inserted");
-        let registered = self
-            .poll
-            .registry()
-            .register(connection.socket_mut(), token, Interest::READABLE | Interest::WRITABLE);
+        let registered = self.poll.registry().register(
+            connection.socket_mut(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
         if registered.is_err() {
             self.close(token);
             return;
@@ -323,7 +335,11 @@ impl Worker {
             if let Some(rate) = &mut subscriber.rate {
                 if now < rate.next_at {
                     if rate.held.replace(tick.clone()).is_none() {
-                        rate_timers.push(Reverse((rate.next_at, tick.topic, subscriber.connection.0)));
+                        rate_timers.push(Reverse((
+                            rate.next_at,
+                            tick.topic,
+                            subscriber.connection.0,
+                        )));
                     }
                     continue;
                 }
@@ -413,12 +429,17 @@ impl Worker {
     /// slow-consumer actions taken since the last time.
     fn housekeeping(&mut self, now: Instant) {
         self.next_housekeeping = now + HOUSEKEEPING_EVERY;
-        let reclaimed = self.shared.table.reclaim(now, self.id, self.shared.worker_count);
+        let reclaimed = self
+            .shared
+            .table
+            .reclaim(now, self.id, self.shared.worker_count);
         if reclaimed > 0 {
             tracing::debug!(worker = self.id, reclaimed, "reclaimed idle topics");
         }
         let (s, before) = (self.stats, self.logged_stats);
-        if (s.conflated, s.dropped, s.slow_disconnects) != (before.conflated, before.dropped, before.slow_disconnects) {
+        if (s.conflated, s.dropped, s.slow_disconnects)
+            != (before.conflated, before.dropped, before.slow_disconnects)
+        {
             tracing::info!(
                 worker = self.id,
                 conflated = s.conflated - before.conflated,

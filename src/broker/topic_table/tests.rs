@@ -2,7 +2,11 @@ use super::*;
 use crate::broker::mailbox::{mailbox, Inbox};
 use std::sync::Arc;
 
-fn table(workers: usize, history_depth: usize, max_topics: usize) -> (TopicTable, Vec<Inbox>, Vec<mio::Poll>) {
+fn table(
+    workers: usize,
+    history_depth: usize,
+    max_topics: usize,
+) -> (TopicTable, Vec<Inbox>, Vec<mio::Poll>) {
     let mut mailboxes = Vec::new();
     let mut inboxes = Vec::new();
     let mut polls = Vec::new();
@@ -53,13 +57,46 @@ fn replay_after_since_and_gap_when_overrun() {
         table.publish("A", i.to_string().as_bytes()).unwrap();
     }
     // History holds 7..=10.
-    let sub = table.subscribe("A", 0, Start::After { since: 8, epoch: None }).unwrap();
+    let sub = table
+        .subscribe(
+            "A",
+            0,
+            Start::After {
+                since: 8,
+                epoch: None,
+            },
+        )
+        .unwrap();
     assert_eq!(sub.gap, None);
-    assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![9, 10]);
-    let sub = table.subscribe("A", 0, Start::After { since: 3, epoch: None }).unwrap();
+    assert_eq!(
+        sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        vec![9, 10]
+    );
+    let sub = table
+        .subscribe(
+            "A",
+            0,
+            Start::After {
+                since: 3,
+                epoch: None,
+            },
+        )
+        .unwrap();
     assert_eq!(sub.gap, Some((4, 6)));
-    assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
-    let sub = table.subscribe("A", 0, Start::After { since: 10, epoch: Some(&sub.epoch) }).unwrap();
+    assert_eq!(
+        sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        vec![7, 8, 9, 10]
+    );
+    let sub = table
+        .subscribe(
+            "A",
+            0,
+            Start::After {
+                since: 10,
+                epoch: Some(&sub.epoch),
+            },
+        )
+        .unwrap();
     assert_eq!((sub.gap, sub.ticks.len()), (None, 0));
 }
 
@@ -69,10 +106,28 @@ fn another_epoch_gets_gap_and_snapshot() {
     for _ in 0..3 {
         table.publish("A", b"0").unwrap();
     }
-    let sub = table.subscribe("A", 0, Start::After { since: 1, epoch: Some("old") }).unwrap();
+    let sub = table
+        .subscribe(
+            "A",
+            0,
+            Start::After {
+                since: 1,
+                epoch: Some("old"),
+            },
+        )
+        .unwrap();
     assert_eq!(sub.gap, Some((1, 3)));
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![3]);
-    let future = table.subscribe("A", 0, Start::After { since: 99, epoch: None }).unwrap();
+    let future = table
+        .subscribe(
+            "A",
+            0,
+            Start::After {
+                since: 99,
+                epoch: None,
+            },
+        )
+        .unwrap();
     assert_eq!(future.gap, Some((1, 3)));
 }
 
@@ -81,7 +136,16 @@ fn history_depth_zero_still_has_a_snapshot() {
     let (table, _inboxes, _polls) = table(1, 0, 100);
     table.publish("A", b"1").unwrap();
     table.publish("A", b"2").unwrap();
-    let sub = table.subscribe("A", 0, Start::After { since: 0, epoch: None }).unwrap();
+    let sub = table
+        .subscribe(
+            "A",
+            0,
+            Start::After {
+                since: 0,
+                epoch: None,
+            },
+        )
+        .unwrap();
     assert_eq!(sub.gap, Some((1, 2)));
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2]);
 }
