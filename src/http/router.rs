@@ -65,7 +65,10 @@ mod tests {
         assert_eq!(route("/echo"), Ok(WebSocketRoute::Echo));
         assert_eq!(route("/ws"), Ok(WebSocketRoute::PubSub));
         assert_eq!(route("/other"), Err(RouteError::NotFound));
-        assert_eq!(websocket_route("/echo", "/ws", None), Err(RouteError::NotFound));
+        assert_eq!(
+            websocket_route("/echo", "/ws", None),
+            Err(RouteError::NotFound)
+        );
         assert_eq!(http_route("GET", "/healthz"), Ok(HttpRoute::Health));
         assert_eq!(
             http_route("POST", "/healthz"),

@@ -160,7 +160,12 @@ impl Connection {
             };
             let result = self.read_into(&mut input);
             let verdict = match result {
-                Ok(0) => Some(Verdict::Close),
+                Ok(0) => {
+                    // The peer half-closed: what it asked for before that
+                    // (a response, a close echo) still goes out, best effort.
+                    let _ = self.out.write_to(&mut self.socket);
+                    Some(Verdict::Close)
+                }
                 Ok(n) => {
                     ctx.stats.bytes_in += n as u64;
                     self.last_heard = now;
@@ -485,13 +490,28 @@ impl Connection {
 
     /// When this connection next needs the worker's attention without I/O.
     pub fn deadline(&self, settings: &Settings) -> Instant {
-        match self.phase {
+        match &self.phase {
             Phase::Http => self.phase_since + settings.handshake_timeout,
-            Phase::WebSocket { .. } if self.ping_outstanding => {
-                self.last_heard + settings.idle_timeout
-            }
-            Phase::WebSocket { .. } => {
-                self.last_heard + settings.ping_interval.min(settings.idle_timeout)
+            Phase::WebSocket { endpoint, .. } => {
+                let liveness = if self.ping_outstanding {
+                    self.last_heard + settings.idle_timeout
+                } else {
+                    self.last_heard + settings.ping_interval.min(settings.idle_timeout)
+                };
+                let Endpoint::PubSub(session) = endpoint else {
+                    return liveness;
+                };
+                let heartbeat = session
+                    .has_topics()
+                    .then(|| session.last_sent + settings.heartbeat_interval);
+                let slow = session
+                    .over_bound_since
+                    .map(|since| since + settings.slow_consumer_grace);
+                [Some(liveness), heartbeat, slow]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(liveness)
             }
             Phase::Draining { .. } => self.phase_since + settings.close_timeout,
         }
