@@ -1,0 +1,503 @@
+//! Shared integration-test support: runs the real `tickfan` binary on an
+//! ephemeral port and talks to it as a client would.
+//!
+//! Every test starts its own [`Broker`], so tests share no state and may run
+//! in parallel. The broker is told `--listen 127.0.0.1:0`; the port it got is
+//! read from its "tickfan listening" log line. Normal traffic goes through
+//! tungstenite ([`Broker::connect_ws`]); malformed input goes over a raw
+//! [`TcpStream`] upgraded by hand ([`Broker::raw_handshake`]) and the
+//! server's replies are read back with [`read_server_frame`].
+//!
+//! Nothing here sleeps to synchronise: every read has a timeout, and every
+//! wait has a deadline after which the test fails with what it saw.
+
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::Response;
+use tungstenite::http::HeaderValue;
+use tungstenite::WebSocket;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tickfan");
+
+/// How long any single read, startup or exit may take before the test fails.
+/// Generous: the suite must pass on a loaded two-core machine.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The echo route every broker here serves unless told otherwise.
+pub const ECHO: &str = "/echo";
+
+/// A client key and the accept value the server must answer it with
+/// (the example of RFC 6455 §1.3).
+pub const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// WebSocket opcodes as they appear on the wire (RFC 6455 §5.2).
+pub const OP_CONTINUATION: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// A running `tickfan` process, killed on drop if it has not exited.
+#[derive(Debug)]
+pub struct Broker {
+    child: Child,
+    addr: SocketAddr,
+    /// Every stderr line so far; a thread keeps appending until EOF.
+    stderr: Arc<Mutex<Vec<String>>>,
+    exit: Option<ExitStatus>,
+}
+
+impl Broker {
+    /// Starts the binary with `--listen 127.0.0.1:0` and `extra` flags, plus
+    /// `--echo-path /echo` and `--workers 2` unless `extra` sets them, and
+    /// waits for its listening line.
+    pub fn start(extra: &[&str]) -> Broker {
+        let mut args: Vec<&str> = vec!["--listen", "127.0.0.1:0"];
+        if !extra.contains(&"--echo-path") {
+            args.extend(["--echo-path", ECHO]);
+        }
+        if !extra.contains(&"--workers") {
+            args.extend(["--workers", "2"]);
+        }
+        args.extend_from_slice(extra);
+
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tickfan");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        {
+            let lines = Arc::clone(&lines);
+            // Drains stderr for the whole life of the child, so it never
+            // blocks on a full pipe, and reports the port once it is known.
+            std::thread::spawn(move || {
+                let mut ready_tx = Some(ready_tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(addr) = listening_addr(&line) {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut broker = Broker {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr: lines,
+            exit: None,
+        };
+        match ready_rx.recv_timeout(IO_TIMEOUT) {
+            Ok(addr) => broker.addr = addr,
+            Err(e) => panic!(
+                "tickfan {args:?} did not report its address ({e}); stderr:\n{}",
+                broker.stderr_text()
+            ),
+        }
+        broker
+    }
+
+    /// The address the broker listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process id of the broker.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `ws://127.0.0.1:PORT{path}`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Everything the broker wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// A TCP connection to the broker with read and write timeouts set.
+    pub fn tcp(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect to tickfan");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+    }
+
+    /// A tungstenite client upgraded at `path`, offering no subprotocol.
+    pub fn connect_ws(&self, path: &str) -> WebSocket<TcpStream> {
+        self.connect_ws_with(path, None).0
+    }
+
+    /// A tungstenite client upgraded at `path`, offering `protocol` if given;
+    /// returns the server's 101 response too.
+    pub fn connect_ws_with(
+        &self,
+        path: &str,
+        protocol: Option<&str>,
+    ) -> (WebSocket<TcpStream>, Response) {
+        let mut request = self.ws_url(path).into_client_request().unwrap();
+        if let Some(protocol) = protocol {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(protocol).unwrap(),
+            );
+        }
+        match tungstenite::client(request, self.tcp()) {
+            Ok(pair) => pair,
+            Err(e) => panic!("WebSocket handshake at {path} failed: {e:?}"),
+        }
+    }
+
+    /// A raw TCP connection upgraded at `path` by hand; the 101 and its
+    /// `Sec-WebSocket-Accept` are checked, and nothing after the response
+    /// head is consumed.
+    pub fn raw_handshake(&self, path: &str) -> TcpStream {
+        let mut stream = self.tcp();
+        stream
+            .write_all(upgrade_request(path, SAMPLE_KEY).as_bytes())
+            .unwrap();
+        let head = read_response_head(&mut stream);
+        assert_switching_protocols(&head);
+        stream
+    }
+
+    /// Sends SIGTERM to the broker process (and to nothing else).
+    pub fn send_sigterm(&self) {
+        signal(self.child.id(), libc::SIGTERM).expect("kill(SIGTERM)");
+    }
+
+    /// Sends SIGINT to the broker process (and to nothing else).
+    pub fn send_sigint(&self) {
+        signal(self.child.id(), libc::SIGINT).expect("kill(SIGINT)");
+    }
+
+    /// Waits up to `timeout` for the broker to exit and returns its status;
+    /// fails the test if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exit = Some(status);
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "tickfan still running {timeout:?} later; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            // Polling an exit status: the wait is bounded by the deadline above.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.exit.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            // Child::kill signals exactly the process this Broker spawned.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends `sig` to the process `pid`, one this test suite spawned.
+#[allow(unsafe_code)]
+fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+    // `pid` is a child we spawned and have not yet reaped, so it cannot
+    // name a reused process id.
+    let rc = unsafe { libc::kill(pid, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The address in a `tickfan listening listen=ADDR ...` log line.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("tickfan listening").nth(1)?;
+    let value = rest.split("listen=").nth(1)?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs the binary with `args` to completion (at most [`IO_TIMEOUT`]) and
+/// returns what it printed.
+pub fn run_cli(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tickfan");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(IO_TIMEOUT) {
+        Ok(output) => output.expect("wait for tickfan"),
+        Err(_) => {
+            // Not reaped yet (wait_with_output has not returned), so the pid is still ours.
+            let _ = signal(pid, libc::SIGKILL);
+            panic!("tickfan {args:?} did not exit within {IO_TIMEOUT:?}");
+        }
+    }
+}
+
+/// A complete, valid upgrade request for `path` with `key`.
+pub fn upgrade_request(path: &str, key: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\n\
+         Host: 127.0.0.1\r\n\
+         Upgrade: websocket\r\n\
+         Connection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\n\
+         Sec-WebSocket-Version: 13\r\n\
+         \r\n"
+    )
+}
+
+/// Reads an HTTP response head byte by byte up to and including the blank
+/// line, so that no byte after it is taken from the stream.
+pub fn read_response_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => panic!(
+                "connection closed inside a response head: {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => panic!(
+                "reading a response head failed ({e}); got {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+        assert!(head.len() < 64 * 1024, "response head too long");
+    }
+    String::from_utf8(head).expect("response head is UTF-8")
+}
+
+/// An HTTP response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// (lower-cased name, value) in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a response head as read by [`read_response_head`].
+fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let mut parts = status_line.splitn(3, ' ');
+    assert_eq!(
+        parts.next(),
+        Some("HTTP/1.1"),
+        "status line {status_line:?}"
+    );
+    let status = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (name, value) = l
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {l:?}"));
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    (status, headers)
+}
+
+/// Reads one whole HTTP response (head and `Content-Length` body).
+pub fn read_http_response(stream: &mut TcpStream) -> HttpResponse {
+    let head = read_response_head(stream);
+    let (status, headers) = parse_head(&head);
+    let mut response = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(len) = response.header("content-length") {
+        let len: usize = len.parse().expect("numeric Content-Length");
+        response.body = vec![0; len];
+        stream
+            .read_exact(&mut response.body)
+            .expect("read response body");
+    }
+    response
+}
+
+/// Sends `request` on a fresh connection and reads the one response.
+pub fn http_exchange(broker: &Broker, request: &str) -> (HttpResponse, TcpStream) {
+    let mut stream = broker.tcp();
+    stream.write_all(request.as_bytes()).unwrap();
+    let response = read_http_response(&mut stream);
+    (response, stream)
+}
+
+/// Fails unless `head` is a 101 upgrade with the accept value for [`SAMPLE_KEY`].
+pub fn assert_switching_protocols(head: &str) {
+    let (status, headers) = parse_head(head);
+    assert_eq!(status, 101, "expected 101, got:\n{head}");
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        header("sec-websocket-accept"),
+        Some(SAMPLE_ACCEPT),
+        "{head}"
+    );
+    assert!(
+        header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        "{head}"
+    );
+}
+
+/// A masked client frame, as a conforming client would send it.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    use tickfan::protocol::frame::{encode_client_frame, OpCode};
+    let op = match opcode {
+        OP_CONTINUATION => OpCode::Continuation,
+        OP_TEXT => OpCode::Text,
+        OP_BINARY => OpCode::Binary,
+        OP_CLOSE => OpCode::Close,
+        OP_PING => OpCode::Ping,
+        OP_PONG => OpCode::Pong,
+        other => panic!("no OpCode for {other:#x}; build the bytes by hand"),
+    };
+    encode_client_frame(fin, op, [0x37, 0xfa, 0x21, 0x3d], payload)
+}
+
+/// A masked close frame carrying `code` and `reason`.
+pub fn client_close(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason);
+    client_frame(true, OP_CLOSE, &payload)
+}
+
+/// Reads one server frame: (opcode, payload). Server frames must be
+/// unmasked, unfragmented by this server, and free of RSV bits.
+pub fn read_server_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    try_read_server_frame(stream).unwrap_or_else(|e| panic!("reading a server frame failed: {e}"))
+}
+
+/// [`read_server_frame`], returning the I/O error (EOF, timeout, reset).
+pub fn try_read_server_frame(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head)?;
+    assert_eq!(head[0] & 0x80, 0x80, "server frame without FIN: {head:?}");
+    assert_eq!(head[0] & 0x70, 0, "server frame with RSV bits: {head:?}");
+    assert_eq!(head[1] & 0x80, 0, "server frame is masked: {head:?}");
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut ext = [0u8; 2];
+            stream.read_exact(&mut ext)?;
+            u16::from_be_bytes(ext) as usize
+        }
+        127 => {
+            let mut ext = [0u8; 8];
+            stream.read_exact(&mut ext)?;
+            usize::try_from(u64::from_be_bytes(ext)).unwrap()
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload)?;
+    Ok((head[0] & 0x0F, payload))
+}
+
+/// Reads the next server frame, which must be a close; returns its code and reason.
+pub fn read_close(stream: &mut TcpStream) -> (u16, String) {
+    let (opcode, payload) = read_server_frame(stream);
+    assert_eq!(
+        opcode,
+        OP_CLOSE,
+        "expected a close frame, got opcode {opcode:#x} with {:?}",
+        String::from_utf8_lossy(&payload)
+    );
+    assert!(
+        payload.len() >= 2,
+        "close frame without a code: {payload:?}"
+    );
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    let reason = String::from_utf8(payload[2..].to_vec()).expect("close reason is UTF-8");
+    (code, reason)
+}
+
+/// Reads until the server ends the TCP stream (EOF or reset), failing if
+/// any more bytes arrive or nothing happens within the read timeout.
+pub fn expect_eof(stream: &mut TcpStream) {
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("expected EOF, got {:?}", &buf[..n]),
+        Err(e) => panic!("expected EOF, got error {e}"),
+    }
+}
+
+/// Sends `frames` in one write and expects the server to fail the connection
+/// with `code`: a close frame with that code, then the end of the stream once
+/// we close our side.
+pub fn expect_failure(broker: &Broker, frames: &[u8], code: u16) -> String {
+    let mut stream = broker.raw_handshake(ECHO);
+    stream.write_all(frames).unwrap();
+    let (got, reason) = read_close(&mut stream);
+    assert_eq!(got, code, "close reason {reason:?}");
+    // Answer the close; the server then closes TCP.
+    let _ = stream.write_all(&client_close(code, b""));
+    let _ = stream.shutdown(Shutdown::Write);
+    expect_eof(&mut stream);
+    reason
+}
