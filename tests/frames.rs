@@ -247,7 +247,6 @@ fn tungstenite_close_handshake_completes() {
 /// echo must still be sent. Today it is lost whenever the FIN is read in the
 /// same turn as the close frame (most of the time on loopback).
 #[test]
-#[ignore = "server bug: peer EOF read in the same turn as a close frame discards the queued close echo (and any queued echo)"]
 fn close_followed_by_half_close_is_still_echoed() {
     let broker = Broker::start(&[]);
     for round in 0..20 {

@@ -334,7 +334,6 @@ fn healthz_with_connection_close_is_answered_then_closed() {
 /// RFC 9112 §9.6 lets a client half-close after its request; the response
 /// must still be sent. Today the read of EOF drops the queued response.
 #[test]
-#[ignore = "server bug: peer EOF (TCP half-close) right after a request discards the queued response; client gets EOF with no bytes"]
 fn request_followed_by_half_close_is_still_answered() {
     let broker = Broker::start(&[]);
     for round in 0..5 {
