@@ -411,7 +411,7 @@ impl Connection {
     /// past twice the bound starts closing the connection with 1008).
     pub fn enqueue_tick(
         &mut self,
-        tick: Tick,
+        tick: &Tick,
         settings: &Settings,
         stats: &mut WorkerStats,
         now: Instant,

@@ -348,7 +348,7 @@ impl Worker {
             let Some(connection) = connections.get_mut(subscriber.connection) else {
                 continue;
             };
-            connection.enqueue_tick(tick.clone(), &shared.settings, stats, now);
+            connection.enqueue_tick(&tick, &shared.settings, stats, now);
             if !connection.dirty {
                 connection.dirty = true;
                 dirty.push(subscriber.connection);
@@ -360,7 +360,7 @@ impl Worker {
         let Some(connection) = self.connections.get_mut(token) else {
             return;
         };
-        connection.enqueue_tick(tick, &self.shared.settings, &mut self.stats, now);
+        connection.enqueue_tick(&tick, &self.shared.settings, &mut self.stats, now);
         if !connection.dirty {
             connection.dirty = true;
             self.dirty.push(token);
