@@ -1,11 +1,13 @@
 //! A published tick as every transport sends it, built once per publish.
 //!
 //! The bytes are a complete server WebSocket text frame whose payload is the
-//! JSON envelope; long-polling and SSE use the envelope without the frame
-//! header. One allocation, shared by reference count with every worker and
-//! every subscriber: fan-out never copies or re-serialises a tick.
+//! JSON envelope; long-polling uses the envelope without the frame header,
+//! and Server-Sent Events get their own encoding, made at most once, by the
+//! first SSE subscriber that needs it. One allocation, shared by reference
+//! count with every worker and every subscriber: fan-out never re-serialises
+//! a tick per subscriber.
 
-use bytes::Bytes;
+use std::sync::{Arc, OnceLock};
 
 use crate::protocol::frame::{encode_header, OpCode};
 
@@ -14,15 +16,24 @@ use crate::protocol::frame::{encode_header, OpCode};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicId(pub u64);
 
-/// One tick of one topic, ready to write.
+/// One tick of one topic, ready to write; cloning it shares the bytes.
 #[derive(Debug, Clone)]
 pub struct Tick {
     pub topic: TopicId,
     pub seq: u64,
+    encoded: Arc<Encoded>,
+}
+
+#[derive(Debug)]
+struct Encoded {
     /// WebSocket frame header followed by the JSON envelope.
-    frame: Bytes,
+    frame: Vec<u8>,
     /// Where the envelope starts in `frame` (the header's length).
-    envelope_at: u8,
+    envelope_at: usize,
+    /// `id: <topic>:<seq>\ndata: <envelope>\n\n`, made on first use.
+    sse: OnceLock<Vec<u8>>,
+    /// The topic name, for the SSE id.
+    topic_name: Box<str>,
 }
 
 impl Tick {
@@ -57,19 +68,46 @@ impl Tick {
         Tick {
             topic: topic_id,
             seq,
-            frame: Bytes::from(frame),
-            envelope_at: header_len as u8,
+            encoded: Arc::new(Encoded {
+                frame,
+                envelope_at: header_len,
+                sse: OnceLock::new(),
+                topic_name: topic.into(),
+            }),
         }
     }
 
     /// The whole WebSocket frame.
-    pub fn frame(&self) -> &Bytes {
-        &self.frame
+    pub fn frame(&self) -> &[u8] {
+        &self.encoded.frame
     }
 
     /// The JSON envelope alone, for HTTP transports.
     pub fn envelope(&self) -> &[u8] {
-        &self.frame[self.envelope_at as usize..]
+        &self.encoded.frame[self.encoded.envelope_at..]
+    }
+
+    /// The topic's name.
+    pub fn topic_name(&self) -> &str {
+        &self.encoded.topic_name
+    }
+
+    /// The Server-Sent Events form (`id: AAPL:42`, `data: <envelope>`),
+    /// encoded once for all SSE subscribers.
+    pub fn sse_event(&self) -> &[u8] {
+        self.encoded.sse.get_or_init(|| {
+            let envelope = self.envelope();
+            let mut seq = itoa::Buffer::new();
+            let mut event = Vec::with_capacity(envelope.len() + self.encoded.topic_name.len() + 40);
+            event.extend_from_slice(b"id: ");
+            event.extend_from_slice(self.encoded.topic_name.as_bytes());
+            event.push(b':');
+            event.extend_from_slice(seq.format(self.seq).as_bytes());
+            event.extend_from_slice(b"\ndata: ");
+            event.extend_from_slice(envelope);
+            event.extend_from_slice(b"\n\n");
+            event
+        })
     }
 }
 
@@ -99,6 +137,10 @@ mod tests {
         assert_eq!(tick.frame()[1] as usize, expected.len());
         let parsed: serde_json::Value = serde_json::from_slice(tick.envelope()).unwrap();
         assert_eq!(parsed["seq"], 42);
+        let sse = std::str::from_utf8(tick.sse_event()).unwrap();
+        assert_eq!(sse, format!("id: AAPL:42\ndata: {expected}\n\n"));
+        // Shared by clones: encoded once.
+        assert!(std::ptr::eq(tick.clone().sse_event(), tick.sse_event()));
     }
 
     #[test]

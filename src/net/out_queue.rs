@@ -41,21 +41,40 @@ enum Chunk {
         bytes: Vec<u8>,
         ticks: usize,
     },
-    Tick(Tick),
+    Tick(Tick, Wire),
+}
+
+/// How ticks are written on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wire {
+    /// As the shared WebSocket text frame.
+    #[default]
+    WebSocket,
+    /// As the shared Server-Sent Events encoding.
+    Sse,
+}
+
+impl Wire {
+    fn bytes(self, tick: &Tick) -> &[u8] {
+        match self {
+            Wire::WebSocket => tick.frame(),
+            Wire::Sse => tick.sse_event(),
+        }
+    }
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned { bytes, .. } => bytes,
-            Chunk::Tick(tick) => tick.frame(),
+            Chunk::Tick(tick, wire) => wire.bytes(tick),
         }
     }
 
     fn ticks(&self) -> usize {
         match self {
             Chunk::Owned { ticks, .. } => *ticks,
-            Chunk::Tick(_) => 1,
+            Chunk::Tick(..) => 1,
         }
     }
 }
@@ -89,9 +108,15 @@ pub struct OutQueue {
     pending: usize,
     /// Bytes of the front chunk already sent.
     front_sent: usize,
+    wire: Wire,
 }
 
 impl OutQueue {
+    /// Makes later ticks go out in `wire`'s encoding.
+    pub fn set_wire(&mut self, wire: Wire) {
+        self.wire = wire;
+    }
+
     /// Unsent bytes.
     pub fn len(&self) -> usize {
         self.pending
@@ -126,18 +151,19 @@ impl OutQueue {
     /// Queues a tick regardless of the bound (snapshot and replay, which
     /// the client asked for explicitly).
     pub fn push_tick_unbounded(&mut self, tick: Tick) {
-        self.pending += tick.frame().len();
-        self.chunks.push_back(Chunk::Tick(tick));
+        self.pending += self.wire.bytes(&tick).len();
+        self.chunks.push_back(Chunk::Tick(tick, self.wire));
     }
 
     /// Queues a live tick, applying `policy` when that would pass `bound`.
     /// Takes a reference: a small tick is copied, and the shared frame's
     /// reference count is only touched when a reference is kept.
     pub fn push_tick(&mut self, tick: &Tick, bound: usize, policy: SlowConsumerPolicy) -> Pushed {
-        let size = tick.frame().len();
+        let bytes = self.wire.bytes(tick);
+        let size = bytes.len();
         if self.pending + size <= bound {
             if size <= COPY_MAX_BYTES {
-                self.append_counted(1, |buf| buf.extend_from_slice(tick.frame()));
+                self.append_counted(1, |buf| buf.extend_from_slice(bytes));
             } else {
                 self.push_tick_unbounded(tick.clone());
             }
@@ -173,9 +199,9 @@ impl OutQueue {
         let first_replaceable = usize::from(self.front_sent > 0);
         let len = self.chunks.len();
         for index in (first_replaceable..len).rev().take(scan) {
-            if let Chunk::Tick(old) = &mut self.chunks[index] {
+            if let Chunk::Tick(old, wire) = &mut self.chunks[index] {
                 if old.topic == tick.topic {
-                    self.pending = self.pending - old.frame().len() + tick.frame().len();
+                    self.pending = self.pending - wire.bytes(old).len() + wire.bytes(tick).len();
                     *old = tick.clone();
                     return true;
                 }
@@ -195,7 +221,7 @@ impl OutQueue {
             index -= 1;
             let chunk = self.chunks.pop_back().expect("index < len");
             let drop_it = match &chunk {
-                Chunk::Tick(tick) if !(keep_front && index == 0) => !seen.insert(tick.topic),
+                Chunk::Tick(tick, _) if !(keep_front && index == 0) => !seen.insert(tick.topic),
                 _ => false,
             };
             if drop_it {
@@ -217,8 +243,8 @@ impl OutQueue {
             let is_front = index == 0;
             index += 1;
             match chunk {
-                Chunk::Tick(tick) if tick.topic == topic && !(keep_front && is_front) => {
-                    removed += tick.frame().len();
+                Chunk::Tick(tick, wire) if tick.topic == topic && !(keep_front && is_front) => {
+                    removed += wire.bytes(tick).len();
                     false
                 }
                 _ => true,

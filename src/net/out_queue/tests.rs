@@ -129,7 +129,7 @@ fn conflate_keeps_the_newest_tick_per_topic_in_order() {
     let shared = queue
         .chunks
         .iter()
-        .filter(|c| matches!(c, Chunk::Tick(_)))
+        .filter(|c| matches!(c, Chunk::Tick(..)))
         .count();
     assert_eq!(shared, 2);
     let mut sink = Trickle {
