@@ -224,6 +224,27 @@ pub const SHORTHANDS: &[Shorthand] = &[
         mode: ShorthandMode::Set,
     },
     Shorthand {
+        flag: "max-body-bytes",
+        key: "http.max_body_bytes",
+        value_name: "N",
+        help: "Largest POST /publish body in bytes; larger is answered 413",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "max-poll-timeout-secs",
+        key: "http.max_poll_timeout_secs",
+        value_name: "N",
+        help: "Longest long-poll hold a client may ask for, in seconds",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "metrics-path",
+        key: "http.metrics_path",
+        value_name: "PATH",
+        help: "Path of the Prometheus metrics endpoint; \"\" = off",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
         flag: "publish-token",
         key: "auth.publish_tokens",
         value_name: "TOKEN",

@@ -39,6 +39,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// `[broker]`: topics, history, heartbeats and slow consumers.
     pub broker: BrokerConfig,
+    /// `[http]`: long-polling, SSE, HTTP publish and metrics.
+    pub http: HttpConfig,
     /// `[auth]`: who may publish and subscribe; its `Debug` redacts the tokens.
     pub auth: AuthConfig,
     /// `[log]`: diagnostics.
@@ -269,6 +271,7 @@ impl Config {
             server: ServerConfig::from_section(Section::take(&mut table, "server")?)?,
             websocket: WebSocketConfig::from_section(Section::take(&mut table, "websocket")?)?,
             broker: BrokerConfig::from_section(Section::take(&mut table, "broker")?)?,
+            http: HttpConfig::from_section(Section::take(&mut table, "http")?)?,
             auth: AuthConfig::from_section(Section::take(&mut table, "auth")?)?,
             log: LogConfig::from_section(Section::take(&mut table, "log")?)?,
         };
@@ -386,6 +389,58 @@ impl WebSocketConfig {
     /// Returns `websocket.close_timeout_ms` as a [`Duration`].
     pub fn close_timeout(&self) -> Duration {
         Duration::from_millis(self.close_timeout_ms)
+    }
+}
+
+/// The `[http]` section: long-polling, SSE, HTTP publish and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `http.max_body_bytes`: largest POST /publish body.
+    pub max_body_bytes: usize,
+    /// `http.poll_timeout_secs`: default long-poll hold.
+    pub poll_timeout_secs: u64,
+    /// `http.max_poll_timeout_secs`: cap on a requested hold.
+    pub max_poll_timeout_secs: u64,
+    /// `http.max_request_topics`: topics per long-poll or SSE request.
+    pub max_request_topics: usize,
+    /// `http.metrics_path`: the Prometheus endpoint; `None` when off.
+    pub metrics_path: Option<String>,
+}
+
+impl HttpConfig {
+    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
+        let metrics_path = s.string("metrics_path")?;
+        let metrics_path = if metrics_path.is_empty() {
+            None
+        } else if !metrics_path.starts_with('/') {
+            return Err(ConfigError::invalid(
+                s.key("metrics_path"),
+                format!("{metrics_path:?} must be empty (off) or start with '/'"),
+            ));
+        } else {
+            check_bare_path(&s, "metrics_path", &metrics_path)?;
+            Some(metrics_path)
+        };
+        let config = HttpConfig {
+            max_body_bytes: s.int("max_body_bytes", 1..)?,
+            poll_timeout_secs: s.int("poll_timeout_secs", 1..=3600)?,
+            max_poll_timeout_secs: s.int("max_poll_timeout_secs", 1..=3600)?,
+            max_request_topics: s.int("max_request_topics", 1..=4096)?,
+            metrics_path,
+        };
+        if config.poll_timeout_secs > config.max_poll_timeout_secs {
+            return Err(ConfigError::invalid(
+                s.key("poll_timeout_secs"),
+                format!(
+                    "{} must not exceed {} ({})",
+                    config.poll_timeout_secs,
+                    s.key("max_poll_timeout_secs"),
+                    config.max_poll_timeout_secs
+                ),
+            ));
+        }
+        s.finish()?;
+        Ok(config)
     }
 }
 
@@ -990,6 +1045,13 @@ mod tests {
                     max_queue_bytes: 1_048_576,
                     slow_consumer: SlowConsumerPolicy::Conflate,
                     slow_consumer_grace_ms: 2000,
+                },
+                http: HttpConfig {
+                    max_body_bytes: 1_048_576,
+                    poll_timeout_secs: 25,
+                    max_poll_timeout_secs: 60,
+                    max_request_topics: 64,
+                    metrics_path: Some("/metrics".to_owned()),
                 },
                 auth: AuthConfig {
                     publish_tokens: vec![],
