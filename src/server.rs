@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use mio::{Poll, Waker};
 
@@ -14,6 +15,7 @@ use crate::broker::auth::Auth;
 use crate::broker::mailbox::mailbox;
 use crate::broker::topic_table::{TableLimits, TopicTable};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::net::listener::bind_listeners;
 use crate::net::settings::Settings;
 use crate::net::worker::{Shared, Worker, WAKER};
@@ -86,6 +88,7 @@ impl Server {
                 &auth.subscribe_tokens,
                 auth.subscribe_requires_token,
             ),
+            metrics: Metrics::new(),
             live_connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             worker_count,
@@ -168,5 +171,10 @@ fn settings_from(config: &Config) -> Settings {
         max_queue_bytes: config.broker.max_queue_bytes,
         slow_consumer: config.broker.slow_consumer,
         slow_consumer_grace: config.broker.slow_consumer_grace(),
+        max_body_bytes: config.http.max_body_bytes,
+        poll_timeout: Duration::from_secs(config.http.poll_timeout_secs),
+        max_poll_timeout: Duration::from_secs(config.http.max_poll_timeout_secs),
+        max_request_topics: config.http.max_request_topics,
+        metrics_path: config.http.metrics_path.clone(),
     }
 }

@@ -21,6 +21,8 @@ pub struct TopicId(pub u64);
 pub struct Tick {
     pub topic: TopicId,
     pub seq: u64,
+    /// The broker's receive time, µs since the Unix epoch.
+    pub ts: u64,
     encoded: Arc<Encoded>,
 }
 
@@ -68,6 +70,7 @@ impl Tick {
         Tick {
             topic: topic_id,
             seq,
+            ts: ts_micros,
             encoded: Arc::new(Encoded {
                 frame,
                 envelope_at: header_len,

@@ -5,7 +5,15 @@
 //! and [`error`] is this layer's one error enum with its wire mapping. No
 //! sockets here: the `net` layer reads and writes, this layer decides.
 
+//!
+//! The routes' own pure parts: [`router`] maps paths to routes, [`query`]
+//! reads long-poll and SSE requests, [`publish`] reads publish bodies, and
+//! [`longpoll`] builds long-poll answers.
+
 pub mod error;
+pub mod longpoll;
+pub mod publish;
+pub mod query;
 pub mod request;
 pub mod response;
 pub mod router;

@@ -15,6 +15,16 @@ pub enum WebSocketRoute {
 pub enum HttpRoute {
     /// `GET /healthz`: the process is alive and its event loops turn.
     Health,
+    /// `GET /readyz`: ready for traffic; 503 once shutdown has begun.
+    Ready,
+    /// `GET <metrics_path>`: Prometheus text exposition.
+    Metrics,
+    /// `POST /publish`: publish one tick or an NDJSON batch.
+    Publish,
+    /// `GET /poll`: long-polling.
+    Poll,
+    /// `GET /sse`: Server-Sent Events.
+    Sse,
 }
 
 /// A path that names no route, or a method the route does not take.
@@ -43,9 +53,18 @@ pub fn websocket_route(
 }
 
 /// The HTTP route for a plain (non-upgrade) request.
-pub fn http_route(method: &str, path: &str) -> Result<HttpRoute, RouteError> {
+pub fn http_route(
+    method: &str,
+    path: &str,
+    metrics_path: Option<&str>,
+) -> Result<HttpRoute, RouteError> {
     let (route, allow) = match path {
         "/healthz" => (HttpRoute::Health, "GET"),
+        "/readyz" => (HttpRoute::Ready, "GET"),
+        "/publish" => (HttpRoute::Publish, "POST"),
+        "/poll" => (HttpRoute::Poll, "GET"),
+        "/sse" => (HttpRoute::Sse, "GET"),
+        _ if metrics_path == Some(path) => (HttpRoute::Metrics, "GET"),
         _ => return Err(RouteError::NotFound),
     };
     if allow.split(", ").any(|m| m == method) {
@@ -69,11 +88,23 @@ mod tests {
             websocket_route("/echo", "/ws", None),
             Err(RouteError::NotFound)
         );
-        assert_eq!(http_route("GET", "/healthz"), Ok(HttpRoute::Health));
+        assert_eq!(http_route("GET", "/healthz", None), Ok(HttpRoute::Health));
         assert_eq!(
-            http_route("POST", "/healthz"),
+            http_route("POST", "/healthz", None),
             Err(RouteError::MethodNotAllowed { allow: "GET" })
         );
-        assert_eq!(http_route("GET", "/nope"), Err(RouteError::NotFound));
+        assert_eq!(http_route("GET", "/nope", None), Err(RouteError::NotFound));
+        assert_eq!(
+            http_route("GET", "/metrics", Some("/metrics")),
+            Ok(HttpRoute::Metrics)
+        );
+        assert_eq!(
+            http_route("GET", "/metrics", None),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            http_route("GET", "/publish", None),
+            Err(RouteError::MethodNotAllowed { allow: "POST" })
+        );
     }
 }

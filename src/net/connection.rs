@@ -1,10 +1,13 @@
 //! One client connection: its socket, the phase it is in (HTTP request,
-//! WebSocket, draining) and what it has to send.
+//! WebSocket, SSE stream, held long-poll, draining) and what it has to send.
 //!
 //! The connection turns inbound bytes into actions through the pure layers
 //! (`http`, `protocol`) and owns the resulting writes. Its worker tells it
 //! when the socket is readable or writable and when its deadline passes; it
 //! answers whether it wants to live on.
+
+mod held_poll;
+mod http_routes;
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
@@ -12,17 +15,20 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use mio::net::TcpStream;
+use prometheus::local::LocalHistogram;
 
-use super::context::{Ctx, WorkerStats};
+use self::held_poll::HeldPoll;
+use super::context::{Ctx, Transport, WorkerStats};
 use super::out_queue::{OutQueue, Pushed, Written};
 use super::read_buf::ReadBuf;
-use super::session::{send_event, Session};
+use super::session::Session;
 use super::settings::Settings;
+use crate::broker::auth::Rights;
 use crate::broker::events;
-use crate::broker::tick::Tick;
+use crate::broker::tick::{now_micros, Tick, TopicId};
 use crate::http::request::{parse_request, Parsed, Request};
 use crate::http::response::Response;
-use crate::http::router::{http_route, websocket_route, HttpRoute, RouteError, WebSocketRoute};
+use crate::http::router::{websocket_route, RouteError, WebSocketRoute};
 use crate::protocol::close::CloseCode;
 use crate::protocol::decoder::{Decoder, Message};
 use crate::protocol::frame::{write_close_frame, write_frame, OpCode};
@@ -47,6 +53,11 @@ enum Phase {
         decoder: Decoder,
         endpoint: Endpoint,
     },
+    /// A Server-Sent Events stream: subscriptions like a WebSocket's, ticks
+    /// in the SSE encoding, and nothing read from the client but its EOF.
+    Sse(Box<Session>),
+    /// A long-poll held until a tick arrives or its deadline passes.
+    Polling(Box<HeldPoll>),
     /// Sending what is queued, then closing. With `linger`, the write side is
     /// shut first and reads are discarded until the peer closes (or the close
     /// timeout), so unread input cannot turn our last bytes into a reset.
@@ -89,6 +100,11 @@ pub struct Connection {
     read_unfinished: bool,
     /// Accepted over the connection limit: every request gets 503.
     over_limit: bool,
+    /// What the connection is used for, for metrics (kept while draining).
+    transport: Transport,
+    /// Bytes an HTTP request with a body needs in all (head + body), so the
+    /// read buffer grows to it at once.
+    http_wanted: usize,
     /// The deadline this connection has filed with the worker's timers.
     pub timer_at: Option<Instant>,
 }
@@ -108,8 +124,15 @@ impl Connection {
             ping_outstanding: false,
             read_unfinished: false,
             over_limit,
+            transport: Transport::Http,
+            http_wanted: 0,
             timer_at: None,
         }
+    }
+
+    /// What the connection is used for now.
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     /// The socket, for (de)registration with the worker's poll.
@@ -121,15 +144,40 @@ impl Connection {
         matches!(self.phase, Phase::WebSocket { .. })
     }
 
-    /// The pub/sub session, if this is an open pub/sub WebSocket.
+    /// The pub/sub session, if this is an open pub/sub WebSocket or an SSE stream.
     pub fn session_mut(&mut self) -> Option<&mut Session> {
         match &mut self.phase {
             Phase::WebSocket {
                 endpoint: Endpoint::PubSub(session),
                 ..
-            } => Some(session),
+            }
+            | Phase::Sse(session) => Some(session),
             _ => None,
         }
+    }
+
+    /// Takes every topic subscription this connection holds (it is closing).
+    pub fn take_topics(&mut self) -> Vec<(std::sync::Arc<str>, TopicId)> {
+        match &mut self.phase {
+            Phase::Polling(poll) => poll.take_topics(),
+            _ => self
+                .session_mut()
+                .map(Session::take_topics)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The number of topics subscribed, for the subscriptions gauge.
+    pub fn topic_count(&mut self) -> usize {
+        match &mut self.phase {
+            Phase::Polling(poll) => poll.topic_count(),
+            _ => self.session_mut().map_or(0, |s| s.topics().count()),
+        }
+    }
+
+    /// Whether this is a long-poll being held.
+    pub fn is_held_poll(&self) -> bool {
+        matches!(self.phase, Phase::Polling(_))
     }
 
     /// Whether the worker should call [`Self::on_readable`] again without
@@ -138,7 +186,8 @@ impl Connection {
         self.read_unfinished && self.queued_bytes() < settings.out_pause_bytes()
     }
 
-    fn queued_bytes(&self) -> usize {
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
         self.out.len()
     }
 
@@ -189,14 +238,19 @@ impl Connection {
         Verdict::Keep
     }
 
-    fn read_into(&mut self, input: &mut ReadBuf) -> io::Result<usize> {
-        let frame_hint = match &self.phase {
-            Phase::WebSocket { decoder, .. } => {
-                decoder.frame_len_hint(input.filled_mut()).unwrap_or(0)
-            }
+    /// The bytes the request or frame at the front of `pending` needs in
+    /// all, when known, so a buffer can be sized once.
+    fn size_hint(&self, pending: &[u8]) -> usize {
+        match &self.phase {
+            Phase::WebSocket { decoder, .. } => decoder.frame_len_hint(pending).unwrap_or(0),
+            Phase::Http => self.http_wanted,
             _ => 0,
-        };
-        let spare = input.spare_mut(4096, frame_hint);
+        }
+    }
+
+    fn read_into(&mut self, input: &mut ReadBuf) -> io::Result<usize> {
+        let hint = self.size_hint(input.filled_mut());
+        let spare = input.spare_mut(4096, hint);
         let n = self.socket.read(spare)?;
         input.commit(n);
         Ok(n)
@@ -207,12 +261,7 @@ impl Connection {
     fn restore(&mut self, mut input: ReadBuf, scratch: &mut ReadBuf, from_scratch: bool) {
         if from_scratch {
             if !input.is_empty() {
-                let hint = match &self.phase {
-                    Phase::WebSocket { decoder, .. } => {
-                        decoder.frame_len_hint(input.filled_mut()).unwrap_or(0)
-                    }
-                    _ => 0,
-                };
+                let hint = self.size_hint(input.filled_mut());
                 self.pending.keep(input.filled_mut(), hint);
                 let len = input.filled_mut().len();
                 input.consume(len);
@@ -234,8 +283,11 @@ impl Connection {
             let (consumed, flow) = match self.phase {
                 Phase::Http => self.on_http_bytes(bytes, ctx),
                 Phase::WebSocket { .. } => self.on_websocket_bytes(bytes, ctx),
-                // Whatever arrives while draining is read only to be dropped.
-                Phase::Draining { .. } => (bytes.len(), Flow::NeedMore),
+                // An SSE client or a held poll has nothing more to say, and
+                // whatever arrives while draining is read only to be dropped.
+                Phase::Sse(_) | Phase::Polling(_) | Phase::Draining { .. } => {
+                    (bytes.len(), Flow::NeedMore)
+                }
             };
             input.consume(consumed);
             if flow == Flow::NeedMore {
@@ -245,34 +297,34 @@ impl Connection {
     }
 
     fn on_http_bytes(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) -> (usize, Flow) {
-        let (settings, now) = (ctx.settings, ctx.now);
+        let settings = ctx.settings;
         let request = match parse_request(bytes, settings.max_header_bytes) {
             Ok(Parsed::Partial) => return (0, Flow::NeedMore),
             Ok(Parsed::Complete(request)) => request,
             Err(error) => {
-                self.respond_and_close(error.response(), now);
+                self.refuse(error.response(), ctx);
                 return (bytes.len(), Flow::NeedMore);
             }
         };
         let head_len = request.head_len;
         if self.over_limit {
             let refusal = Response::error(503, "server at its connection limit");
-            self.respond_and_close(refusal, now);
+            self.refuse(refusal, ctx);
             return (bytes.len(), Flow::NeedMore);
         }
         match upgrade_request(&request) {
             Err(error) => {
-                self.respond_and_close(error.response(), now);
+                self.refuse(error.response(), ctx);
                 (bytes.len(), Flow::NeedMore)
             }
             Ok(Some(upgrade)) => match self.open_websocket(&request, &upgrade, ctx) {
                 Ok(()) => (head_len, Flow::Continue),
                 Err(refusal) => {
-                    self.respond_and_close(refusal, now);
+                    self.refuse(refusal, ctx);
                     (bytes.len(), Flow::NeedMore)
                 }
             },
-            Ok(None) => self.on_plain_request(&request, bytes.len(), now),
+            Ok(None) => self.on_plain_request(&request, bytes, ctx),
         }
     }
 
@@ -294,15 +346,7 @@ impl Connection {
         let endpoint = match route {
             WebSocketRoute::Echo => Endpoint::Echo,
             WebSocketRoute::PubSub => {
-                let query_token = request
-                    .query_params()
-                    .find(|(k, _)| k == "token")
-                    .map(|(_, v)| v);
-                let token = request.bearer_token().map(Cow::Borrowed).or(query_token);
-                let rights = ctx.auth.rights(token.as_deref());
-                if !rights.subscribe && !rights.publish {
-                    return Err(Response::error(401, "a valid token is required"));
-                }
+                let rights = presented_rights(request, ctx)?;
                 Endpoint::PubSub(Box::new(Session::new(
                     rights,
                     settings.max_client_errors,
@@ -313,6 +357,8 @@ impl Connection {
         self.out.append(|buf| {
             write_switching_protocols(buf, &accept_key(upgrade.key), upgrade.subprotocol)
         });
+        ctx.stats.handshakes[Transport::WebSocket as usize] += 1;
+        self.transport = Transport::WebSocket;
         self.enter(
             Phase::WebSocket {
                 decoder: Decoder::new(settings.frame_limits),
@@ -323,29 +369,6 @@ impl Connection {
         Ok(())
     }
 
-    /// Answers a non-upgrade request; keeps the connection for the next
-    /// request when HTTP keep-alive allows and no body needs skipping.
-    fn on_plain_request(
-        &mut self,
-        request: &Request<'_>,
-        available: usize,
-        now: Instant,
-    ) -> (usize, Flow) {
-        let response = match http_route(request.method, request.path) {
-            Ok(HttpRoute::Health) => Response::error(200, "ok"),
-            Err(error) => route_error_response(error),
-        };
-        let has_body = !matches!(request.content_length(), Ok(None) | Ok(Some(0)));
-        if request.keep_alive() && !has_body {
-            self.out.append(|buf| response.write_to(buf));
-            self.phase_since = now;
-            (request.head_len, Flow::Continue)
-        } else {
-            self.respond_and_close(response, now);
-            (available, Flow::NeedMore)
-        }
-    }
-
     fn on_websocket_bytes(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) -> (usize, Flow) {
         let now = ctx.now;
         let Phase::WebSocket { decoder, endpoint } = &mut self.phase else {
@@ -354,7 +377,7 @@ impl Connection {
         let decoded = match decoder.decode(bytes) {
             Ok(decoded) => decoded,
             Err(error) => {
-                self.fail(error.close_code(), error.reason(), now);
+                self.fail(error.close_code(), error.reason(), ctx.stats, now);
                 return (bytes.len(), Flow::NeedMore);
             }
         };
@@ -396,12 +419,15 @@ impl Connection {
                     Some(code) => write_close_frame(buf, code.0, ""),
                     None => write_frame(buf, OpCode::Close, &[]),
                 });
+                if let Some(code) = close.code {
+                    ctx.stats.count_close(code.0);
+                }
                 self.enter(Phase::Draining { linger: false }, now);
                 return (bytes.len(), Flow::NeedMore);
             }
         };
         if let Err(close) = outcome {
-            self.fail(close.code, close.reason, now);
+            self.fail(close.code, close.reason, ctx.stats, now);
             return (bytes.len(), Flow::NeedMore);
         }
         (consumed, Flow::Continue)
@@ -416,6 +442,10 @@ impl Connection {
         stats: &mut WorkerStats,
         now: Instant,
     ) {
+        if let Phase::Polling(poll) = &mut self.phase {
+            poll.add(tick);
+            return;
+        }
         let Some(session) = self.session_mut() else {
             return; // draining: ticks are no longer wanted
         };
@@ -424,7 +454,7 @@ impl Connection {
             .out
             .push_tick(tick, settings.max_queue_bytes, settings.slow_consumer)
         {
-            Pushed::Queued => stats.ticks_queued += 1,
+            Pushed::Queued => {}
             Pushed::Conflated => stats.conflated += 1,
             Pushed::Dropped => stats.dropped += 1,
             Pushed::Overflow => return self.disconnect_slow_consumer(stats, now),
@@ -444,15 +474,25 @@ impl Connection {
             "closing slow consumer (1008)"
         );
         self.out.clear();
-        self.fail(CloseCode::POLICY_VIOLATION, "slow consumer", now);
+        self.fail(CloseCode::POLICY_VIOLATION, "slow consumer", stats, now);
     }
 
     /// Starts the closing handshake from our side with `code` (§7.1.2) and
     /// stops acting on input: used for protocol errors, timeouts and shutdown.
-    pub fn fail(&mut self, code: CloseCode, reason: &str, now: Instant) {
-        self.out
-            .append(|buf| write_close_frame(buf, code.0, reason));
+    /// An SSE stream is ended by closing TCP instead, as it has no close frame.
+    pub fn fail(&mut self, code: CloseCode, reason: &str, stats: &mut WorkerStats, now: Instant) {
+        if self.is_websocket() {
+            self.out
+                .append(|buf| write_close_frame(buf, code.0, reason));
+            stats.count_close(code.0);
+        }
         self.enter(Phase::Draining { linger: true }, now);
+    }
+
+    /// Answers with an error status and closes, counting the refusal.
+    fn refuse(&mut self, response: Response, ctx: &mut Ctx<'_>) {
+        ctx.stats.count_refusal(response.status());
+        self.respond_and_close(response, ctx.now);
     }
 
     fn respond_and_close(&mut self, response: Response, now: Instant) {
@@ -466,12 +506,16 @@ impl Connection {
     }
 
     /// Writes as much of the queued output as the socket takes.
-    pub fn flush(&mut self, stats: &mut WorkerStats) -> Verdict {
+    /// Records the publish-to-write latency when the queue empties.
+    pub fn flush(&mut self, stats: &mut WorkerStats, latency: &LocalHistogram) -> Verdict {
         let written = match self.out.write_to(&mut self.socket) {
             Ok(written) => written,
             Err(_) => return Verdict::Close,
         };
-        count_written(stats, written);
+        count_written(stats, self.transport, written);
+        if let Some(ts) = written.oldest_tick_ts {
+            latency.observe(now_micros().saturating_sub(ts) as f64 / 1e6);
+        }
         if !self.out.is_empty() {
             return Verdict::Keep;
         }
@@ -501,18 +545,13 @@ impl Connection {
                 let Endpoint::PubSub(session) = endpoint else {
                     return liveness;
                 };
-                let heartbeat = session
-                    .has_topics()
-                    .then(|| session.last_sent + settings.heartbeat_interval);
-                let slow = session
-                    .over_bound_since
-                    .map(|since| since + settings.slow_consumer_grace);
-                [Some(liveness), heartbeat, slow]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or(liveness)
+                session_deadline(session, settings).map_or(liveness, |d| d.min(liveness))
             }
+            // SSE clients never send, so they have no idle timeout: a dead
+            // one shows as a failed write or a full queue.
+            Phase::Sse(session) => session_deadline(session, settings)
+                .unwrap_or(self.phase_since + settings.heartbeat_interval),
+            Phase::Polling(poll) => poll.expires,
             Phase::Draining { .. } => self.phase_since + settings.close_timeout,
         }
     }
@@ -531,12 +570,18 @@ impl Connection {
                     .close()
                     .write_to(&mut answer);
                 let _ = self.socket.write(&answer);
+                ctx.stats.count_refusal(408);
                 Verdict::Close
             }
             Phase::WebSocket { .. } => {
                 self.on_websocket_deadline(ctx);
                 Verdict::Keep
             }
+            Phase::Sse(_) => {
+                self.on_session_deadline(ctx);
+                Verdict::Keep
+            }
+            Phase::Polling(_) => self.finish_poll(ctx),
             Phase::Draining { .. } => Verdict::Close,
         }
     }
@@ -544,13 +589,19 @@ impl Connection {
     fn on_websocket_deadline(&mut self, ctx: &mut Ctx<'_>) {
         let (settings, now) = (ctx.settings, ctx.now);
         if now >= self.last_heard + settings.idle_timeout {
-            self.fail(CloseCode::GOING_AWAY, "idle timeout", now);
+            self.fail(CloseCode::GOING_AWAY, "idle timeout", ctx.stats, now);
             return;
         }
         if !self.ping_outstanding && now >= self.last_heard + settings.ping_interval {
             self.out.append(|buf| write_frame(buf, OpCode::Ping, b""));
             self.ping_outstanding = true;
         }
+        self.on_session_deadline(ctx);
+    }
+
+    /// Slow-consumer grace and heartbeats of a pub/sub WebSocket or SSE stream.
+    fn on_session_deadline(&mut self, ctx: &mut Ctx<'_>) {
+        let (settings, now) = (ctx.settings, ctx.now);
         let queued = self.out.len();
         let Some(session) = self.session_mut() else {
             return;
@@ -573,18 +624,21 @@ impl Connection {
                 )
             }));
             session.last_sent = now;
-            send_event(&mut self.out, &heartbeat);
+            self.out.push_event(&heartbeat);
         }
     }
 
     /// The server is stopping: WebSocket peers get close 1001, idle HTTP
     /// connections end now.
-    pub fn begin_shutdown(&mut self, now: Instant) -> Verdict {
+    pub fn begin_shutdown(&mut self, stats: &mut WorkerStats, now: Instant) -> Verdict {
         match self.phase {
-            Phase::WebSocket { .. } => {
-                self.fail(CloseCode::GOING_AWAY, "server shutting down", now);
+            Phase::WebSocket { .. } | Phase::Sse(_) => {
+                self.fail(CloseCode::GOING_AWAY, "server shutting down", stats, now);
                 Verdict::Keep
             }
+            // A held poll is answered by its own timer or by a tick; at the
+            // end of the grace period it is dropped like any connection.
+            Phase::Polling(_) => Verdict::Keep,
             Phase::Http if self.queued_bytes() == 0 && self.pending.is_empty() => Verdict::Close,
             Phase::Http => {
                 self.enter(Phase::Draining { linger: true }, now);
@@ -595,10 +649,37 @@ impl Connection {
     }
 }
 
-fn count_written(stats: &mut WorkerStats, written: Written) {
+fn count_written(stats: &mut WorkerStats, transport: Transport, written: Written) {
     stats.write_syscalls += written.syscalls as u64;
     stats.bytes_out += written.bytes as u64;
-    stats.ticks_written += written.ticks as u64;
+    stats.delivered[transport as usize] += written.ticks as u64;
+}
+
+/// The rights of the token a request presents (`Authorization: Bearer` or
+/// `?token=`); a request with none at all is refused with 401.
+fn presented_rights(request: &Request<'_>, ctx: &Ctx<'_>) -> Result<Rights, Response> {
+    let query_token = request
+        .query_params()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v);
+    let token = request.bearer_token().map(Cow::Borrowed).or(query_token);
+    let rights = ctx.auth.rights(token.as_deref());
+    if !rights.subscribe && !rights.publish {
+        return Err(Response::error(401, "a valid token is required"));
+    }
+    Ok(rights)
+}
+
+/// When a session next needs attention: a heartbeat or the end of a
+/// slow consumer's grace.
+fn session_deadline(session: &Session, settings: &Settings) -> Option<Instant> {
+    let heartbeat = session
+        .has_topics()
+        .then(|| session.last_sent + settings.heartbeat_interval);
+    let slow = session
+        .over_bound_since
+        .map(|since| since + settings.slow_consumer_grace);
+    heartbeat.into_iter().chain(slow).min()
 }
 
 fn route_error_response(error: RouteError) -> Response {

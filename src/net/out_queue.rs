@@ -17,6 +17,7 @@ use std::io::{self, IoSlice, Write};
 
 use crate::broker::tick::{Tick, TopicId};
 use crate::config::SlowConsumerPolicy;
+use crate::protocol::frame::{write_frame, OpCode};
 
 /// Slices per `writev`. Linux allows 1024; 256 already amortises the
 /// syscall over ~25 KB of 100-byte ticks (DESIGN.md's measured ceilings).
@@ -98,6 +99,9 @@ pub struct Written {
     pub syscalls: usize,
     /// Ticks whose last byte went out.
     pub ticks: usize,
+    /// When the queue emptied: the publish time (µs) of the oldest tick it
+    /// held, for the publish-to-write latency.
+    pub oldest_tick_ts: Option<u64>,
 }
 
 /// Outbound bytes of one connection.
@@ -109,6 +113,8 @@ pub struct OutQueue {
     /// Bytes of the front chunk already sent.
     front_sent: usize,
     wire: Wire,
+    /// Publish time of the oldest tick queued since the queue was empty.
+    oldest_tick_ts: Option<u64>,
 }
 
 impl OutQueue {
@@ -148,9 +154,23 @@ impl OutQueue {
         self.pending += bytes.len() - before;
     }
 
+    /// Queues a JSON event (`subscribed`, `gap`, `error`, `heartbeat`): a
+    /// text frame on a WebSocket, a `data:` event on an SSE stream.
+    pub fn push_event(&mut self, json: &[u8]) {
+        match self.wire {
+            Wire::WebSocket => self.append(|buf| write_frame(buf, OpCode::Text, json)),
+            Wire::Sse => self.append(|buf| {
+                buf.extend_from_slice(b"data: ");
+                buf.extend_from_slice(json);
+                buf.extend_from_slice(b"\n\n");
+            }),
+        }
+    }
+
     /// Queues a tick regardless of the bound (snapshot and replay, which
     /// the client asked for explicitly).
     pub fn push_tick_unbounded(&mut self, tick: Tick) {
+        self.oldest_tick_ts.get_or_insert(tick.ts);
         self.pending += self.wire.bytes(&tick).len();
         self.chunks.push_back(Chunk::Tick(tick, self.wire));
     }
@@ -162,6 +182,7 @@ impl OutQueue {
         let bytes = self.wire.bytes(tick);
         let size = bytes.len();
         if self.pending + size <= bound {
+            self.oldest_tick_ts.get_or_insert(tick.ts);
             if size <= COPY_MAX_BYTES {
                 self.append_counted(1, |buf| buf.extend_from_slice(bytes));
             } else {
@@ -298,6 +319,7 @@ impl OutQueue {
                 Err(e) => return Err(e),
             }
         }
+        written.oldest_tick_ts = self.oldest_tick_ts.take();
         Ok(written)
     }
 

@@ -15,7 +15,6 @@ use crate::broker::subscriptions::{LocalSubscriber, RateCap};
 use crate::broker::tick::TopicId;
 use crate::broker::topic_table::Start;
 use crate::protocol::close::CloseCode;
-use crate::protocol::frame::{write_frame, OpCode};
 
 /// The per-connection state of a pub/sub client.
 #[derive(Debug)]
@@ -126,7 +125,7 @@ impl Session {
                 }
                 match ctx.table.publish(&topic, data.get().as_bytes()) {
                     Ok(_) => {
-                        ctx.stats.ticks_published += 1;
+                        ctx.stats.published_ws += 1;
                         Ok(())
                     }
                     Err(_) => self.refuse(
@@ -141,7 +140,7 @@ impl Session {
         }
     }
 
-    fn subscribe(
+    pub(crate) fn subscribe(
         &mut self,
         out: &mut OutQueue,
         topic: &str,
@@ -197,12 +196,13 @@ impl Session {
             },
         );
         self.topics.push((name, subscribed.topic));
-        send_event(
-            out,
-            &events::subscribed(topic, subscribed.seq, &subscribed.epoch),
-        );
+        out.push_event(&events::subscribed(
+            topic,
+            subscribed.seq,
+            &subscribed.epoch,
+        ));
         if let Some((from, to)) = subscribed.gap {
-            send_event(out, &events::gap(topic, from, to));
+            out.push_event(&events::gap(topic, from, to));
         }
         for tick in subscribed.ticks {
             out.push_tick_unbounded(tick);
@@ -230,7 +230,7 @@ impl Session {
         ctx.local.remove(id, ctx.token);
         ctx.table.unsubscribe(&name, id, ctx.worker);
         out.purge_topic(id);
-        send_event(out, &events::unsubscribed(topic));
+        out.push_event(&events::unsubscribed(topic));
         Ok(())
     }
 
@@ -244,7 +244,7 @@ impl Session {
         now: Instant,
     ) -> Result<(), CloseRequest> {
         self.errors += 1;
-        send_event(out, &events::error(code, message, topic));
+        out.push_event(&events::error(code, message, topic));
         self.last_sent = now;
         if self.errors >= self.max_errors {
             return Err(CloseRequest {
@@ -254,9 +254,4 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// Queues a JSON event as a text frame.
-pub fn send_event(out: &mut OutQueue, event: &[u8]) {
-    out.append(|buf| write_frame(buf, OpCode::Text, event));
 }

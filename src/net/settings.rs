@@ -27,6 +27,11 @@ pub struct Settings {
     pub max_queue_bytes: usize,
     pub slow_consumer: SlowConsumerPolicy,
     pub slow_consumer_grace: Duration,
+    pub max_body_bytes: usize,
+    pub poll_timeout: Duration,
+    pub max_poll_timeout: Duration,
+    pub max_request_topics: usize,
+    pub metrics_path: Option<String>,
 }
 
 impl Settings {

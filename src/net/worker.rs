@@ -30,6 +30,7 @@ use crate::broker::mailbox::{Delivery, Inbox};
 use crate::broker::subscriptions::LocalTopics;
 use crate::broker::tick::{Tick, TopicId};
 use crate::broker::topic_table::TopicTable;
+use crate::metrics::{Metrics, WorkerGauges};
 
 const LISTENER: Token = Token(usize::MAX);
 /// The token of the waker that the topic table and the server use.
@@ -46,6 +47,9 @@ const MAILBOX_BUDGET: usize = 16 * 1024;
 /// so a full table does not spin the loop on a listener that stays ready.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How often the worker publishes its counters to the metrics.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
 /// How often the worker sweeps its share of the topic table for topics to
 /// reclaim, and logs its slow-consumer counters when they changed.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
@@ -56,6 +60,7 @@ pub struct Shared {
     pub settings: Settings,
     pub table: TopicTable,
     pub auth: Auth,
+    pub metrics: Metrics,
     /// Connections open across all workers, for `max_connections`.
     pub live_connections: AtomicUsize,
     /// Set once by the server when it is asked to stop.
@@ -79,6 +84,10 @@ pub struct Worker {
     shared: Arc<Shared>,
     stats: WorkerStats,
     logged_stats: WorkerStats,
+    flushed_stats: WorkerStats,
+    /// Latency observations buffered here and flushed with the counters.
+    latency: prometheus::local::LocalHistogram,
+    next_metrics: Instant,
     /// Connections that stopped reading before `WouldBlock` and must be
     /// read again without waiting for an edge.
     reread: Vec<Token>,
@@ -113,9 +122,12 @@ impl Worker {
             timers: Timers::default(),
             rate_timers: BinaryHeap::new(),
             scratch: ReadBuf::with_capacity(SCRATCH_BYTES),
-            shared,
             stats: WorkerStats::default(),
             logged_stats: WorkerStats::default(),
+            flushed_stats: WorkerStats::default(),
+            latency: shared.metrics.latency().local(),
+            shared,
+            next_metrics: Instant::now() + METRICS_EVERY,
             reread: Vec::new(),
             dirty: Vec::new(),
             mail_waiting: false,
@@ -156,10 +168,15 @@ impl Worker {
             self.reread_unfinished(now);
             self.drain_mailbox(now);
             self.fire_timers(now);
-            self.flush_dirty();
+            self.flush_dirty(now);
+            if now >= self.next_metrics {
+                self.flush_metrics(now);
+            }
             if now >= self.next_housekeeping {
                 self.housekeeping(now);
             }
+            // Busy: from poll's return to the next poll (time inside poll is idle).
+            self.stats.busy_nanos += now.elapsed().as_nanos() as u64;
             if self.shared.stopping.load(Ordering::Acquire) && self.stop(now) {
                 return Ok(());
             }
@@ -176,6 +193,7 @@ impl Worker {
             self.accept_paused_until,
             self.stop_deadline,
             Some(self.next_housekeeping),
+            Some(self.next_metrics),
         ]
         .into_iter()
         .flatten()
@@ -191,6 +209,7 @@ impl Worker {
             local,
             scratch,
             stats,
+            latency,
             shared,
             id,
             ..
@@ -199,9 +218,12 @@ impl Worker {
             settings: &shared.settings,
             table: &shared.table,
             auth: &shared.auth,
+            metrics: &shared.metrics,
+            stopping: shared.stopping.load(Ordering::Relaxed),
             local,
             scratch,
             stats,
+            latency,
             worker: *id,
             token,
             now,
@@ -228,12 +250,14 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => {
+                    self.stats.accept_errors += 1;
                     tracing::warn!(error = %e, "accept failed: out of file descriptors; pausing accepts");
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
                 Err(e) => {
                     // ECONNABORTED and friends concern one connection only.
+                    self.stats.accept_errors += 1;
                     tracing::debug!(error = %e, "accept failed");
                 }
             }
@@ -274,7 +298,7 @@ impl Worker {
             verdict = connection.on_readable(&mut ctx);
         }
         if verdict == Verdict::Keep {
-            verdict = connection.flush(ctx.stats);
+            verdict = connection.flush(ctx.stats, ctx.latency);
         }
         self.settle(token, verdict);
     }
@@ -367,13 +391,18 @@ impl Worker {
         }
     }
 
-    fn flush_dirty(&mut self) {
+    /// Writes every connection that got ticks this turn, once; held
+    /// long-polls that got ticks are answered first.
+    fn flush_dirty(&mut self, now: Instant) {
         for token in std::mem::take(&mut self.dirty) {
-            let Some(connection) = self.connections.get_mut(token) else {
+            let (Some(connection), mut ctx) = self.ctx(token, now) else {
                 continue;
             };
             connection.dirty = false;
-            let verdict = connection.flush(&mut self.stats);
+            if connection.poll_ready() {
+                connection.finish_poll(&mut ctx);
+            }
+            let verdict = connection.flush(ctx.stats, ctx.latency);
             self.settle(token, verdict);
         }
     }
@@ -402,7 +431,7 @@ impl Worker {
             connection.timer_at = None;
             let mut verdict = connection.on_deadline(&mut ctx);
             if verdict == Verdict::Keep {
-                verdict = connection.flush(ctx.stats);
+                verdict = connection.flush(ctx.stats, ctx.latency);
             }
             self.settle(token, verdict);
         }
@@ -423,6 +452,26 @@ impl Worker {
                 self.enqueue_held(token, tick, now);
             }
         }
+    }
+
+    /// Publishes this worker's counts and levels to the metrics.
+    fn flush_metrics(&mut self, now: Instant) {
+        self.next_metrics = now + METRICS_EVERY;
+        let mut gauges = WorkerGauges::default();
+        for token in self.connections.tokens() {
+            let Some(connection) = self.connections.get_mut(token) else {
+                continue;
+            };
+            gauges.connections[connection.transport() as usize] += 1;
+            gauges.queued_bytes += connection.queued_bytes() as i64;
+            gauges.subscriptions += connection.topic_count() as i64;
+            gauges.held_polls += i64::from(connection.is_held_poll());
+        }
+        self.shared
+            .metrics
+            .flush_worker(self.id, &self.stats, &self.flushed_stats, &gauges);
+        self.flushed_stats = self.stats;
+        self.latency.flush();
     }
 
     /// Reclaims idle topics from this worker's share of the shards and logs
@@ -463,9 +512,9 @@ impl Worker {
                 let Some(connection) = self.connections.get_mut(token) else {
                     continue;
                 };
-                let mut verdict = connection.begin_shutdown(now);
+                let mut verdict = connection.begin_shutdown(&mut self.stats, now);
                 if verdict == Verdict::Keep {
-                    verdict = connection.flush(&mut self.stats);
+                    verdict = connection.flush(&mut self.stats, &self.latency);
                 }
                 self.settle(token, verdict);
             }
@@ -489,11 +538,9 @@ impl Worker {
         let _ = self.poll.registry().deregister(connection.socket_mut());
         self.shared.live_connections.fetch_sub(1, Ordering::AcqRel);
         self.reread.retain(|t| *t != token);
-        if let Some(session) = connection.session_mut() {
-            for (name, id) in session.take_topics() {
-                self.local.remove(id, token);
-                self.shared.table.unsubscribe(&name, id, self.id);
-            }
+        for (name, id) in connection.take_topics() {
+            self.local.remove(id, token);
+            self.shared.table.unsubscribe(&name, id, self.id);
         }
     }
 }

@@ -1,0 +1,106 @@
+//! The body of `POST /publish`: one JSON value for `?topic=…`, or NDJSON
+//! lines `{"topic":…,"data":…}` for a batch. Pure: every line is checked
+//! before anything is published, so a bad batch publishes nothing.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::broker::topic_name::validate_topic;
+
+/// One tick to publish: the topic and the JSON bytes, byte for byte.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PublishItem<'a> {
+    pub topic: Cow<'a, str>,
+    pub data: &'a str,
+}
+
+#[derive(Deserialize)]
+struct BatchLine<'a> {
+    #[serde(borrow)]
+    topic: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Parses a publish body; the error names the line for batches.
+pub fn parse_publish_body<'a>(
+    topic: Option<&'a str>,
+    body: &'a [u8],
+) -> Result<Vec<PublishItem<'a>>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
+    if let Some(topic) = topic {
+        validate_topic(topic).map_err(|e| format!("topic {topic:?}: {e}"))?;
+        let data: &RawValue =
+            serde_json::from_str(text).map_err(|e| format!("body is not JSON: {e}"))?;
+        return Ok(vec![PublishItem {
+            topic: Cow::Borrowed(topic),
+            data: data.get(),
+        }]);
+    }
+    let mut items = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let number = index + 1;
+        let parsed: BatchLine<'a> =
+            serde_json::from_str(line).map_err(|e| format!("line {number}: {e}"))?;
+        validate_topic(&parsed.topic).map_err(|e| format!("line {number}: {e}"))?;
+        items.push(PublishItem {
+            topic: parsed.topic,
+            data: parsed.data.get(),
+        });
+    }
+    if items.is_empty() {
+        return Err(
+            "no ticks: give ?topic= with a JSON body, or NDJSON lines {\"topic\":..,\"data\":..}"
+                .into(),
+        );
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_and_batch() {
+        let items = parse_publish_body(Some("AAPL"), br#" {"bid": 1.50} "#).unwrap();
+        assert_eq!(
+            items,
+            vec![PublishItem {
+                topic: "AAPL".into(),
+                data: r#"{"bid": 1.50}"#
+            }]
+        );
+        let batch = b"{\"topic\":\"A\",\"data\":1}\n\n{\"topic\":\"B\",\"data\":[1, 2]}\n";
+        let items = parse_publish_body(None, batch).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].data, "[1, 2]");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let batch = b"{\"topic\":\"A\",\"data\":1}\n{\"topic\":\"B\"}\n";
+        assert!(parse_publish_body(None, batch)
+            .unwrap_err()
+            .starts_with("line 2:"));
+        let batch = b"{\"topic\":\"A\",\"data\":1}\nnot json\n";
+        assert!(parse_publish_body(None, batch)
+            .unwrap_err()
+            .starts_with("line 2:"));
+        let batch = b"{\"topic\":\"a b\",\"data\":1}\n";
+        assert!(parse_publish_body(None, batch)
+            .unwrap_err()
+            .starts_with("line 1:"));
+        assert!(parse_publish_body(Some("A"), b"{")
+            .unwrap_err()
+            .contains("not JSON"));
+        assert!(parse_publish_body(None, b"")
+            .unwrap_err()
+            .contains("no ticks"));
+    }
+}

@@ -1,0 +1,209 @@
+//! The query of a long-poll or SSE request: which topics, from where, and
+//! how long to hold. `GET /poll?topic=AAPL&topic=MSFT&since=AAPL:41,MSFT:7&timeout=25`.
+//!
+//! A cursor is `<topic>:<seq>`: the last seq the client has. Pure: bytes in,
+//! a request or a reason for a 400 out.
+
+use std::time::Duration;
+
+use super::request::Request;
+use crate::broker::topic_name::validate_topic;
+
+/// One topic of a request and where the client is in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicCursor {
+    pub topic: String,
+    /// The last seq the client has; `None` means "the latest, then live".
+    pub since: Option<u64>,
+}
+
+/// A parsed long-poll or SSE request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    pub topics: Vec<TopicCursor>,
+    /// How long a long-poll may be held (already capped).
+    pub timeout: Duration,
+}
+
+/// Limits that apply while parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub max_topics: usize,
+    pub default_timeout: Duration,
+    pub max_timeout: Duration,
+}
+
+/// Parses the query; `last_event_id` (SSE's `Last-Event-ID`, one cursor)
+/// fills in a cursor the query does not give.
+pub fn parse_stream_request(
+    request: &Request<'_>,
+    last_event_id: Option<&str>,
+    limits: QueryLimits,
+) -> Result<StreamRequest, String> {
+    let mut topics: Vec<TopicCursor> = Vec::new();
+    let mut cursors: Vec<(String, u64)> = Vec::new();
+    let mut timeout = limits.default_timeout;
+    for (key, value) in request.query_params() {
+        match key.as_ref() {
+            "topic" => {
+                for name in value.split(',').filter(|n| !n.is_empty()) {
+                    validate_topic(name).map_err(|e| format!("topic {name:?}: {e}"))?;
+                    if !topics.iter().any(|t| t.topic == name) {
+                        topics.push(TopicCursor {
+                            topic: name.to_owned(),
+                            since: None,
+                        });
+                    }
+                }
+            }
+            "since" => {
+                for cursor in value.split(',').filter(|c| !c.is_empty()) {
+                    cursors.push(parse_cursor(cursor)?);
+                }
+            }
+            "timeout" => {
+                let secs: u64 = value
+                    .parse()
+                    .map_err(|_| format!("timeout {value:?} is not a whole number of seconds"))?;
+                timeout = Duration::from_secs(secs).min(limits.max_timeout);
+            }
+            // Unknown parameters (cache busters such as `_=123`) are ignored.
+            _ => {}
+        }
+    }
+    if let Some(id) = last_event_id.map(str::trim).filter(|id| !id.is_empty()) {
+        for cursor in id.split(',') {
+            let (topic, seq) = parse_cursor(cursor)?;
+            if !cursors.iter().any(|(t, _)| *t == topic) {
+                cursors.push((topic, seq));
+            }
+        }
+    }
+    if topics.is_empty() {
+        return Err("at least one topic parameter is required".into());
+    }
+    if topics.len() > limits.max_topics {
+        return Err(format!("at most {} topics per request", limits.max_topics));
+    }
+    for (topic, seq) in cursors {
+        match topics.iter_mut().find(|t| t.topic == topic) {
+            Some(entry) => entry.since = Some(seq),
+            None => {
+                return Err(format!(
+                    "cursor for {topic:?}, which is not a requested topic"
+                ))
+            }
+        }
+    }
+    Ok(StreamRequest { topics, timeout })
+}
+
+/// Parses `<topic>:<seq>`; the topic itself may contain ':'.
+fn parse_cursor(cursor: &str) -> Result<(String, u64), String> {
+    let (topic, seq) = cursor
+        .rsplit_once(':')
+        .ok_or_else(|| format!("cursor {cursor:?} is not <topic>:<seq>"))?;
+    validate_topic(topic).map_err(|e| format!("cursor {cursor:?}: {e}"))?;
+    let seq = seq
+        .parse()
+        .map_err(|_| format!("cursor {cursor:?}: {seq:?} is not a seq"))?;
+    Ok((topic.to_owned(), seq))
+}
+
+/// Formats cursors as the `since` parameter takes them: `A:42,B:7`.
+pub fn format_cursor<'a>(cursors: impl Iterator<Item = (&'a str, u64)>) -> String {
+    let mut out = String::new();
+    for (topic, seq) in cursors {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(topic);
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(seq));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::{parse_request, Parsed};
+
+    const LIMITS: QueryLimits = QueryLimits {
+        max_topics: 3,
+        default_timeout: Duration::from_secs(25),
+        max_timeout: Duration::from_secs(60),
+    };
+
+    fn parse(target: &str, last_event_id: Option<&str>) -> Result<StreamRequest, String> {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let Ok(Parsed::Complete(request)) = parse_request(raw.as_bytes(), 8192) else {
+            panic!("bad test request");
+        };
+        parse_stream_request(&request, last_event_id, LIMITS)
+    }
+
+    #[test]
+    fn topics_cursors_and_timeout() {
+        let r = parse(
+            "/poll?topic=AAPL&topic=fx:EUR&since=AAPL:41,fx:EUR:7&timeout=5",
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.timeout, Duration::from_secs(5));
+        assert_eq!(
+            r.topics,
+            vec![
+                TopicCursor {
+                    topic: "AAPL".into(),
+                    since: Some(41)
+                },
+                TopicCursor {
+                    topic: "fx:EUR".into(),
+                    since: Some(7)
+                },
+            ]
+        );
+        let r = parse("/poll?topic=A,B&timeout=999", None).unwrap();
+        assert_eq!(r.timeout, Duration::from_secs(60));
+        assert_eq!(r.topics.len(), 2);
+        assert_eq!(
+            parse("/sse?topic=A", Some("A:9")).unwrap().topics[0].since,
+            Some(9)
+        );
+        assert_eq!(
+            parse("/sse?topic=A&since=A:3", Some("A:9")).unwrap().topics[0].since,
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(parse("/poll", None).unwrap_err().contains("topic"));
+        assert!(parse("/poll?topic=a%20b", None)
+            .unwrap_err()
+            .contains("topic"));
+        assert!(parse("/poll?topic=A&since=A", None)
+            .unwrap_err()
+            .contains("cursor"));
+        assert!(parse("/poll?topic=A&since=A:x", None)
+            .unwrap_err()
+            .contains("seq"));
+        assert!(parse("/poll?topic=A&since=B:1", None)
+            .unwrap_err()
+            .contains("not a requested topic"));
+        assert!(parse("/poll?topic=A&timeout=-1", None)
+            .unwrap_err()
+            .contains("timeout"));
+        assert!(parse("/poll?topic=A,B,C,D", None)
+            .unwrap_err()
+            .contains("at most 3"));
+    }
+
+    #[test]
+    fn cursor_format_round_trips() {
+        let text = format_cursor([("A", 42), ("fx:EUR", 7)].into_iter());
+        assert_eq!(text, "A:42,fx:EUR:7");
+        assert_eq!(parse_cursor("fx:EUR:7").unwrap(), ("fx:EUR".to_owned(), 7));
+    }
+}

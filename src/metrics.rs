@@ -1,0 +1,339 @@
+//! Prometheus metrics: the registry behind `GET /metrics`.
+//!
+//! Workers never touch these on the hot path: each counts in its own plain
+//! [`WorkerStats`] and publishes the difference about once a second
+//! ([`Metrics::flush_worker`]), so counting a delivered tick costs an
+//! increment in a cache line the worker owns, not an atomic on a shared one.
+//! Names follow Prometheus conventions (`_total` counters, base units).
+
+use prometheus::core::Collector;
+use prometheus::{
+    CounterVec, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::net::context::{Transport, WorkerStats, CLOSE_CODES, FAILURE_REASONS};
+
+/// Per-worker values that are levels, not counts: measured when flushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerGauges {
+    pub connections: [i64; Transport::ALL.len()],
+    pub subscriptions: i64,
+    pub queued_bytes: i64,
+    pub held_polls: i64,
+}
+
+/// Every metric tickfan exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    published: IntCounterVec,
+    delivered: IntCounterVec,
+    received_bytes: IntCounter,
+    sent_bytes: IntCounter,
+    write_syscalls: IntCounter,
+    slow_consumer_actions: IntCounterVec,
+    handshakes: IntCounterVec,
+    handshake_failures: IntCounterVec,
+    closes: IntCounterVec,
+    worker_busy: CounterVec,
+    accept_errors: IntCounter,
+    connections: IntGaugeVec,
+    subscriptions: IntGaugeVec,
+    topics: IntGauge,
+    queued_bytes: IntGaugeVec,
+    held_polls: IntGaugeVec,
+    latency: Histogram,
+}
+
+/// Buckets of the publish-to-write latency, in seconds: 10 µs to 1 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0,
+];
+
+impl Metrics {
+    /// Creates and registers every metric, plus the process collector.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let m = Metrics {
+            published: counter_vec(
+                "tickfan_ticks_published_total",
+                "Ticks published, by transport",
+                &["transport"],
+            ),
+            delivered: counter_vec(
+                "tickfan_ticks_delivered_total",
+                "Ticks written to subscribers, by transport",
+                &["transport"],
+            ),
+            received_bytes: counter(
+                "tickfan_received_bytes_total",
+                "Bytes read from client sockets",
+            ),
+            sent_bytes: counter(
+                "tickfan_sent_bytes_total",
+                "Bytes written to client sockets",
+            ),
+            write_syscalls: counter(
+                "tickfan_write_syscalls_total",
+                "write/writev calls on client sockets",
+            ),
+            slow_consumer_actions: counter_vec(
+                "tickfan_slow_consumer_actions_total",
+                "Ticks conflated or dropped, and connections closed, for slow consumers, by policy",
+                &["policy"],
+            ),
+            handshakes: counter_vec(
+                "tickfan_handshakes_total",
+                "Accepted WebSocket upgrades and HTTP requests, by transport",
+                &["transport"],
+            ),
+            handshake_failures: counter_vec(
+                "tickfan_handshake_failures_total",
+                "Refused upgrades and HTTP requests, by reason",
+                &["reason"],
+            ),
+            closes: counter_vec(
+                "tickfan_closes_total",
+                "WebSocket close frames sent, by close code",
+                &["code"],
+            ),
+            worker_busy: CounterVec::new(
+                Opts::new(
+                    "tickfan_worker_busy_seconds_total",
+                    "Event-loop time spent working rather than waiting in poll, by worker",
+                ),
+                &["worker"],
+            )
+            .expect("valid metric"),
+            accept_errors: counter("tickfan_accept_errors_total", "Failed accept(2) calls"),
+            connections: gauge_vec(
+                "tickfan_connections",
+                "Open connections, by worker and transport",
+                &["worker", "transport"],
+            ),
+            subscriptions: gauge_vec(
+                "tickfan_subscriptions",
+                "Topic subscriptions, by worker",
+                &["worker"],
+            ),
+            topics: IntGauge::new("tickfan_topics", "Topics alive in the topic table")
+                .expect("valid metric"),
+            queued_bytes: gauge_vec(
+                "tickfan_outbound_queue_bytes",
+                "Bytes waiting in outbound queues, by worker",
+                &["worker"],
+            ),
+            held_polls: gauge_vec(
+                "tickfan_longpolls_held",
+                "Long-poll requests being held, by worker",
+                &["worker"],
+            ),
+            latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "tickfan_publish_to_write_seconds",
+                    "Time from a tick's publish to the write that completed it",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            registry,
+        };
+        let collectors: [Box<dyn Collector>; 17] = [
+            Box::new(m.published.clone()),
+            Box::new(m.delivered.clone()),
+            Box::new(m.received_bytes.clone()),
+            Box::new(m.sent_bytes.clone()),
+            Box::new(m.write_syscalls.clone()),
+            Box::new(m.slow_consumer_actions.clone()),
+            Box::new(m.handshakes.clone()),
+            Box::new(m.handshake_failures.clone()),
+            Box::new(m.closes.clone()),
+            Box::new(m.worker_busy.clone()),
+            Box::new(m.accept_errors.clone()),
+            Box::new(m.connections.clone()),
+            Box::new(m.subscriptions.clone()),
+            Box::new(m.topics.clone()),
+            Box::new(m.queued_bytes.clone()),
+            Box::new(m.held_polls.clone()),
+            Box::new(m.latency.clone()),
+        ];
+        for collector in collectors {
+            m.registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            m.registry
+                .register(Box::new(process))
+                .expect("process metrics register once");
+        }
+        m.init_label_sets();
+        m
+    }
+
+    /// Creates every known label combination at zero, so dashboards show
+    /// series (and rates) before the first event of each kind.
+    fn init_label_sets(&self) {
+        for transport in ["websocket", "http"] {
+            self.published.with_label_values(&[transport]);
+        }
+        for transport in ["websocket", "sse", "longpoll"] {
+            self.delivered.with_label_values(&[transport]);
+        }
+        for policy in ["conflate", "drop", "disconnect"] {
+            self.slow_consumer_actions.with_label_values(&[policy]);
+        }
+        for transport in Transport::ALL {
+            self.handshakes.with_label_values(&[transport.label()]);
+        }
+        for (reason, _) in FAILURE_REASONS {
+            self.handshake_failures.with_label_values(&[reason]);
+        }
+    }
+
+    /// The histogram a worker records publish-to-write latencies in; the
+    /// worker keeps a local copy and flushes it with its counters.
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
+    }
+
+    /// Publishes a worker's counts since its last flush, and its levels.
+    pub fn flush_worker(
+        &self,
+        worker: usize,
+        now: &WorkerStats,
+        before: &WorkerStats,
+        gauges: &WorkerGauges,
+    ) {
+        let delta = |a: u64, b: u64| a.saturating_sub(b);
+        self.published
+            .with_label_values(&["websocket"])
+            .inc_by(delta(now.published_ws, before.published_ws));
+        self.published
+            .with_label_values(&["http"])
+            .inc_by(delta(now.published_http, before.published_http));
+        for transport in [Transport::WebSocket, Transport::Sse, Transport::LongPoll] {
+            let i = transport as usize;
+            self.delivered
+                .with_label_values(&[transport.label()])
+                .inc_by(delta(now.delivered[i], before.delivered[i]));
+        }
+        self.received_bytes
+            .inc_by(delta(now.bytes_in, before.bytes_in));
+        self.sent_bytes
+            .inc_by(delta(now.bytes_out, before.bytes_out));
+        self.write_syscalls
+            .inc_by(delta(now.write_syscalls, before.write_syscalls));
+        let slow = &self.slow_consumer_actions;
+        slow.with_label_values(&["conflate"])
+            .inc_by(delta(now.conflated, before.conflated));
+        slow.with_label_values(&["drop"])
+            .inc_by(delta(now.dropped, before.dropped));
+        slow.with_label_values(&["disconnect"])
+            .inc_by(delta(now.slow_disconnects, before.slow_disconnects));
+        for transport in Transport::ALL {
+            let i = transport as usize;
+            self.handshakes
+                .with_label_values(&[transport.label()])
+                .inc_by(delta(now.handshakes[i], before.handshakes[i]));
+        }
+        for (i, (reason, _)) in FAILURE_REASONS.iter().enumerate() {
+            let added = delta(now.handshake_failures[i], before.handshake_failures[i]);
+            if added > 0 {
+                self.handshake_failures
+                    .with_label_values(&[reason])
+                    .inc_by(added);
+            }
+        }
+        for (i, code) in CLOSE_CODES.iter().enumerate() {
+            let added = delta(now.closes[i], before.closes[i]);
+            if added > 0 {
+                self.closes
+                    .with_label_values(&[&code.to_string()])
+                    .inc_by(added);
+            }
+        }
+        self.accept_errors
+            .inc_by(delta(now.accept_errors, before.accept_errors));
+        let worker = worker.to_string();
+        let busy = delta(now.busy_nanos, before.busy_nanos) as f64 / 1e9;
+        self.worker_busy.with_label_values(&[&worker]).inc_by(busy);
+        for transport in Transport::ALL {
+            self.connections
+                .with_label_values(&[&worker, transport.label()])
+                .set(gauges.connections[transport as usize]);
+        }
+        self.subscriptions
+            .with_label_values(&[&worker])
+            .set(gauges.subscriptions);
+        self.queued_bytes
+            .with_label_values(&[&worker])
+            .set(gauges.queued_bytes);
+        self.held_polls
+            .with_label_values(&[&worker])
+            .set(gauges.held_polls);
+    }
+
+    /// The text exposition of every metric; `topics` is read at scrape time.
+    pub fn render(&self, topics: usize) -> Vec<u8> {
+        self.topics.set(topics as i64);
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid metric")
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_adds_deltas_and_sets_levels() {
+        let metrics = Metrics::new();
+        let before = WorkerStats::default();
+        let mut now = before;
+        now.delivered[Transport::WebSocket as usize] = 7;
+        now.published_http = 2;
+        now.closes[1] = 1; // 1001
+        let mut gauges = WorkerGauges::default();
+        gauges.connections[Transport::WebSocket as usize] = 3;
+        metrics.flush_worker(0, &now, &before, &gauges);
+        metrics.flush_worker(0, &now, &now, &gauges);
+        let text = String::from_utf8(metrics.render(5)).unwrap();
+        assert!(
+            text.contains("tickfan_ticks_delivered_total{transport=\"websocket\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("tickfan_ticks_published_total{transport=\"http\"} 2"));
+        assert!(text.contains("tickfan_connections{transport=\"websocket\",worker=\"0\"} 3"));
+        assert!(text.contains("tickfan_closes_total{code=\"1001\"} 1"));
+        assert!(text.contains("tickfan_topics 5"));
+        assert!(text.contains("tickfan_publish_to_write_seconds_bucket"));
+    }
+}

@@ -1,0 +1,228 @@
+//! Plain HTTP requests on a connection: health and readiness, metrics,
+//! `POST /publish`, and the start of a long-poll or an SSE stream. The pure
+//! parts (routes, queries, bodies, answers) live in `crate::http`.
+
+use super::{presented_rights, route_error_response, Connection, Flow, Phase};
+use crate::http::publish::parse_publish_body;
+use crate::http::query::{parse_stream_request, QueryLimits, StreamRequest};
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::http::router::{http_route, HttpRoute};
+use crate::metrics::CONTENT_TYPE;
+use crate::net::context::{Ctx, Transport};
+use crate::net::out_queue::Wire;
+use crate::net::session::Session;
+
+/// The head of an SSE response. The stream ends when the connection does
+/// (no Content-Length); `X-Accel-Buffering` keeps nginx from buffering it.
+const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\nretry: 2000\n\n";
+
+impl Connection {
+    /// Answers a non-upgrade request. `bytes` holds the request head and
+    /// whatever followed it (a body, or the next pipelined request).
+    pub(super) fn on_plain_request(
+        &mut self,
+        request: &Request<'_>,
+        bytes: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) -> (usize, Flow) {
+        let route = match http_route(
+            request.method,
+            request.path,
+            ctx.settings.metrics_path.as_deref(),
+        ) {
+            Ok(route) => route,
+            Err(error) => {
+                return self.refuse_request(route_error_response(error), bytes.len(), ctx)
+            }
+        };
+        let body_len = match request.content_length() {
+            Ok(len) => len.unwrap_or(0),
+            Err(error) => return self.refuse_request(error.response(), bytes.len(), ctx),
+        };
+        if route == HttpRoute::Publish {
+            return self.on_publish(request, body_len, bytes, ctx);
+        }
+        if body_len > 0 {
+            return self.refuse_request(
+                Response::error(400, "this route takes no request body"),
+                bytes.len(),
+                ctx,
+            );
+        }
+        let response = match route {
+            HttpRoute::Health => Response::error(200, "ok"),
+            HttpRoute::Ready if ctx.stopping => Response::error(503, "shutting down"),
+            HttpRoute::Ready => Response::error(200, "ready"),
+            HttpRoute::Metrics => {
+                Response::new(200).body(CONTENT_TYPE, ctx.metrics.render(ctx.table.topic_count()))
+            }
+            HttpRoute::Poll | HttpRoute::Sse => {
+                return self.on_stream_request(route, request, bytes.len(), ctx)
+            }
+            HttpRoute::Publish => unreachable!("handled above"),
+        };
+        self.answer(request, response, ctx)
+    }
+
+    /// Sends a successful answer, keeping the connection for the next request
+    /// when HTTP keep-alive allows.
+    fn answer(
+        &mut self,
+        request: &Request<'_>,
+        response: Response,
+        ctx: &mut Ctx<'_>,
+    ) -> (usize, Flow) {
+        ctx.stats.handshakes[Transport::Http as usize] += 1;
+        self.http_wanted = 0;
+        if request.keep_alive() {
+            self.out.append(|buf| response.write_to(buf));
+            self.phase_since = ctx.now;
+            (request.head_len, Flow::Continue)
+        } else {
+            self.respond_and_close(response, ctx.now);
+            (request.head_len, Flow::NeedMore)
+        }
+    }
+
+    /// Refuses a request and closes the connection; the rest of the input
+    /// (`available` bytes) is dropped with it.
+    fn refuse_request(
+        &mut self,
+        response: Response,
+        available: usize,
+        ctx: &mut Ctx<'_>,
+    ) -> (usize, Flow) {
+        self.http_wanted = 0;
+        self.refuse(response, ctx);
+        (available, Flow::NeedMore)
+    }
+
+    /// `POST /publish`: waits for the whole body, then publishes every tick
+    /// in it (a batch is checked whole before any tick is published).
+    fn on_publish(
+        &mut self,
+        request: &Request<'_>,
+        body_len: usize,
+        bytes: &[u8],
+        ctx: &mut Ctx<'_>,
+    ) -> (usize, Flow) {
+        if body_len > ctx.settings.max_body_bytes {
+            let message = format!("body over {} bytes", ctx.settings.max_body_bytes);
+            return self.refuse_request(Response::error(413, &message), bytes.len(), ctx);
+        }
+        let total = request.head_len + body_len;
+        if bytes.len() < total {
+            self.http_wanted = total;
+            return (0, Flow::NeedMore);
+        }
+        let rights = match presented_rights(request, ctx) {
+            Ok(rights) if rights.publish => rights,
+            _ => {
+                return self.refuse_request(
+                    Response::error(401, "publishing needs a publisher token"),
+                    bytes.len(),
+                    ctx,
+                )
+            }
+        };
+        debug_assert!(rights.publish);
+        let topic = request
+            .query_params()
+            .find(|(k, _)| k == "topic")
+            .map(|(_, v)| v);
+        let body = &bytes[request.head_len..total];
+        let items = match parse_publish_body(topic.as_deref(), body) {
+            Ok(items) => items,
+            Err(message) => {
+                return self.refuse_request(Response::error(400, &message), bytes.len(), ctx)
+            }
+        };
+        let mut seqs = Vec::with_capacity(items.len());
+        for item in &items {
+            match ctx.table.publish(&item.topic, item.data.as_bytes()) {
+                Ok(published) => {
+                    seqs.push(serde_json::json!({"topic": item.topic, "seq": published.seq}))
+                }
+                Err(_) => {
+                    let response = Response::error(503, "the broker's topic limit is reached");
+                    return self.refuse_request(response, bytes.len(), ctx);
+                }
+            }
+        }
+        ctx.stats.published_http += seqs.len() as u64;
+        let body = if topic.is_some() {
+            seqs.pop().unwrap_or_default()
+        } else {
+            serde_json::json!({"published": seqs.len(), "ticks": seqs})
+        };
+        let (_, flow) = self.answer(request, Response::json(202, body.to_string()), ctx);
+        (total, flow)
+    }
+
+    /// `GET /poll` and `GET /sse`: parse the topics and cursors, check the
+    /// rights, and start the long-poll or the stream.
+    fn on_stream_request(
+        &mut self,
+        route: HttpRoute,
+        request: &Request<'_>,
+        available: usize,
+        ctx: &mut Ctx<'_>,
+    ) -> (usize, Flow) {
+        let settings = ctx.settings;
+        let limits = QueryLimits {
+            max_topics: settings.max_request_topics,
+            default_timeout: settings.poll_timeout,
+            max_timeout: settings.max_poll_timeout,
+        };
+        let last_event_id = request
+            .header("Last-Event-ID")
+            .and_then(|id| std::str::from_utf8(id).ok());
+        let stream = match parse_stream_request(request, last_event_id, limits) {
+            Ok(stream) => stream,
+            Err(message) => {
+                return self.refuse_request(Response::error(400, &message), available, ctx)
+            }
+        };
+        let rights = match presented_rights(request, ctx) {
+            Ok(rights) if rights.subscribe => rights,
+            _ => {
+                return self.refuse_request(
+                    Response::error(401, "subscribing needs a token"),
+                    available,
+                    ctx,
+                )
+            }
+        };
+        self.http_wanted = 0;
+        if route == HttpRoute::Poll {
+            return self.start_poll(request, stream, ctx);
+        }
+        self.start_sse(rights, stream, ctx);
+        (available, Flow::NeedMore)
+    }
+
+    /// Opens an SSE stream: the response head, then for each topic the
+    /// `subscribed` event, any gap, and the snapshot or replay.
+    fn start_sse(
+        &mut self,
+        rights: crate::broker::auth::Rights,
+        stream: StreamRequest,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let mut session = Session::new(rights, ctx.settings.max_client_errors, ctx.now);
+        self.out.append(|buf| buf.extend_from_slice(SSE_HEAD));
+        self.out.set_wire(Wire::Sse);
+        for wanted in &stream.topics {
+            let start = match wanted.since {
+                Some(since) => crate::broker::topic_table::Start::After { since, epoch: None },
+                None => crate::broker::topic_table::Start::Latest,
+            };
+            // Refusals (topic limits) arrive as `error` events on the stream.
+            let _ = session.subscribe(&mut self.out, &wanted.topic, start, None, ctx);
+        }
+        ctx.stats.handshakes[Transport::Sse as usize] += 1;
+        self.transport = Transport::Sse;
+        self.enter(Phase::Sse(Box::new(session)), ctx.now);
+    }
+}
