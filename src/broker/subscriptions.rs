@@ -70,6 +70,28 @@ impl LocalTopics {
         topic.subscribers.push(subscriber);
     }
 
+    /// Registers `connection` on a topic it just subscribed to in the table:
+    /// live ticks after `seq` (its snapshot or replay ended there) reach it.
+    pub fn add_subscriber(
+        &mut self,
+        id: TopicId,
+        name: &Arc<str>,
+        seq: u64,
+        connection: Token,
+        rate: Option<RateCap>,
+    ) {
+        self.add(
+            id,
+            name,
+            seq,
+            LocalSubscriber {
+                connection,
+                after_seq: seq,
+                rate,
+            },
+        );
+    }
+
     /// Removes `connection`'s subscription to `id`, dropping the topic when
     /// it was the last one.
     pub fn remove(&mut self, id: TopicId, connection: Token) {

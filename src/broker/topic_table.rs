@@ -63,6 +63,16 @@ pub enum Start<'a> {
     After { since: u64, epoch: Option<&'a str> },
 }
 
+impl<'a> Start<'a> {
+    /// After `since` when the client gave a cursor, else the latest.
+    pub fn from_cursor(since: Option<u64>, epoch: Option<&'a str>) -> Self {
+        match since {
+            Some(since) => Start::After { since, epoch },
+            None => Start::Latest,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Topic {
     id: TopicId,

@@ -11,7 +11,7 @@ use super::out_queue::OutQueue;
 use crate::broker::auth::Rights;
 use crate::broker::client_op::{parse_op, ClientOp};
 use crate::broker::events;
-use crate::broker::subscriptions::{LocalSubscriber, RateCap};
+use crate::broker::subscriptions::RateCap;
 use crate::broker::tick::TopicId;
 use crate::broker::topic_table::Start;
 use crate::protocol::close::CloseCode;
@@ -103,13 +103,7 @@ impl Session {
                 epoch,
                 max_hz,
             } => {
-                let start = match since {
-                    Some(since) => Start::After {
-                        since,
-                        epoch: epoch.as_deref(),
-                    },
-                    None => Start::Latest,
-                };
+                let start = Start::from_cursor(since, epoch.as_deref());
                 self.subscribe(out, &topic, start, max_hz, ctx)
             }
             ClientOp::Unsubscribe { topic } => self.unsubscribe(out, &topic, ctx),
@@ -185,16 +179,9 @@ impl Session {
             );
         };
         let name: Arc<str> = topic.into();
-        ctx.local.add(
-            subscribed.topic,
-            &name,
-            subscribed.seq,
-            LocalSubscriber {
-                connection: ctx.token,
-                after_seq: subscribed.seq,
-                rate: max_hz.map(|hz| RateCap::new(hz, ctx.now)),
-            },
-        );
+        let rate = max_hz.map(|hz| RateCap::new(hz, ctx.now));
+        ctx.local
+            .add_subscriber(subscribed.topic, &name, subscribed.seq, ctx.token, rate);
         self.topics.push((name, subscribed.topic));
         out.push_event(&events::subscribed(
             topic,

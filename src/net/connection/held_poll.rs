@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Connection, Flow, Phase, Verdict};
-use crate::broker::subscriptions::LocalSubscriber;
 use crate::broker::tick::{Tick, TopicId};
 use crate::broker::topic_table::Start;
 use crate::http::longpoll::{poll_body, Gap};
@@ -73,10 +72,7 @@ impl Connection {
             expires: ctx.now + stream.timeout,
         };
         for wanted in &stream.topics {
-            let start = match wanted.since {
-                Some(since) => Start::After { since, epoch: None },
-                None => Start::Latest,
-            };
+            let start = Start::from_cursor(wanted.since, None);
             let Ok(subscribed) = ctx.table.subscribe(&wanted.topic, ctx.worker, start) else {
                 for (name, id) in poll.take_topics() {
                     ctx.local.remove(id, ctx.token);
@@ -97,16 +93,8 @@ impl Connection {
                 });
             }
             poll.ticks.extend(subscribed.ticks);
-            ctx.local.add(
-                subscribed.topic,
-                &name,
-                subscribed.seq,
-                LocalSubscriber {
-                    connection: ctx.token,
-                    after_seq: subscribed.seq,
-                    rate: None,
-                },
-            );
+            ctx.local
+                .add_subscriber(subscribed.topic, &name, subscribed.seq, ctx.token, None);
             poll.topics.push(PollTopic {
                 name,
                 id: subscribed.topic,

@@ -3,6 +3,8 @@
 //! parts (routes, queries, bodies, answers) live in `crate::http`.
 
 use super::{presented_rights, route_error_response, Connection, Flow, Phase};
+use crate::broker::auth::Rights;
+use crate::broker::topic_table::Start;
 use crate::http::publish::parse_publish_body;
 use crate::http::query::{parse_stream_request, QueryLimits, StreamRequest};
 use crate::http::request::Request;
@@ -204,20 +206,12 @@ impl Connection {
 
     /// Opens an SSE stream: the response head, then for each topic the
     /// `subscribed` event, any gap, and the snapshot or replay.
-    fn start_sse(
-        &mut self,
-        rights: crate::broker::auth::Rights,
-        stream: StreamRequest,
-        ctx: &mut Ctx<'_>,
-    ) {
+    fn start_sse(&mut self, rights: Rights, stream: StreamRequest, ctx: &mut Ctx<'_>) {
         let mut session = Session::new(rights, ctx.settings.max_client_errors, ctx.now);
         self.out.append(|buf| buf.extend_from_slice(SSE_HEAD));
         self.out.set_wire(Wire::Sse);
         for wanted in &stream.topics {
-            let start = match wanted.since {
-                Some(since) => crate::broker::topic_table::Start::After { since, epoch: None },
-                None => crate::broker::topic_table::Start::Latest,
-            };
+            let start = Start::from_cursor(wanted.since, None);
             // Refusals (topic limits) arrive as `error` events on the stream.
             let _ = session.subscribe(&mut self.out, &wanted.topic, start, None, ctx);
         }
