@@ -14,6 +14,8 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
