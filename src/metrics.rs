@@ -193,6 +193,9 @@ impl Metrics {
         for (reason, _) in FAILURE_REASONS {
             self.handshake_failures.with_label_values(&[reason]);
         }
+        for code in CLOSE_CODES {
+            self.closes.with_label_values(&[&code.to_string()]);
+        }
     }
 
     /// The histogram a worker records publish-to-write latencies in; the
