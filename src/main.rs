@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    raise_open_files_limit(config.server.max_connections);
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(signals) => signals,
         Err(e) => {
@@ -70,5 +71,25 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, "worker failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft open-files limit to the hard one: every connection is a
+/// descriptor, and the default soft limit (often 1024) is far below what a
+/// broker serves. Logs the limit it ends with, and warns when that is below
+/// `server.max_connections`.
+fn raise_open_files_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(open_files = limit, "open-files limit");
+            if limit < max_connections as u64 + 64 {
+                tracing::warn!(
+                    open_files = limit,
+                    max_connections,
+                    "open-files limit is below server.max_connections; accepts will fail with EMFILE first"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
 }
