@@ -367,6 +367,8 @@ impl Worker {
                     }
                     continue;
                 }
+                // This tick is newer than any held one, which must not follow it.
+                rate.held = None;
                 rate.next_at = now + rate.interval;
             }
             let Some(connection) = connections.get_mut(subscriber.connection) else {
