@@ -1,0 +1,24 @@
+//! The `tickfan.v1` client-operation parser on arbitrary messages: no panic,
+//! valid topic names only, and a publish's data is always valid JSON.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tickfan::broker::client_op::{parse_op, ClientOp};
+use tickfan::broker::topic_name::validate_topic;
+
+fuzz_target!(|data: &[u8]| {
+    match parse_op(data) {
+        Ok(ClientOp::Publish { topic, data }) => {
+            assert!(validate_topic(&topic).is_ok());
+            assert!(serde_json::from_str::<serde_json::Value>(data.get()).is_ok());
+        }
+        Ok(ClientOp::Subscribe { topic, max_hz, .. }) => {
+            assert!(validate_topic(&topic).is_ok());
+            assert!(max_hz.is_none_or(|hz| hz > 0.0 && hz.is_finite()));
+        }
+        Ok(ClientOp::Unsubscribe { topic }) => assert!(validate_topic(&topic).is_ok()),
+        Err(error) => {
+            let _ = (error.code(), error.message());
+        }
+    }
+});

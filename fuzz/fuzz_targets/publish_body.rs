@@ -1,0 +1,22 @@
+//! The `POST /publish` body parser (single JSON value or NDJSON batch) on
+//! arbitrary bytes: no panic, and every accepted tick has a valid topic and
+//! valid JSON data.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tickfan::broker::topic_name::validate_topic;
+use tickfan::http::publish::parse_publish_body;
+
+fuzz_target!(|data: &[u8]| {
+    let (topic, body) = match data.split_first() {
+        Some((b'?', rest)) => (Some("T"), rest),
+        _ => (None, data),
+    };
+    if let Ok(items) = parse_publish_body(topic, body) {
+        assert!(!items.is_empty());
+        for item in items {
+            assert!(validate_topic(&item.topic).is_ok());
+            assert!(serde_json::from_str::<serde_json::Value>(item.data).is_ok());
+        }
+    }
+});
