@@ -153,6 +153,13 @@ pub const SHORTHANDS: &[Shorthand] = &[
         mode: ShorthandMode::Set,
     },
     Shorthand {
+        flag: "max-messages-per-sec",
+        key: "websocket.max_messages_per_sec",
+        value_name: "N",
+        help: "Most messages one connection may send per second (1008 past it); 0 = no limit",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
         flag: "shards",
         key: "broker.shards",
         value_name: "N",

@@ -85,6 +85,8 @@ pub struct WebSocketConfig {
     pub idle_timeout_ms: u64,
     /// `websocket.close_timeout_ms`: wait for the peer's close reply before dropping TCP.
     pub close_timeout_ms: u64,
+    /// `websocket.max_messages_per_sec`: per-connection message rate; 0 = unlimited.
+    pub max_messages_per_sec: u32,
 }
 
 /// The `[broker]` section: topics, history, heartbeats and slow consumers.
@@ -354,6 +356,7 @@ impl WebSocketConfig {
             ping_interval_ms: s.int("ping_interval_ms", 1..)?,
             idle_timeout_ms: s.int("idle_timeout_ms", 1..)?,
             close_timeout_ms: s.int("close_timeout_ms", 1..)?,
+            max_messages_per_sec: s.int("max_messages_per_sec", 0..)?,
         };
         // A connection must get the chance to answer a ping before it counts as idle.
         if config.idle_timeout_ms <= config.ping_interval_ms {
@@ -1033,6 +1036,7 @@ mod tests {
                     ping_interval_ms: 30_000,
                     idle_timeout_ms: 60_000,
                     close_timeout_ms: 3000,
+                    max_messages_per_sec: 50_000,
                 },
                 broker: BrokerConfig {
                     shards: 64,

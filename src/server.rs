@@ -176,5 +176,6 @@ fn settings_from(config: &Config) -> Settings {
         max_poll_timeout: Duration::from_secs(config.http.max_poll_timeout_secs),
         max_request_topics: config.http.max_request_topics,
         metrics_path: config.http.metrics_path.clone(),
+        max_messages_per_sec: ws.max_messages_per_sec,
     }
 }

@@ -20,6 +20,7 @@ use prometheus::local::LocalHistogram;
 use self::held_poll::HeldPoll;
 use super::context::{Ctx, Transport, WorkerStats};
 use super::out_queue::{OutQueue, Pushed, Written};
+use super::rate_limit::MessageBudget;
 use super::read_buf::ReadBuf;
 use super::session::Session;
 use super::settings::Settings;
@@ -52,6 +53,7 @@ enum Phase {
     WebSocket {
         decoder: Decoder,
         endpoint: Endpoint,
+        budget: MessageBudget,
     },
     /// A Server-Sent Events stream: subscriptions like a WebSocket's, ticks
     /// in the SSE encoding, and nothing read from the client but its EOF.
@@ -363,6 +365,7 @@ impl Connection {
             Phase::WebSocket {
                 decoder: Decoder::new(settings.frame_limits),
                 endpoint,
+                budget: MessageBudget::new(settings.max_messages_per_sec, ctx.now),
             },
             ctx.now,
         );
@@ -371,7 +374,12 @@ impl Connection {
 
     fn on_websocket_bytes(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) -> (usize, Flow) {
         let now = ctx.now;
-        let Phase::WebSocket { decoder, endpoint } = &mut self.phase else {
+        let Phase::WebSocket {
+            decoder,
+            endpoint,
+            budget,
+        } = &mut self.phase
+        else {
             return (0, Flow::NeedMore);
         };
         let decoded = match decoder.decode(bytes) {
@@ -388,6 +396,10 @@ impl Connection {
         let Some(message) = decoded.message else {
             return (consumed, Flow::Continue);
         };
+        if !budget.spend(ctx.settings.max_messages_per_sec, now) {
+            self.fail(CloseCode::POLICY_VIOLATION, "rate limit", ctx.stats, now);
+            return (bytes.len(), Flow::NeedMore);
+        }
         let outcome = match (message, endpoint) {
             (Message::Text(payload), Endpoint::Echo) => {
                 self.out

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod context;
 pub mod listener;
 pub mod out_queue;
+pub mod rate_limit;
 pub mod read_buf;
 pub mod session;
 pub mod settings;

@@ -32,6 +32,8 @@ pub struct Settings {
     pub max_poll_timeout: Duration,
     pub max_request_topics: usize,
     pub metrics_path: Option<String>,
+    /// Messages per second a connection may send; 0 = unlimited.
+    pub max_messages_per_sec: u32,
 }
 
 impl Settings {
