@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(!items.is_empty());
         for item in items {
             assert!(validate_topic(&item.topic).is_ok());
-            assert!(serde_json::from_str::<serde_json::Value>(item.data).is_ok());
+            // Syntactically valid JSON; numbers beyond f64 (2e400) are valid
+            // JSON too, so no typed parse (found by this target).
+            assert!(serde_json::from_str::<serde::de::IgnoredAny>(item.data).is_ok());
         }
     }
 });

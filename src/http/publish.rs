@@ -82,6 +82,15 @@ mod tests {
         assert_eq!(items[1].data, "[1, 2]");
     }
 
+    /// Regression (fuzz `publish_body`): a number beyond f64's range is still
+    /// JSON and is forwarded byte for byte, not refused or rewritten.
+    #[test]
+    fn huge_numbers_pass_through_unchanged() {
+        let huge = "2220000000000000000E00000000000000000000000001461167879102427";
+        let items = parse_publish_body(Some("T"), huge.as_bytes()).unwrap();
+        assert_eq!(items[0].data, huge);
+    }
+
     #[test]
     fn errors_name_the_line() {
         let batch = b"{\"topic\":\"A\",\"data\":1}\n{\"topic\":\"B\"}\n";
