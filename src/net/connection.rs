@@ -642,15 +642,25 @@ impl Connection {
 
     /// The server is stopping: WebSocket peers get close 1001, idle HTTP
     /// connections end now.
-    pub fn begin_shutdown(&mut self, stats: &mut WorkerStats, now: Instant) -> Verdict {
+    pub fn begin_shutdown(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        let now = ctx.now;
         match self.phase {
             Phase::WebSocket { .. } | Phase::Sse(_) => {
-                self.fail(CloseCode::GOING_AWAY, "server shutting down", stats, now);
+                self.fail(
+                    CloseCode::GOING_AWAY,
+                    "server shutting down",
+                    ctx.stats,
+                    now,
+                );
                 Verdict::Keep
             }
-            // A held poll is answered by its own timer or by a tick; at the
-            // end of the grace period it is dropped like any connection.
-            Phase::Polling(_) => Verdict::Keep,
+            // A held poll is answered now (204, or what it collected), and
+            // its connection then ends like an HTTP one.
+            Phase::Polling(_) => {
+                self.finish_poll(ctx);
+                self.enter(Phase::Draining { linger: true }, now);
+                Verdict::Keep
+            }
             Phase::Http if self.queued_bytes() == 0 && self.pending.is_empty() => Verdict::Close,
             Phase::Http => {
                 self.enter(Phase::Draining { linger: true }, now);

@@ -511,12 +511,12 @@ impl Worker {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
             for token in self.connections.tokens() {
-                let Some(connection) = self.connections.get_mut(token) else {
+                let (Some(connection), mut ctx) = self.ctx(token, now) else {
                     continue;
                 };
-                let mut verdict = connection.begin_shutdown(&mut self.stats, now);
+                let mut verdict = connection.begin_shutdown(&mut ctx);
                 if verdict == Verdict::Keep {
-                    verdict = connection.flush(&mut self.stats, &self.latency);
+                    verdict = connection.flush(ctx.stats, ctx.latency);
                 }
                 self.settle(token, verdict);
             }
