@@ -1012,3 +1012,68 @@ pub fn join_all<T>(handles: Vec<std::thread::JoinHandle<T>>) -> Vec<T> {
         .map(|r| r.unwrap_or_else(|e| std::panic::resume_unwind(e)))
         .collect()
 }
+
+/// Reads a response head only (status and headers, empty body), leaving
+/// whatever follows it (a close-delimited stream such as SSE) unread.
+pub fn read_head_only(stream: &mut TcpStream) -> HttpResponse {
+    let head = read_response_head(stream);
+    let (status, headers) = parse_head(&head);
+    HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// `GET {target}` with the headers of a plain HTTP/1.1 client (keep-alive).
+pub fn get_request(target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+}
+
+/// `POST {target}` with `body` and any `extra_headers` (each ending in CRLF).
+pub fn post_request(target: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra_headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// Sends `GET {target}` on a kept-alive `stream` and reads the response.
+pub fn http_get(stream: &mut TcpStream, target: &str) -> HttpResponse {
+    stream.write_all(get_request(target).as_bytes()).unwrap();
+    read_http_response(stream)
+}
+
+/// Sends `POST {target}` on a kept-alive `stream` and reads the response.
+pub fn http_post(
+    stream: &mut TcpStream,
+    target: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> HttpResponse {
+    stream
+        .write_all(&post_request(target, extra_headers, body))
+        .unwrap();
+    read_http_response(stream)
+}
+
+impl HttpResponse {
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("response body is UTF-8")
+    }
+
+    /// The body parsed as JSON; fails the test with the body otherwise.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body of {} is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
