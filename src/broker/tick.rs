@@ -106,9 +106,19 @@ impl Tick {
             event.extend_from_slice(self.encoded.topic_name.as_bytes());
             event.push(b':');
             event.extend_from_slice(seq.format(self.seq).as_bytes());
-            event.extend_from_slice(b"\ndata: ");
-            event.extend_from_slice(envelope);
-            event.extend_from_slice(b"\n\n");
+            event.push(b'\n');
+            // A line break ends an SSE field, and JSON may hold them as
+            // whitespace (pretty-printed data): each line gets its own
+            // `data:`, which a client joins back with "\n".
+            for line in envelope.split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                for part in line.split(|b| *b == b'\r') {
+                    event.extend_from_slice(b"data: ");
+                    event.extend_from_slice(part);
+                    event.push(b'\n');
+                }
+            }
+            event.push(b'\n');
             event
         })
     }
@@ -144,6 +154,16 @@ mod tests {
         assert_eq!(sse, format!("id: AAPL:42\ndata: {expected}\n\n"));
         // Shared by clones: encoded once.
         assert!(std::ptr::eq(tick.clone().sse_event(), tick.sse_event()));
+    }
+
+    #[test]
+    fn sse_splits_line_breaks_into_data_lines() {
+        let tick = Tick::encode(TopicId(7), "P", 1, 5, b"{\n  \"b\": 1,\r\n  \"c\": 2\r}");
+        let sse = std::str::from_utf8(tick.sse_event()).unwrap();
+        assert_eq!(
+            sse,
+            "id: P:1\ndata: {\"topic\":\"P\",\"seq\":1,\"ts\":5,\"data\":{\ndata:   \"b\": 1,\ndata:   \"c\": 2\ndata: }}\n\n"
+        );
     }
 
     #[test]

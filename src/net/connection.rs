@@ -107,6 +107,9 @@ pub struct Connection {
     /// Bytes an HTTP request with a body needs in all (head + body), so the
     /// read buffer grows to it at once.
     http_wanted: usize,
+    /// `pending` holds input that arrived while a long-poll was held and
+    /// must be acted on before reading more (no readiness edge will come).
+    pending_unprocessed: bool,
     /// The deadline this connection has filed with the worker's timers.
     pub timer_at: Option<Instant>,
 }
@@ -128,6 +131,7 @@ impl Connection {
             over_limit,
             transport: Transport::Http,
             http_wanted: 0,
+            pending_unprocessed: false,
             timer_at: None,
         }
     }
@@ -197,6 +201,14 @@ impl Connection {
     pub fn on_readable(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.read_unfinished = false;
         let now = ctx.now;
+        if std::mem::take(&mut self.pending_unprocessed) {
+            let mut input = std::mem::take(&mut self.pending);
+            let verdict = self.process(&mut input, ctx);
+            self.restore(input, ctx.scratch, false);
+            if verdict == Verdict::Close {
+                return verdict;
+            }
+        }
         for _ in 0..READS_PER_TURN {
             if self.queued_bytes() >= ctx.settings.out_pause_bytes() {
                 // Backpressure: the peer is not reading what we send.
@@ -285,11 +297,17 @@ impl Connection {
             let (consumed, flow) = match self.phase {
                 Phase::Http => self.on_http_bytes(bytes, ctx),
                 Phase::WebSocket { .. } => self.on_websocket_bytes(bytes, ctx),
-                // An SSE client or a held poll has nothing more to say, and
-                // whatever arrives while draining is read only to be dropped.
-                Phase::Sse(_) | Phase::Polling(_) | Phase::Draining { .. } => {
+                // A request pipelined behind a held poll waits for its turn,
+                // but no more than one request head's worth of it.
+                Phase::Polling(_) if bytes.len() > ctx.settings.max_header_bytes => {
+                    let refusal = Response::error(431, "too much sent while a long-poll is held");
+                    self.refuse(refusal, ctx);
                     (bytes.len(), Flow::NeedMore)
                 }
+                Phase::Polling(_) => (0, Flow::NeedMore),
+                // An SSE client has nothing more to say, and whatever
+                // arrives while draining is read only to be dropped.
+                Phase::Sse(_) | Phase::Draining { .. } => (bytes.len(), Flow::NeedMore),
             };
             input.consume(consumed);
             if flow == Flow::NeedMore {
@@ -654,13 +672,10 @@ impl Connection {
                 );
                 Verdict::Keep
             }
-            // A held poll is answered now (204, or what it collected), and
-            // its connection then ends like an HTTP one.
-            Phase::Polling(_) => {
-                self.finish_poll(ctx);
-                self.enter(Phase::Draining { linger: true }, now);
-                Verdict::Keep
-            }
+            // A held poll is answered now (204, or what it collected); a
+            // keep-alive client may still ask, and hear /readyz say 503,
+            // until it hangs up or the grace period ends.
+            Phase::Polling(_) => self.finish_poll(ctx),
             Phase::Http if self.queued_bytes() == 0 && self.pending.is_empty() => Verdict::Close,
             Phase::Http => {
                 self.enter(Phase::Draining { linger: true }, now);

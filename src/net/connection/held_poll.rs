@@ -108,7 +108,12 @@ impl Connection {
         if answer_now {
             self.finish_poll(ctx);
         }
-        (request.head_len, Flow::NeedMore)
+        // Answered at once: a request pipelined behind it is next.
+        let flow = match self.phase {
+            Phase::Http => Flow::Continue,
+            _ => Flow::NeedMore,
+        };
+        (request.head_len, flow)
     }
 
     /// Whether a held poll has ticks to answer with (the worker then calls
@@ -154,6 +159,11 @@ impl Connection {
         if poll.keep_alive {
             self.out.append(|buf| response.write_to(buf));
             self.enter(Phase::Http, ctx.now);
+            if !self.pending.is_empty() {
+                // Requests that arrived while the poll was held.
+                self.pending_unprocessed = true;
+                self.read_unfinished = true;
+            }
         } else {
             self.respond_and_close(response, ctx.now);
         }
