@@ -449,6 +449,11 @@ impl Worker {
             let Some(rate) = subscriber.rate.as_mut() else {
                 continue;
             };
+            if now < rate.next_at {
+                // Stale: a tick was sent at once since this entry was filed,
+                // and the newer entry for `next_at` is still in the heap.
+                continue;
+            }
             if let Some(tick) = rate.held.take() {
                 rate.next_at = now + rate.interval;
                 self.enqueue_held(token, tick, now);
