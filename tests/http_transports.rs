@@ -168,6 +168,8 @@ fn assert_envelope(envelope: &str, topic: &str, seq: u64, data: &str) {
 /// HTML standard assembles them (`data` lines joined with '\n').
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct SseEvent {
+    /// Comment lines (after ':'); heartbeats arrive as comments.
+    comments: Vec<String>,
     id: Option<String>,
     data: Option<String>,
     retry: Option<String>,
@@ -220,8 +222,9 @@ impl SseStream {
                 continue;
             }
             any_field = true;
-            if line.starts_with(':') {
-                continue; // a comment
+            if let Some(comment) = line.strip_prefix(':') {
+                event.comments.push(comment.trim_start().to_owned());
+                continue;
             }
             let (name, value) = line.split_once(':').unwrap_or((&line, ""));
             let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
@@ -764,11 +767,18 @@ fn sse_sends_heartbeats_with_the_latest_seqs() {
     assert_eq!(event["event"], "subscribed", "{event}");
     assert_eq!(event["topic"], "hb2", "{event}");
     let started = Instant::now();
+    // Heartbeats are comments: they keep proxies from closing the stream
+    // without firing the page's `onmessage`.
     for _ in 0..2 {
-        let (id, event) = sse.next_json();
-        assert_eq!(id, None);
+        let event = sse.next();
         assert_eq!(
-            event,
+            (event.id.as_deref(), event.data.as_deref()),
+            (None, None),
+            "{event:?}"
+        );
+        let heartbeat: Value = serde_json::from_str(&event.comments[0]).expect("JSON comment");
+        assert_eq!(
+            heartbeat,
             json!({"event": "heartbeat", "seqs": {"hb": 2, "hb2": 0}})
         );
     }

@@ -654,7 +654,7 @@ impl Connection {
                 )
             }));
             session.last_sent = now;
-            self.out.push_event(&heartbeat);
+            self.out.push_heartbeat(&heartbeat);
         }
     }
 

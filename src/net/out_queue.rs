@@ -167,6 +167,20 @@ impl OutQueue {
         }
     }
 
+    /// Queues a heartbeat: an event on a WebSocket; on an SSE stream a
+    /// comment line, which keeps proxies from closing an idle stream without
+    /// waking the page's `onmessage`.
+    pub fn push_heartbeat(&mut self, json: &[u8]) {
+        match self.wire {
+            Wire::WebSocket => self.push_event(json),
+            Wire::Sse => self.append(|buf| {
+                buf.extend_from_slice(b": ");
+                buf.extend_from_slice(json);
+                buf.extend_from_slice(b"\n\n");
+            }),
+        }
+    }
+
     /// Queues a tick regardless of the bound (snapshot and replay, which
     /// the client asked for explicitly).
     pub fn push_tick_unbounded(&mut self, tick: Tick) {
