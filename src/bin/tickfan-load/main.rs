@@ -231,6 +231,7 @@ fn run(args: &Args) -> Result<(), String> {
     sleep_until(window_start);
     let broker_before = broker_pid.as_deref().map(procfs::sample);
     let self_before = procfs::sample("self");
+    let cpus_before = procfs::cpu_times();
     let perf = match args.broker_pid {
         Some(pid) if !args.no_perf => perf::PerfCount::start(&args.perf, pid, duration),
         _ => None,
@@ -238,6 +239,7 @@ fn run(args: &Args) -> Result<(), String> {
     sleep_until(window_end);
     let broker_after = broker_pid.as_deref().map(procfs::sample);
     let self_after = procfs::sample("self");
+    let cpus = procfs::cpu_shares(&cpus_before, &procfs::cpu_times());
     let syscalls = perf.and_then(|p| {
         p.finish()
             .map_err(|e| eprintln!("tickfan-load: {e}; using /proc/PID/io syscw"))
@@ -291,6 +293,7 @@ fn run(args: &Args) -> Result<(), String> {
         broker.as_ref(),
         syscalls.as_ref(),
         loadgen.as_ref(),
+        &cpus,
     );
     println!("tickfan-load: broadcast, 1 topic, 1 publisher");
     print!("{}", report.table());

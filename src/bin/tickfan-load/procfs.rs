@@ -128,6 +128,83 @@ pub fn delta(before: &ProcSample, after: &ProcSample, ticks_per_sec: f64) -> Pro
     }
 }
 
+/// One CPU's time counters from `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Default)]
+pub struct CpuTimes {
+    /// `cpu0`, `cpu1`, ...
+    pub name: String,
+    pub user: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub softirq: u64,
+    pub steal: u64,
+    /// Every field summed (user nice system idle iowait irq softirq steal).
+    pub total: u64,
+}
+
+/// Per-CPU counters: together with per-thread CPU they show whether a core
+/// is saturated by a process, by softirq (loopback TCP delivery runs there,
+/// charged to no task), or by the hypervisor (steal).
+pub fn cpu_times() -> Vec<CpuTimes> {
+    let Ok(text) = fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .filter_map(|line| {
+            let mut fields = line.split_ascii_whitespace();
+            let name = fields.next()?.to_string();
+            let v: Vec<u64> = fields.take(8).filter_map(|f| f.parse().ok()).collect();
+            let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
+                return None;
+            };
+            Some(CpuTimes {
+                name,
+                user: user + nice,
+                system: system + irq,
+                idle: idle + iowait,
+                softirq,
+                steal,
+                total: user + nice + system + idle + iowait + irq + softirq + steal,
+            })
+        })
+        .collect()
+}
+
+/// What each CPU did between two readings, in percent of the interval.
+#[derive(Debug, Clone)]
+pub struct CpuShare {
+    pub name: String,
+    pub busy_pct: f64,
+    pub user_pct: f64,
+    pub system_pct: f64,
+    pub softirq_pct: f64,
+    pub steal_pct: f64,
+}
+
+/// Per-CPU shares between `before` and `after`, matched by name.
+pub fn cpu_shares(before: &[CpuTimes], after: &[CpuTimes]) -> Vec<CpuShare> {
+    after
+        .iter()
+        .filter_map(|a| {
+            let b = before.iter().find(|b| b.name == a.name)?;
+            let total = a.total.saturating_sub(b.total) as f64;
+            if total <= 0.0 {
+                return None;
+            }
+            let pct = |x: u64, y: u64| x.saturating_sub(y) as f64 / total * 100.0;
+            Some(CpuShare {
+                name: a.name.clone(),
+                busy_pct: 100.0 - pct(a.idle, b.idle),
+                user_pct: pct(a.user, b.user),
+                system_pct: pct(a.system, b.system),
+                softirq_pct: pct(a.softirq, b.softirq),
+                steal_pct: pct(a.steal, b.steal),
+            })
+        })
+        .collect()
+}
+
 /// The most open files this process may hold (`Max open files`, soft limit).
 pub fn open_files_limit() -> Option<u64> {
     let limits = fs::read_to_string("/proc/self/limits").ok()?;
@@ -155,5 +232,10 @@ mod tests {
         assert!(s.rss_kib.unwrap() > 0);
         assert!(!s.threads.is_empty());
         assert!(clock_ticks_per_sec() > 0.0);
+        let cpus = cpu_times();
+        assert!(!cpus.is_empty());
+        assert!(cpus
+            .iter()
+            .all(|c| c.name.starts_with("cpu") && c.total > 0));
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::fleet::FleetStats;
 use crate::perf::SyscallCounts;
-use crate::procfs::ProcDelta;
+use crate::procfs::{CpuShare, ProcDelta};
 use crate::publisher::PublisherStats;
 
 /// The run's settings as the report states them.
@@ -49,6 +49,7 @@ impl Report {
         broker: Option<&ProcDelta>,
         syscalls: Option<&SyscallCounts>,
         loadgen: Option<&ProcDelta>,
+        cpus: &[CpuShare],
     ) -> Self {
         let d = info.duration_s;
         let delivered_per_s = fleet.ticks_window as f64 / d;
@@ -80,6 +81,12 @@ impl Report {
         let per_write = broker_writes.and_then(|w| per(fleet.ticks_window as f64, w as f64));
         let broker_rss_mib = broker.and_then(|b| b.rss_kib).map(|k| k as f64 / 1024.0);
         let loadgen_cpu_pct = loadgen.map(|l| l.cpu_secs / d * 100.0);
+        // Task time on all cores not charged to the broker or to us: other
+        // processes sharing the machine, which make every figure suspect.
+        let task_pct: f64 = cpus.iter().map(|c| c.user_pct + c.system_pct).sum();
+        let other_pct = (!cpus.is_empty()).then(|| {
+            (task_pct - broker_cpu_pct.unwrap_or(0.0) - loadgen_cpu_pct.unwrap_or(0.0)).max(0.0)
+        });
         let loadgen_busiest = loadgen.and_then(|l| l.busiest_thread.clone());
 
         let json = json!({
@@ -150,6 +157,11 @@ impl Report {
                 "busiest_thread": loadgen_busiest.as_ref().map(|t| t.0.clone()),
                 "busiest_thread_pct": loadgen_busiest.as_ref().map(|t| t.1 / d * 100.0),
             })),
+            "cpus": cpus.iter().map(|c| json!({
+                "cpu": c.name, "busy_pct": c.busy_pct, "user_pct": c.user_pct,
+                "system_pct": c.system_pct, "softirq_pct": c.softirq_pct, "steal_pct": c.steal_pct,
+            })).collect::<Vec<_>>(),
+            "other_processes_cpu_pct": other_pct,
             "failures": fleet.failures,
             "publisher_first_error": publisher.first_error,
         });
@@ -278,6 +290,26 @@ impl Report {
                         t.1 / d * 100.0
                     ))
                 ),
+            );
+        }
+        for c in cpus {
+            row(
+                &format!("{} busy", c.name),
+                format!(
+                    "{:.0}%  (user {:.0}, sys {:.0}, softirq {:.0}, steal {:.0})",
+                    c.busy_pct, c.user_pct, c.system_pct, c.softirq_pct, c.steal_pct
+                ),
+            );
+        }
+        if let Some(other) = other_pct {
+            let warn = if other > 5.0 {
+                "  <- other processes share the cores: figures are suspect"
+            } else {
+                ""
+            };
+            row(
+                "other processes' CPU",
+                format!("{other:.0}% of a core{warn}"),
             );
         }
         for f in &fleet.failures {
