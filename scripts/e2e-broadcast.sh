@@ -15,6 +15,10 @@
 #   LOAD_ARGS="..."  extra tickfan-load flags (--threads 2, --warmup 3, ...)
 #   JSON=FILE        also write the report as JSON (default target/e2e-broadcast.json)
 #   BROKER_ARGS="..." extra broker flags
+#   QUIET_WAIT=S     first wait up to S seconds (default 0) for the machine to
+#                    be idle (>= 90% over 2 s), since a shared machine's other
+#                    processes skew every figure; the report's "other
+#                    processes' CPU" row says how much they did anyway.
 set -euo pipefail
 
 SUBSCRIBERS=${1:-1000}
@@ -32,6 +36,22 @@ cargo build --release --quiet --bin tickfan --bin tickfan-load
 # to /proc/PID/io syscw and says so.
 if [ "$(id -u)" = 0 ] && ! [ -d /sys/kernel/tracing/events ]; then
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+
+# Idle share of all CPUs over 2 s, in percent, from /proc/stat.
+idle_pct() {
+    local a b
+    a=($(head -n1 /proc/stat)); sleep 2; b=($(head -n1 /proc/stat))
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( total > 0 ? idle * 100 / total : 100 ))
+}
+if [ "${QUIET_WAIT:-0}" -gt 0 ]; then
+    waited=0
+    while idle=$(idle_pct); [ "$idle" -lt 90 ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
+        echo "machine ${idle}% idle; waiting for quiet" >&2
+        waited=$((waited + 2))
+    done
 fi
 
 broker_pin=()
