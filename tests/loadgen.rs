@@ -1,0 +1,94 @@
+//! The `tickfan-load` binary end to end against a real broker: a short
+//! broadcast run must subscribe everyone, deliver every tick in seq order,
+//! answer the broker's pings, read the broker's /proc figures, and exit 0.
+//!
+//! Small and short (40 subscribers, 200 ticks/s, 1 s), so it passes on a
+//! loaded two-core machine; throughput is measured by
+//! `scripts/e2e-broadcast.sh`, not here.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LOAD_BIN: &str = env!("CARGO_BIN_EXE_tickfan-load");
+
+#[test]
+fn broadcast_run_delivers_every_tick_and_exits_by_itself() {
+    let broker = Broker::start(&[
+        "--workers",
+        "1",
+        // Pings every 200 ms and an idle limit of 1 s: a fleet that did not
+        // answer pings would be closed within the run.
+        "--ping-interval-ms",
+        "200",
+        "--idle-timeout-ms",
+        "1000",
+    ]);
+    let json = std::env::temp_dir().join(format!("tickfan-load-{}.json", std::process::id()));
+    let started = Instant::now();
+    let output = Command::new(LOAD_BIN)
+        .args(["--addr", &broker.addr().to_string()])
+        .args(["--subscribers", "40", "--sample", "5", "--threads", "2"])
+        .args(["--rate", "200", "--warmup", "0.5", "--duration", "1.5"])
+        .args(["--drain", "0.5", "--no-perf"])
+        .args(["--broker-pid", &broker.pid().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tickfan-load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tickfan-load failed: {stderr}\n{stdout}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "ran too long");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    let _ = std::fs::remove_file(&json);
+
+    assert_eq!(report["run"]["subscribers"], 40, "{stdout}");
+    let published = report["published"]["total"].as_u64().unwrap();
+    assert!(published >= 300, "published {published}: {stdout}");
+    assert_eq!(
+        report["delivered"]["total"].as_u64().unwrap(),
+        published * 40,
+        "{stdout}"
+    );
+    assert_eq!(report["delivered"]["server_closes"], 0, "{stdout}");
+    assert!(
+        report["delivered"]["pongs_sent"].as_u64().unwrap() > 0,
+        "{stdout}"
+    );
+    assert_eq!(report["sample"]["gaps"], 0, "{stdout}");
+    assert_eq!(report["sample"]["duplicates"], 0, "{stdout}");
+    assert_eq!(report["sample"]["unparsable"], 0, "{stdout}");
+    assert!(report["sample"]["latency_us"]["count"].as_u64().unwrap() > 0);
+    assert!(report["broker"]["cpu_s"].as_f64().unwrap() >= 0.0);
+    assert!(report["broker"]["rss_mib"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn refuses_more_subscribers_than_the_process_can_hold() {
+    let output = Command::new(LOAD_BIN)
+        .args(["--subscribers", "100000000", "--addr", "127.0.0.1:9"])
+        .output()
+        .expect("run tickfan-load");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cap"), "{stderr}");
+}
+
+#[test]
+fn refuses_a_non_loopback_address() {
+    let output = Command::new(LOAD_BIN)
+        .args(["--addr", "192.0.2.1:9001"])
+        .output()
+        .expect("run tickfan-load");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
+}
