@@ -230,19 +230,12 @@ impl Drop for Broker {
     }
 }
 
-/// Sends `sig` to the process `pid`, one this test suite spawned.
-#[allow(unsafe_code)]
+/// Sends `sig` to the process `pid`, one this test suite spawned and has
+/// not reaped yet (so the pid cannot name a reused process).
 fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
-    // `pid` is a child we spawned and have not yet reaped, so it cannot
-    // name a reused process id.
-    let rc = unsafe { libc::kill(pid, sig) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).map_err(io::Error::other)?);
+    let sig = nix::sys::signal::Signal::try_from(sig).map_err(io::Error::other)?;
+    nix::sys::signal::kill(pid, sig).map_err(io::Error::other)
 }
 
 /// The address in a `tickfan listening listen=ADDR ...` log line.

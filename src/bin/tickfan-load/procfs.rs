@@ -2,22 +2,17 @@
 //! CPU (`task/*/stat`), resident memory (`status` VmRSS) and write syscalls
 //! (`io` syscw).
 //!
-//! Separate because it is the only code that knows `/proc`'s formats, and the
-//! only place the load generator needs `unsafe` (one `sysconf` call).
+//! Separate because it is the only code that knows `/proc`'s formats.
 
 use std::fs;
 use std::io;
 
 /// Clock ticks per second, the unit of `utime`/`stime` in `/proc/PID/stat`.
-#[allow(unsafe_code)]
 pub fn clock_ticks_per_sec() -> f64 {
-    // SAFETY: sysconf takes an integer name and reads static configuration;
-    // it has no pointer arguments and no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(ticks)) if ticks > 0 => ticks as f64,
+        // Linux's USER_HZ is 100 on every architecture it supports.
+        _ => 100.0,
     }
 }
 
