@@ -15,3 +15,4 @@ echo "== cargo test (unit, integration, benches compile)"
 cargo test --all-targets
 echo "== autobahn conformance (kosoku)"
 scripts/autobahn.sh
+scripts/soak.sh 20 --short

@@ -1070,3 +1070,28 @@ impl HttpResponse {
         })
     }
 }
+
+/// The number of file descriptors process `pid` has open (the entries of
+/// `/proc/PID/fd`): the listener, the workers' polls, and one per connection.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc fd directory")
+        .count()
+}
+
+/// Polls [`fd_count`] until `ok` accepts it or `timeout` passes; returns
+/// the last count seen and whether `ok` accepted it.
+pub fn wait_for_fd_count(pid: u32, timeout: Duration, ok: impl Fn(usize) -> bool) -> (usize, bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let count = fd_count(pid);
+        if ok(count) {
+            return (count, true);
+        }
+        if Instant::now() >= deadline {
+            return (count, false);
+        }
+        // Polling a count the broker changes on its own time; bounded above.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
