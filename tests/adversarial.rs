@@ -926,3 +926,84 @@ fn fragments_past_max_fragments_per_message_are_1009() {
     }
     assert_refused_without_buffering(&broker, |_| refused_frame(&broker, &frames, 1009, &[]));
 }
+
+/// CPU seconds (user + system) the process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after `comm`.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// With its descriptors exhausted, the broker backs off instead of spinning
+/// on a listener that stays readable, counts the failed accepts, keeps
+/// serving the connections it has, and accepts again once descriptors free.
+#[test]
+fn running_out_of_file_descriptors_backs_off_and_keeps_serving() {
+    // About 20 descriptors go to the runtime (epoll, wakers, listeners,
+    // stdio), leaving room for a handful of clients.
+    let broker = Broker::start_with_open_files(32, &["--workers", "1"]);
+    let mut metrics = broker.tcp();
+    assert_eq!(http_get(&mut metrics, "/healthz").status, 200);
+    let mut subscriber = broker.pubsub();
+    subscriber.subscribe("fd");
+    let mut publisher = broker.pubsub();
+
+    // Connections past the limit wait in the kernel's backlog, unaccepted.
+    let surplus: Vec<TcpStream> = (0..40).map(|_| broker.tcp()).collect();
+    let cpu_before = cpu_seconds(broker.pid());
+    let started = Instant::now();
+    for i in 1..=20u64 {
+        publisher.publish("fd", &i.to_string());
+        assert_eq!(
+            subscriber.expect_tick("tick while out of descriptors").seq,
+            i
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cpu = cpu_seconds(broker.pid()) - cpu_before;
+    let wall = started.elapsed().as_secs_f64();
+    assert!(
+        cpu < wall * 0.5,
+        "the broker used {cpu:.2} s of CPU in {wall:.2} s while out of descriptors: spinning?"
+    );
+
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let text = http_get(&mut metrics, "/metrics").text();
+        let failed: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tickfan_accept_errors_total "))
+            .map_or(0.0, |v| v.trim().parse().unwrap());
+        if failed > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accept errors never counted:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    drop(surplus);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        // Once the surplus is gone, a new client gets a slot again.
+        let mut late = broker.tcp();
+        late.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        if late.write_all(get_request("/healthz").as_bytes()).is_ok() {
+            if let Ok(head) = std::panic::catch_unwind(move || read_response_head(&mut late)) {
+                if head.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new connection accepted after descriptors freed"
+        );
+    }
+}

@@ -66,6 +66,23 @@ impl Broker {
     /// `--echo-path /echo` and `--workers 2` unless `extra` sets them, and
     /// waits for its listening line.
     pub fn start(extra: &[&str]) -> Broker {
+        Broker::spawn(Command::new(BIN), extra)
+    }
+
+    /// Starts the binary as [`Broker::start`] does, with its open-files
+    /// limit (soft and hard) set to `limit` first, so accepts run out of
+    /// descriptors after a few connections.
+    pub fn start_with_open_files(limit: u32, extra: &[&str]) -> Broker {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+            BIN,
+        ]);
+        Broker::spawn(command, extra)
+    }
+
+    fn spawn(mut command: Command, extra: &[&str]) -> Broker {
         let mut args: Vec<&str> = vec!["--listen", "127.0.0.1:0"];
         if !extra.contains(&"--echo-path") {
             args.extend(["--echo-path", ECHO]);
@@ -75,7 +92,7 @@ impl Broker {
         }
         args.extend_from_slice(extra);
 
-        let mut child = Command::new(BIN)
+        let mut child = command
             .args(&args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
