@@ -50,7 +50,7 @@ cargo build --release --quiet --bin tickfan --example soak_client
 broker_bin=target/release/tickfan
 client_bin=target/release/examples/soak_client
 
-workdir=$(mktemp -d)
+workdir=$(mktemp -d target/soak.XXXXXX)
 log="$workdir/tickfan.log"
 pid=""
 cleanup() {
