@@ -165,6 +165,11 @@ impl Worker {
                     }
                 }
             }
+            if self.accept_paused_until.is_some_and(|until| now >= until) {
+                // The listener stays readable without a new edge: retry
+                // the connections still waiting in the backlog.
+                self.accept(now);
+            }
             self.reread_unfinished(now);
             self.drain_mailbox(now);
             self.fire_timers(now);
