@@ -200,6 +200,21 @@ pub fn cpu_shares(before: &[CpuTimes], after: &[CpuTimes]) -> Vec<CpuShare> {
         .collect()
 }
 
+/// Pages of kernel memory held by TCP sockets machine-wide (`mem` on the
+/// `TCP:` line of `/proc/net/sockstat`): with nothing else opening
+/// sockets, its growth over a run is the kernel's cost of the connections.
+pub fn tcp_mem_pages() -> Option<u64> {
+    let text = fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut fields = line.split_ascii_whitespace();
+    while let Some(f) = fields.next() {
+        if f == "mem" {
+            return fields.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 /// The most open files this process may hold (`Max open files`, soft limit).
 pub fn open_files_limit() -> Option<u64> {
     let limits = fs::read_to_string("/proc/self/limits").ok()?;
@@ -227,6 +242,7 @@ mod tests {
         assert!(s.rss_kib.unwrap() > 0);
         assert!(!s.threads.is_empty());
         assert!(clock_ticks_per_sec() > 0.0);
+        assert!(tcp_mem_pages().is_some());
         let cpus = cpu_times();
         assert!(!cpus.is_empty());
         assert!(cpus
