@@ -206,6 +206,7 @@ impl Report {
                 "busiest_thread": broker_busiest.as_ref().map(|t| t.0.clone()),
                 "busiest_thread_pct": broker_busiest.as_ref().map(|t| t.1 / d * 100.0),
                 "rss_mib": broker_rss_mib,
+                "runqueue_wait_pct": b.runqueue_wait_secs / d * 100.0,
                 "rss_before_mib": info.broker_rss_before_kib.map(|k| k as f64 / 1024.0),
                 "rss_kib_per_connection": rss_per_conn_kib,
                 "write_syscalls": broker_writes,
@@ -220,6 +221,7 @@ impl Report {
             "loadgen": loadgen.map(|l| json!({
                 "cpu_s": l.cpu_secs,
                 "cpu_pct": loadgen_cpu_pct,
+                "runqueue_wait_pct": l.runqueue_wait_secs / d * 100.0,
                 "busiest_thread": loadgen_busiest.as_ref().map(|t| t.0.clone()),
                 "busiest_thread_pct": loadgen_busiest.as_ref().map(|t| t.1 / d * 100.0),
             })),
@@ -359,6 +361,13 @@ impl Report {
                         t.0,
                         t.1 / d * 100.0
                     ))
+                ),
+            );
+            row(
+                "broker waited for a CPU",
+                format!(
+                    "{:.0}% of the window (runnable, not running: other processes' share)",
+                    b.runqueue_wait_secs / d * 100.0
                 ),
             );
             row(
