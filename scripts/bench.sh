@@ -30,7 +30,7 @@
 #   SUBS="100 1000"        subscriber counts for broadcast
 #   DURATION=5             seconds measured in the reported runs
 #   SEARCH_DURATION=3      seconds measured in each search run
-#   SEARCH_STEPS=4         search runs after the flat-out one
+#   SEARCH_STEPS=5         search runs after the flat-out one
 #   IDLE_CONNS=15000  MARKET_SUBS=5000  MARKET_TOPICS=2000  MARKET_RATE=20000
 #   PEER_WORKERS=1         (nchan stays at its config's worker_processes 1)
 #   NICE=N                 run broker and tickfan-load at nice N (root: e.g. -5)
@@ -52,7 +52,7 @@ ROOT=$PWD
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 DURATION=${DURATION:-5}
 SEARCH_DURATION=${SEARCH_DURATION:-3}
-SEARCH_STEPS=${SEARCH_STEPS:-4}
+SEARCH_STEPS=${SEARCH_STEPS:-5}
 RESULTS=benches/results
 TMP=$RESULTS/tmp/$SCENARIO-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$TMP"
@@ -102,6 +102,11 @@ stop_peers() {
     local p
     for p in "${peers_started[@]}"; do
         "$PEERS_DIR/peers.sh" stop "$p" >/dev/null 2>&1 || true
+        # nginx -s stop returns before the port is free; wait (bounded).
+        for _ in $(seq 50); do
+            listening "$(port_of "$p")" || break
+            sleep 0.1
+        done
     done
     peers_started=()
 }
@@ -212,51 +217,62 @@ ok() {
         "$1" >/dev/null
 }
 
-# search NAME TARGET ARGS...: flat out, then bisect; prints the best rate and
-# leaves its JSON at $TMP/NAME-best.json (absent when no rate passed).
+# search NAME TARGET ARGS...: the highest paced publish rate with delivery
+# >= 0.999, bounded to 1 + SEARCH_STEPS runs. A flat-out run first: if it
+# passes, the publisher's path is the limit and its rate is the answer
+# (marked flat out). Otherwise its delivered rate over the average fan-out
+# estimates the capacity; the search starts at 90% of that, grows by 1.5x
+# or halves until it has a passing and a failing rate, then bisects. Prints
+# "RATE FLAT(0|1)"; the best run's JSON is left at $TMP/NAME-best.json.
 search() {
     local name=$1 target=$2
     shift 2
     local common=(--warmup 1 --duration "$SEARCH_DURATION" --drain 1 "$@")
     local flat=$TMP/$name-flat.json
     log "$name: flat out"
-    run_load "$target" "$flat" --rate 0 "${common[@]}" || return 1
-    local published ratio
-    published=$(jq '.published.per_s | floor' "$flat")
-    ratio=$(jq '.delivered.ratio // 0' "$flat")
+    run_load "$target" "$flat" --rate 0 "${common[@]}" || { echo "0 0"; return 0; }
     if ok "$flat" 0; then
         cp "$flat" "$TMP/$name-best.json"
-        echo "$published"
+        echo "$(jq '.published.per_s | floor' "$flat") 1"
         return 0
     fi
-    local lo=0 hi=$published step rate
-    # First guess: what the fleet got flat out, a little under.
-    rate=$(jq -n --argjson p "$published" --argjson r "$ratio" '[$p * $r * 0.9, 1] | max | floor')
+    local lo=0 hi=0 step rate
+    rate=$(jq '(.delivered.expected_total / ([.published.total, 1] | max)) as $fanout
+        | [(.delivered.per_s / ([$fanout, 1] | max)) * 0.9, 1] | max | floor' "$flat")
     for step in $(seq "$SEARCH_STEPS"); do
         local out=$TMP/$name-$step.json
-        log "$name: rate $rate (lo $lo, hi $hi)"
+        log "$name: rate $rate (passing $lo, failing ${hi/#0/-})"
         if run_load "$target" "$out" --rate "$rate" "${common[@]}" && ok "$out" "$rate"; then
             lo=$rate
             cp "$out" "$TMP/$name-best.json"
         else
             hi=$rate
         fi
-        rate=$(((lo + hi) / 2))
-        [ "$rate" -le "$lo" ] && break
+        if [ "$hi" = 0 ]; then
+            rate=$((rate * 3 / 2 + 1))
+        elif [ "$lo" = 0 ]; then
+            rate=$((rate / 2))
+            [ "$rate" -ge 1 ] || break
+        else
+            rate=$(((lo + hi) / 2))
+            # Within 3%: close enough for a noisy machine.
+            [ $(((hi - lo) * 100)) -gt $((lo * 3)) ] || break
+        fi
     done
-    echo "$lo"
+    echo "$lo 0"
 }
 
-# row PART TARGET TRANSPORT CLIENTS TOPICS RATE MAX REPORT_JSON [BEST_JSON]
+# row PART TARGET TRANSPORT CLIENTS TOPICS RATE "MAX FLAT" REPORT_JSON [BEST_JSON]
 row() {
-    local best=${9:-}
+    local best=${9:-} max flat
+    read -r max flat <<<"$7"
     [ -n "$best" ] && [ -f "$best" ] || best=
     jq -c --arg part "$1" --arg target "$2" --arg transport "$3" \
-        --argjson clients "$4" --argjson topics "$5" --argjson rate "$6" --argjson max "$7" \
-        --slurpfile best "${best:-/dev/null}" \
+        --argjson clients "$4" --argjson topics "$5" --argjson rate "$6" --argjson max "$max" \
+        --argjson flat "${flat:-0}" --slurpfile best "${best:-/dev/null}" \
         '{part: $part, target: $target, transport: $transport, clients: $clients,
-          topics: $topics, rate: $rate, max_rate: $max, report: .,
-          at_max: ($best[0] // null)}' "$8" >>"$ROWS"
+          topics: $topics, rate: $rate, max_rate: $max, max_is_flat_out: ($flat == 1),
+          report: ., at_max: ($best[0] // null)}' "$8" >>"$ROWS"
 }
 
 # ---- scenarios ---------------------------------------------------------------
@@ -265,14 +281,15 @@ broadcast() { # broadcast TARGET SUBS
     local target=$1 subs=$2 name=broadcast-$1-$2
     start_target "$target" || return 0
     local args=(--subscribers "$subs" --topics 1 --threads 1)
-    local max
-    max=$(search "$name" "$target" "${args[@]}") || max=0
+    local found max
+    found=$(search "$name" "$target" "${args[@]}")
+    max=${found% *}
     local half=$((max / 2))
     if [ "$half" -gt 0 ]; then
         log "$name: at 50% of $max = $half ticks/s"
         run_load "$target" "$TMP/$name-half.json" --rate "$half" --warmup 2 \
             --duration "$DURATION" --drain 1 "${args[@]}" \
-            && row broadcast "$target" ws "$subs" 1 "$half" "$max" \
+            && row broadcast "$target" ws "$subs" 1 "$half" "$found" \
                 "$TMP/$name-half.json" "$TMP/$name-best.json"
     fi
     stop_target "$target"
@@ -292,9 +309,9 @@ ws_vs_longpoll() { # ws_vs_longpoll TARGET
         log "$name: 1,000 ticks/s over 100 topics"
         run_load "$target" "$TMP/$name-fixed.json" --rate 1000 --warmup 2 \
             --duration "$DURATION" --drain 1 "${args[@]}" || { stop_target "$target"; continue; }
-        local max
-        max=$(search "$name" "$target" "${args[@]}") || max=0
-        row ws-vs-longpoll "$target" "$transport" 1000 100 1000 "$max" \
+        local found
+        found=$(search "$name" "$target" "${args[@]}")
+        row ws-vs-longpoll "$target" "$transport" 1000 100 1000 "$found" \
             "$TMP/$name-fixed.json" "$TMP/$name-best.json"
         stop_target "$target"
     done
