@@ -44,7 +44,7 @@ def table(doc):
         "max rate ≥0.999", "delivered/s at max", "% of ceiling",
         "delivered/s", "ratio", "gaps/dups", "latency p50 / p99 / p99.9 µs",
         "wire B/tick", "broker µs CPU/1k", "broker CPU %", "broker CPU-wait %", "broker RSS MiB (KiB/conn)",
-        "loadgen CPU %", "other procs CPU %",
+        "loadgen CPU %", "loadgen CPU-wait %", "other procs CPU %",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in doc["rows"]:
@@ -77,6 +77,7 @@ def table(doc):
             num(get(r, "broker", "runqueue_wait_pct")),
             f"{num(rss, 1)} ({num(per_conn, 2)})",
             num(get(r, "loadgen", "cpu_pct")),
+            num(get(r, "loadgen", "runqueue_wait_pct")),
             num(get(r, "other_processes_cpu_pct")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -105,7 +106,8 @@ def table(doc):
         "long-poll request bytes, per delivered tick; TCP/IP headers not counted.",
         "- *broker µs CPU/1k*: broker CPU time per 1,000 delivered ticks; *broker CPU-wait %*: "
         "time its threads were runnable but waiting for a core (other processes' share: "
-        "high values mean latency figures are mostly queueing behind other work).",
+        "high values mean latency figures are mostly queueing behind other work); the same "
+        "for the load generator, whose starved reader makes the broker queue and conflate.",
         "",
     ]
     return "\n".join(notes + lines) + "\n"
