@@ -219,8 +219,8 @@ ok() {
 
 # search NAME TARGET ARGS...: the highest paced publish rate with delivery
 # >= 0.999, bounded to 1 + SEARCH_STEPS runs. A flat-out run first: if it
-# passes, the publisher's path is the limit and its rate is the answer
-# (marked flat out). Otherwise its delivered rate over the average fan-out
+# passes, its rate is the floor and paced runs try above it (the answer is
+# marked flat out when none beat it). Otherwise its delivered rate over the average fan-out
 # estimates the capacity; the search starts at 90% of that, doubles or
 # halves until it has a passing and a failing rate, then bisects. Prints
 # "RATE FLAT(0|1)"; the best run's JSON is left at $TMP/NAME-best.json.
@@ -233,12 +233,13 @@ search() {
     local flat=$TMP/$name-flat.json
     log "$name: flat out"
     run_load "$target" "$flat" --rate 0 "${common[@]}" || { echo "0 0"; return 0; }
+    local lo=0 hi=0 step rate flat_ok=0
     if ok "$flat" 0; then
+        # A paced publisher can get more in than a flat-out one (which
+        # queues behind the broker's reads): keep searching above it.
         cp "$flat" "$TMP/$name-best.json"
-        echo "$(jq '.published.per_s | floor' "$flat") 1"
-        return 0
+        flat_ok=$(jq '.published.per_s | floor' "$flat")
     fi
-    local lo=0 hi=0 step rate
     # Overloaded flat out, a broker may deliver next to nothing in the
     # window (tickfan at 10,000 subscribers did): never start below
     # 100,000 deliveries/s, under what a broker writing one tick per
@@ -246,7 +247,10 @@ search() {
     rate=$(jq '(.delivered.expected_total / ([.published.total, 1] | max)) as $fanout
         | [(.delivered.per_s / ([$fanout, 1] | max)) * 0.9, 100000 / ([$fanout, 1] | max), 1]
         | max | floor' "$flat")
-    if [ -n "${KNOWN_OK:-}" ] && [ "${KNOWN_OK%%:*}" -ge "$rate" ]; then
+    if [ "$flat_ok" -gt 0 ]; then
+        lo=$flat_ok
+        [ "$rate" -gt "$lo" ] || rate=$((lo * 2 + 1))
+    elif [ -n "${KNOWN_OK:-}" ] && [ "${KNOWN_OK%%:*}" -ge "$rate" ]; then
         lo=${KNOWN_OK%%:*}
         cp "${KNOWN_OK#*:}" "$TMP/$name-best.json"
         rate=$((lo * 3 / 2 + 1))
@@ -271,7 +275,11 @@ search() {
             [ $(((hi - lo) * 100)) -gt $((lo * 3)) ] || break
         fi
     done
-    echo "$lo 0"
+    if [ "$flat_ok" -gt 0 ] && [ "$lo" = "$flat_ok" ]; then
+        echo "$lo 1"
+    else
+        echo "$lo 0"
+    fi
 }
 
 # row PART TARGET TRANSPORT CLIENTS TOPICS RATE "MAX FLAT" REPORT_JSON [BEST_JSON]
