@@ -72,6 +72,50 @@ fn broadcast_run_delivers_every_tick_and_exits_by_itself() {
     assert!(report["broker"]["rss_mib"].as_f64().unwrap() > 0.0);
 }
 
+/// Long-poll clients and multi-topic (Zipf) subscribers over several topics:
+/// every tick the subscriptions call for arrives, in seq order per topic.
+#[test]
+fn longpoll_and_multi_topic_run_delivers_every_tick() {
+    let broker = Broker::start(&["--workers", "1"]);
+    let json = std::env::temp_dir().join(format!("tickfan-load-lp-{}.json", std::process::id()));
+    let output = Command::new(LOAD_BIN)
+        .args(["--addr", &broker.addr().to_string()])
+        .args(["--subscribers", "30", "--longpoll", "30", "--topics", "6"])
+        .args(["--zipf-per-client", "3", "--sample", "5"])
+        .args(["--rate", "120", "--warmup", "0.5", "--duration", "1.5"])
+        .args(["--drain", "0.5", "--no-perf"])
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tickfan-load");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tickfan-load failed: {stderr}\n{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    let _ = std::fs::remove_file(&json);
+
+    assert_eq!(report["websocket"]["clients"], 30, "{stdout}");
+    assert_eq!(report["longpoll"]["clients"], 30, "{stdout}");
+    assert!(
+        report["published"]["total"].as_u64().unwrap() >= 200,
+        "{stdout}"
+    );
+    assert_eq!(report["delivered"]["ratio"], 1.0, "{stdout}");
+    assert!(
+        report["longpoll"]["requests"].as_u64().unwrap() > 30,
+        "{stdout}"
+    );
+    assert!(report["longpoll"]["bytes_sent_window"].as_u64().unwrap() > 0);
+    assert_eq!(report["sample"]["gaps"], 0, "{stdout}");
+    assert_eq!(report["sample"]["duplicates"], 0, "{stdout}");
+    assert_eq!(report["sample"]["unparsable"], 0, "{stdout}");
+}
+
 #[test]
 fn refuses_more_subscribers_than_the_process_can_hold() {
     let output = Command::new(LOAD_BIN)

@@ -22,7 +22,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tickfan::protocol::frame::OpCode;
 
 use crate::plan::{now_unix_ns, Phase, Plan};
-use crate::ws::{self, Rng, UpgradeStatus, OP_CLOSE, OP_PING, OP_TEXT};
+use crate::target::{nats_item, NatsItem, Target};
+use crate::topics::Topics;
+use crate::ws::{self, Rng, UpgradeStatus, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT};
 
 /// How every tick's JSON starts (the broker writes the envelope field by
 /// field, topic first). A sink looks at these bytes only.
@@ -45,7 +47,8 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(5);
 pub struct FleetConfig {
     pub addr: SocketAddr,
     pub path: String,
-    pub topic: String,
+    pub target: Target,
+    pub topics: Arc<Topics>,
     pub token: Option<String>,
     /// Global subscriber indices this loop owns.
     pub subscribers: Range<usize>,
@@ -124,11 +127,20 @@ pub struct FleetStats {
     pub server_closes: u64,
     pub pongs_sent: u64,
     pub read_syscalls: u64,
+    /// Long-poll only: requests sent, answers without ticks (204/304),
+    /// request bytes sent in the window, answers that reported a gap.
+    pub requests: u64,
+    pub empty_answers: u64,
+    pub bytes_sent_window: u64,
+    pub gap_events: u64,
+    /// Subscribed connections per topic index (the report's expected
+    /// deliveries are `Σ published[k] × subscribers[k]`).
+    pub subs_per_topic: Vec<u64>,
     pub sample: SampleStats,
 }
 
 impl FleetStats {
-    fn new() -> Self {
+    pub fn new(topics: usize) -> Self {
         FleetStats {
             subscribed: 0,
             failed: 0,
@@ -141,6 +153,11 @@ impl FleetStats {
             server_closes: 0,
             pongs_sent: 0,
             read_syscalls: 0,
+            requests: 0,
+            empty_answers: 0,
+            bytes_sent_window: 0,
+            gap_events: 0,
+            subs_per_topic: vec![0; topics],
             sample: SampleStats::new(),
         }
     }
@@ -162,10 +179,17 @@ impl FleetStats {
         self.server_closes += other.server_closes;
         self.pongs_sent += other.pongs_sent;
         self.read_syscalls += other.read_syscalls;
+        self.requests += other.requests;
+        self.empty_answers += other.empty_answers;
+        self.bytes_sent_window += other.bytes_sent_window;
+        self.gap_events += other.gap_events;
+        for (a, b) in self.subs_per_topic.iter_mut().zip(&other.subs_per_topic) {
+            *a += b;
+        }
         self.sample.merge(&other.sample);
     }
 
-    fn fail(&mut self, plan: &Plan, reason: String) {
+    pub fn fail(&mut self, plan: &Plan, reason: String) {
         self.failed += 1;
         plan.failed.fetch_add(1, Ordering::Relaxed);
         if self.failures.len() < 5 {
@@ -188,10 +212,33 @@ enum State {
     Closed,
 }
 
-/// A sample's position in the topic's seq.
+/// A sample's position in each of its topics: tickfan's seq, or the
+/// peers' tick counter `n`.
 #[derive(Debug, Default)]
 struct Cursor {
-    last_seq: Option<u64>,
+    last: Vec<(u32, Option<u64>)>,
+}
+
+impl Cursor {
+    /// Records `seq` on topic `topic`; counts gaps and duplicates.
+    fn see(&mut self, topic: u32, seq: u64, sample: &mut SampleStats) {
+        let slot = match self.last.iter_mut().find(|(t, _)| *t == topic) {
+            Some(slot) => slot,
+            None => {
+                self.last.push((topic, None));
+                self.last.last_mut().expect("just pushed")
+            }
+        };
+        match slot.1 {
+            Some(last) if seq <= last => sample.duplicates += 1,
+            Some(last) if seq > last + 1 => {
+                sample.gaps += 1;
+                sample.missing += seq - last - 1;
+            }
+            _ => {}
+        }
+        slot.1 = Some(slot.1.map_or(seq, |l| l.max(seq)));
+    }
 }
 
 #[derive(Debug)]
@@ -206,22 +253,35 @@ struct Sub {
     /// Bytes waiting to be written (handshake, sub, pong, close).
     out: Vec<u8>,
     sample: Option<Cursor>,
+    /// Topic indices this subscriber follows.
+    topics: Vec<u32>,
+    /// Subscription acks still awaited before it counts as subscribed.
+    acks: usize,
+    /// NATS protocol bytes not yet a whole item (frames split items).
+    nats: Vec<u8>,
 }
 
 /// The tick fields a sample reads; the rest is skipped by serde.
 #[derive(Deserialize)]
-struct TickMsg {
+struct TickMsg<'a> {
+    #[serde(borrow)]
+    topic: &'a str,
     seq: u64,
     data: TickData,
 }
 
+/// The publisher's tick JSON: the whole message on the peers.
 #[derive(Deserialize)]
-struct TickData {
-    t: u64,
+pub struct TickData {
+    pub t: u64,
+    #[serde(default)]
+    pub n: u64,
 }
 
 #[derive(Deserialize)]
-struct SubscribedMsg {
+struct SubscribedMsg<'a> {
+    #[serde(borrow)]
+    topic: &'a str,
     seq: u64,
 }
 
@@ -239,7 +299,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut scratch = vec![0u8; SCRATCH_BYTES];
-    let mut stats = FleetStats::new();
+    let mut stats = FleetStats::new(config.topics.names.len());
     let mut rng = Rng::new(
         now_unix_ns() ^ (config.subscribers.start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
@@ -282,6 +342,9 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                         skip: 0,
                         out: Vec::new(),
                         sample: is_sample.then(Cursor::default),
+                        topics: config.topics.of_client(global),
+                        acks: 0,
+                        nats: Vec::new(),
                     });
                     in_setup += 1;
                 }
@@ -399,7 +462,19 @@ fn on_event(
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
             Err(e) => return Err(format!("connect: {e}")),
         }
-        let req = ws::upgrade_request(host, &config.path, config.token.as_deref(), ctx.rng);
+        let names: Vec<&str> = sub
+            .topics
+            .iter()
+            .map(|&k| config.topics.names[k as usize].as_str())
+            .collect();
+        let path = config.target.sub_path(&config.path, &names);
+        let req = ws::upgrade_request(
+            host,
+            &path,
+            config.token.as_deref(),
+            config.target.subprotocol(),
+            ctx.rng,
+        );
         sub.out.extend_from_slice(&req.bytes);
         sub.state = State::Handshaking {
             expected_accept: req.expected_accept,
@@ -493,14 +568,16 @@ fn consume(
             UpgradeStatus::Refused(reason) => return Err(format!("handshake: {reason}")),
             UpgradeStatus::Accepted(head) => {
                 pos = head;
-                let sub_op = format!("{{\"op\":\"sub\",\"topic\":\"{}\"}}", config.topic);
-                ws::push_client_frame(
-                    &mut sub.out,
-                    OpCode::Text,
-                    sub_op.as_bytes(),
-                    ctx.rng.mask(),
-                );
+                let names: Vec<&str> = sub
+                    .topics
+                    .iter()
+                    .map(|&k| config.topics.names[k as usize].as_str())
+                    .collect();
+                sub.acks = config.target.subscribe(&names, &mut sub.out, ctx.rng);
                 sub.state = State::Subscribing;
+                if sub.acks == 0 {
+                    subscribed(sub, ctx);
+                }
             }
         }
     }
@@ -516,7 +593,20 @@ fn consume(
         let payload_at = pos + frame.header_len;
         let available = buf.len() - payload_at;
         let frame_end = payload_at + frame.payload_len;
-        if frame.opcode == OP_TEXT && sub.sample.is_none() {
+        let peer_tick = matches!(frame.opcode, OP_TEXT | OP_BINARY)
+            && matches!(config.target, Target::Nchan | Target::Uws | Target::NodeWs);
+        if peer_tick && sub.sample.is_none() && matches!(sub.state, State::Open) {
+            // Every message of these peers is a tick: count it unread.
+            count_tick(ctx);
+            if frame_end <= buf.len() {
+                pos = frame_end;
+            } else {
+                sub.skip = frame_end - buf.len();
+                pos = buf.len();
+            }
+            continue;
+        }
+        if frame.opcode == OP_TEXT && sub.sample.is_none() && config.target == Target::Tickfan {
             // A sink tells a tick from its first bytes and skips the rest;
             // anything else is a (rare, small) event, read whole below.
             let look = frame.payload_len.min(TICK_PREFIX.len());
@@ -540,7 +630,13 @@ fn consume(
         let payload = &buf[payload_at..frame_end];
         pos = frame_end;
         match frame.opcode {
-            OP_TEXT => on_text(sub, payload, ctx)?,
+            OP_TEXT | OP_BINARY if config.target == Target::Nats => on_nats(sub, payload, ctx)?,
+            OP_TEXT | OP_BINARY if peer_tick => {
+                count_tick(ctx);
+                let topic = sub.topics[0];
+                on_peer_tick(sub, topic, payload, ctx);
+            }
+            OP_TEXT => on_text(sub, payload, config, ctx)?,
             OP_PING => {
                 // §5.5.2: answer with a pong carrying the same data.
                 let mask = ctx.rng.mask();
@@ -579,7 +675,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// A whole event frame (anything that is not a tick), for sinks and samples.
-fn on_event_frame(sub: &mut Sub, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<(), String> {
+fn on_event_frame(
+    sub: &mut Sub,
+    payload: &[u8],
+    config: &FleetConfig,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), String> {
     if contains(payload, ERROR_MARK) {
         ctx.stats.error_events += 1;
         if matches!(sub.state, State::Subscribing) {
@@ -593,21 +694,116 @@ fn on_event_frame(sub: &mut Sub, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<()
             serde_json::from_slice::<SubscribedMsg>(payload),
             sub.sample.as_mut(),
         ) {
-            cursor.last_seq = Some(msg.seq);
+            if let Some(k) = topic_index(config, &sub.topics, msg.topic) {
+                cursor.last.retain(|(t, _)| *t != k);
+                cursor.last.push((k, Some(msg.seq)));
+            }
         }
         if matches!(sub.state, State::Subscribing) {
-            sub.state = State::Open;
-            ctx.stats.subscribed += 1;
-            ctx.plan.ready.fetch_add(1, Ordering::Relaxed);
+            sub.acks = sub.acks.saturating_sub(1);
+            if sub.acks == 0 {
+                subscribed(sub, ctx);
+            }
         }
     }
     Ok(())
 }
 
+/// Which of `topics` is named `name`.
+fn topic_index(config: &FleetConfig, topics: &[u32], name: &str) -> Option<u32> {
+    topics
+        .iter()
+        .copied()
+        .find(|&k| config.topics.names[k as usize] == name)
+}
+
+/// Every subscription of `sub` is in place: it joins the measured fleet.
+fn subscribed(sub: &mut Sub, ctx: &mut Ctx<'_>) {
+    sub.state = State::Open;
+    ctx.stats.subscribed += 1;
+    for &k in &sub.topics {
+        ctx.stats.subs_per_topic[k as usize] += 1;
+    }
+    ctx.plan.ready.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A peer's tick (the publisher's JSON, nothing added) seen by a sample.
+fn on_peer_tick(sub: &mut Sub, topic: u32, payload: &[u8], ctx: &mut Ctx<'_>) {
+    let Some(cursor) = sub.sample.as_mut() else {
+        return;
+    };
+    let sample = &mut ctx.stats.sample;
+    sample.ticks += 1;
+    let Ok(tick) = serde_json::from_slice::<TickData>(payload) else {
+        sample.unparsable += 1;
+        return;
+    };
+    cursor.see(topic, tick.n, sample);
+    record_latency(tick.t, ctx);
+}
+
+/// Records a sample's latency for a tick sent inside the window.
+fn record_latency(t: u64, ctx: &mut Ctx<'_>) {
+    let (from, to) = ctx.window_unix_ns;
+    if t >= from && t < to {
+        let latency = now_unix_ns().saturating_sub(t);
+        ctx.stats
+            .sample
+            .latency_ns
+            .saturating_record(latency.max(1_000));
+    }
+}
+
+/// One NATS frame: protocol bytes appended to the subscriber's stream and
+/// walked item by item (`MSG` is a tick, `PONG` the subscription ack).
+fn on_nats(sub: &mut Sub, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<(), String> {
+    sub.nats.extend_from_slice(payload);
+    let mut pos = 0;
+    let mut stream = std::mem::take(&mut sub.nats);
+    while let Some((item, used)) = nats_item(&stream[pos..])? {
+        pos += used;
+        match item {
+            NatsItem::Msg(body) => {
+                if matches!(sub.state, State::Open) {
+                    count_tick(ctx);
+                    let topic = sub.topics[0];
+                    on_peer_tick(sub, topic, body, ctx);
+                }
+            }
+            NatsItem::Ping => {
+                let mask = ctx.rng.mask();
+                ws::push_client_frame(&mut sub.out, OpCode::Binary, b"PONG\r\n", mask);
+                ctx.stats.pongs_sent += 1;
+            }
+            NatsItem::Pong => {
+                if matches!(sub.state, State::Subscribing) {
+                    sub.acks = 0;
+                    subscribed(sub, ctx);
+                }
+            }
+            NatsItem::Err(text) => {
+                ctx.stats.error_events += 1;
+                if matches!(sub.state, State::Subscribing) {
+                    return Err(format!("NATS: {}", String::from_utf8_lossy(text)));
+                }
+            }
+            NatsItem::Other => {}
+        }
+    }
+    stream.drain(..pos);
+    sub.nats = stream;
+    Ok(())
+}
+
 /// A whole text frame: a tick a sample parses, or an event.
-fn on_text(sub: &mut Sub, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<(), String> {
+fn on_text(
+    sub: &mut Sub,
+    payload: &[u8],
+    config: &FleetConfig,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), String> {
     if !payload.starts_with(TICK_PREFIX) {
-        return on_event_frame(sub, payload, ctx);
+        return on_event_frame(sub, payload, config, ctx);
     }
     count_tick(ctx);
     let sample = &mut ctx.stats.sample;
@@ -616,21 +812,11 @@ fn on_text(sub: &mut Sub, payload: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Strin
         sample.unparsable += 1;
         return Ok(());
     };
-    if let Some(cursor) = sub.sample.as_mut() {
-        match cursor.last_seq {
-            Some(last) if tick.seq <= last => sample.duplicates += 1,
-            Some(last) if tick.seq > last + 1 => {
-                sample.gaps += 1;
-                sample.missing += tick.seq - last - 1;
-            }
-            _ => {}
+    if let Some(k) = topic_index(config, &sub.topics, tick.topic) {
+        if let Some(cursor) = sub.sample.as_mut() {
+            cursor.see(k, tick.seq, sample);
         }
-        cursor.last_seq = Some(cursor.last_seq.map_or(tick.seq, |l| l.max(tick.seq)));
     }
-    let (from, to) = ctx.window_unix_ns;
-    if tick.data.t >= from && tick.data.t < to {
-        let latency = now_unix_ns().saturating_sub(tick.data.t);
-        sample.latency_ns.saturating_record(latency.max(1_000));
-    }
+    record_latency(tick.data.t, ctx);
     Ok(())
 }

@@ -1,6 +1,9 @@
-//! `tickfan-load`: an event-driven WebSocket client fleet that measures the
-//! broker end to end. Scenario: broadcast — one topic, one publisher, N
-//! subscribers.
+//! `tickfan-load`: an event-driven client fleet that measures a pub/sub
+//! broker end to end: N WebSocket subscribers and M HTTP long-poll clients
+//! spread over K topics, one publisher round-robining the topics at an
+//! aggregate rate. The broker is tickfan or one of the peers in
+//! `../shared/peers` (`--target`); `scripts/bench.sh` runs the named
+//! scenarios.
 //!
 //! Its read and write paths are its own (mio, one scratch buffer per loop),
 //! not the broker's, so what it measures is the broker. It ends by itself:
@@ -8,11 +11,14 @@
 //! drain, and a watchdog exits the process if a thread overstays.
 
 mod fleet;
+mod longpoll;
 mod perf;
 mod plan;
 mod procfs;
 mod publisher;
 mod report;
+mod target;
+mod topics;
 mod ws;
 
 use std::net::SocketAddr;
@@ -26,9 +32,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use fleet::{FleetConfig, FleetStats};
+use longpoll::PollConfig;
 use plan::Plan;
 use publisher::{PublisherConfig, PublisherStats};
 use report::{Report, RunInfo};
+use target::Target;
+use topics::Topics;
 
 /// File descriptors kept free for everything that is not a subscriber
 /// socket (epoll instances, the publisher, /proc reads, stdio).
@@ -37,24 +46,56 @@ const SPARE_FDS: u64 = 100;
 /// How long past the planned end the watchdog waits for threads to finish.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(10);
 
-/// A WebSocket load generator for tickfan: one publisher, N subscribers on one topic.
+/// A load generator for tickfan and its peers: one publisher, N WebSocket
+/// subscribers and M long-poll clients over K topics.
 #[derive(Debug, Parser)]
 #[command(name = "tickfan-load", version)]
 struct Args {
     /// Broker address (loopback), e.g. 127.0.0.1:9001.
     #[arg(long, default_value = "127.0.0.1:9001")]
     addr: SocketAddr,
-    /// WebSocket path of the pub/sub protocol.
+    /// The broker's dialect: tickfan, nchan, nats, uws or ws (npm `ws`).
+    #[arg(long, default_value = "tickfan")]
+    target: Target,
+    /// WebSocket path of tickfan's pub/sub protocol.
     #[arg(long, default_value = "/ws")]
     path: String,
-    /// Topic to use; default a fresh one per run (`load-PID`), so no last
-    /// value from an earlier run is replayed to the fleet.
+    /// Topic name, or the prefix of the K topic names (`PREFIXt0`, ...);
+    /// default a fresh one per run (`loadPID`), so no last value from an
+    /// earlier run is replayed to the fleet. Letters and digits only suit
+    /// every target.
     #[arg(long)]
     topic: Option<String>,
-    /// Subscriber connections. One process holds at most its open-file limit
-    /// less 100 (19,900 with `ulimit -n 20000`); run several processes for more.
+    /// Topics K: subscriber and long-poll client i follow topic i % K, and
+    /// the publisher sends to the topics in turn at the aggregate --rate.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Instead of one topic each, every WebSocket subscriber follows this
+    /// many distinct topics drawn by a Zipf law over the K topics (one sub
+    /// op each). tickfan and NATS only.
+    #[arg(long, default_value_t = 0)]
+    zipf_per_client: usize,
+    /// Exponent s of that Zipf law (rank r weighted 1/r^s).
+    #[arg(long, default_value_t = 1.0)]
+    zipf_s: f64,
+    /// WebSocket subscriber connections. One process holds at most its
+    /// open-file limit less 100 (19,900 with `ulimit -n 20000`), long-poll
+    /// clients and publisher connections included.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
+    /// HTTP long-poll clients (keep-alive, each looping on its topic's cursor).
+    #[arg(long, default_value_t = 0)]
+    longpoll: usize,
+    /// Publish nothing: measure idle connections (RSS, idle CPU).
+    #[arg(long)]
+    no_publish: bool,
+    /// Seconds between "everyone is in" and the first tick; long-poll runs
+    /// add 0.5 s so every first request is held before anything is published.
+    #[arg(long, default_value_t = 0.05)]
+    settle: f64,
+    /// A label for the run, copied into the JSON (the scenario's name).
+    #[arg(long, default_value = "")]
+    label: String,
     /// Subscribers that parse every tick (seq gaps, duplicates, latency).
     #[arg(long, default_value_t = 50)]
     sample: usize,
@@ -123,16 +164,34 @@ fn run(args: &Args) -> Result<(), String> {
     if !args.addr.ip().is_loopback() {
         return Err(format!("--addr {} is not a loopback address", args.addr));
     }
-    if args.subscribers == 0 || args.threads == 0 || args.per_source_ip == 0 {
-        return Err("--subscribers, --threads and --per-source-ip must be at least 1".into());
+    let clients = args.subscribers + args.longpoll;
+    if clients == 0 || args.threads == 0 || args.per_source_ip == 0 || args.topics == 0 {
+        return Err(
+            "--subscribers + --longpoll, --threads, --topics and --per-source-ip must be at least 1"
+                .into(),
+        );
     }
+    if args.longpoll > 0 && !args.target.has_longpoll() {
+        return Err(format!("--target {} has no long-poll route", args.target));
+    }
+    if args.zipf_per_client > 1 && !args.target.multi_topic() {
+        return Err(format!(
+            "--target {} takes one topic per connection",
+            args.target
+        ));
+    }
+    let publisher_conns = match (args.no_publish, args.target.one_publisher_connection()) {
+        (true, _) => 0,
+        (false, true) => 1,
+        (false, false) => args.topics,
+    };
     let limit = procfs::open_files_limit().unwrap_or(1024);
     let cap = limit.saturating_sub(SPARE_FDS) as usize;
-    if args.subscribers > cap {
+    if clients + publisher_conns > cap {
         return Err(format!(
-            "--subscribers {} is over this process's cap of {cap} sockets (open-file limit \
-             {limit} less {SPARE_FDS}); raise `ulimit -n` or run several processes",
-            args.subscribers
+            "{clients} clients + {publisher_conns} publisher connections are over this \
+             process's cap of {cap} sockets (open-file limit {limit} less {SPARE_FDS}); \
+             raise `ulimit -n` or run several processes"
         ));
     }
     let warmup = secs(args.warmup, "warmup")?;
@@ -142,35 +201,65 @@ fn run(args: &Args) -> Result<(), String> {
     if duration.is_zero() {
         return Err("--duration must be above 0".into());
     }
-    let threads = args.threads.min(args.subscribers);
-    let topic = args
+    let settle = secs(args.settle, "settle")?
+        + if args.longpoll > 0 {
+            Duration::from_millis(500)
+        } else {
+            Duration::ZERO
+        };
+    let threads = args.threads.min(clients);
+    let prefix = args
         .topic
         .clone()
-        .unwrap_or_else(|| format!("load-{}", std::process::id()));
+        .unwrap_or_else(|| format!("load{}", std::process::id()));
+    let mut topics = Topics::new(&prefix, args.topics);
+    if args.zipf_per_client > 0 {
+        topics = topics.with_zipf(
+            args.subscribers,
+            args.zipf_per_client,
+            args.zipf_s,
+            0x5EED ^ args.topics as u64,
+        );
+    }
+    let topics = Arc::new(topics);
     let plan = Arc::new(Plan::new(warmup, duration, drain));
     let setup_deadline = Instant::now() + setup_timeout;
+    // The broker's memory before any client connects: RSS per connection
+    // is the growth over this.
+    let broker_pid = args.broker_pid.map(|p| p.to_string());
+    let broker_rss_before = broker_pid
+        .as_deref()
+        .and_then(|p| procfs::sample(p).ok())
+        .and_then(|s| s.rss_kib);
+    let sockstat_before = procfs::tcp_mem_pages();
 
-    let publisher = {
+    let publisher = if args.no_publish {
+        plan.publisher_ready.store(true, Ordering::Release);
+        None
+    } else {
         let config = PublisherConfig {
             addr: args.addr,
             path: args.path.clone(),
-            topic: topic.clone(),
+            target: args.target,
+            topics: topics.names.clone(),
             token: args.publish_token.clone(),
             rate: args.rate,
             setup_deadline,
         };
         let plan = plan.clone();
-        spawn("publisher", move || publisher::run(config, plan))?
+        Some(spawn("publisher", move || publisher::run(config, plan))?)
     };
+    let mut loops = Vec::with_capacity(threads * 2);
+    let ws_threads = threads.min(args.subscribers);
     let sample_count = args.sample.min(args.subscribers);
     let sample_stride = (args.subscribers / sample_count.max(1)).max(1);
-    let mut loops = Vec::with_capacity(threads);
-    for i in 0..threads {
-        let range = (args.subscribers * i / threads)..(args.subscribers * (i + 1) / threads);
+    for i in 0..ws_threads {
+        let range = (args.subscribers * i / ws_threads)..(args.subscribers * (i + 1) / ws_threads);
         let config = FleetConfig {
             addr: args.addr,
             path: args.path.clone(),
-            topic: topic.clone(),
+            target: args.target,
+            topics: topics.clone(),
             token: args.subscribe_token.clone(),
             subscribers: range,
             sample_stride,
@@ -180,9 +269,36 @@ fn run(args: &Args) -> Result<(), String> {
             setup_deadline,
         };
         let plan = plan.clone();
-        loops.push(spawn(&format!("fleet-{i}"), move || {
-            fleet::run(config, plan).map_err(|e| e.to_string())
-        })?);
+        loops.push((
+            false,
+            spawn(&format!("fleet-{i}"), move || {
+                fleet::run(config, plan).map_err(|e| e.to_string())
+            })?,
+        ));
+    }
+    let lp_threads = threads.min(args.longpoll);
+    let lp_sample_count = args.sample.min(args.longpoll);
+    let lp_sample_stride = (args.longpoll / lp_sample_count.max(1)).max(1);
+    for i in 0..lp_threads {
+        let range = (args.longpoll * i / lp_threads)..(args.longpoll * (i + 1) / lp_threads);
+        let config = PollConfig {
+            addr: args.addr,
+            target: args.target,
+            topics: topics.clone(),
+            clients: range,
+            sample_stride: lp_sample_stride,
+            sample_count: lp_sample_count,
+            per_source_ip: (args.longpoll > args.per_source_ip).then_some(args.per_source_ip),
+            connect_concurrency: args.connect_concurrency.max(1),
+            setup_deadline,
+        };
+        let plan = plan.clone();
+        loops.push((
+            true,
+            spawn(&format!("longpoll-{i}"), move || {
+                longpoll::run(config, plan).map_err(|e| e.to_string())
+            })?,
+        ));
     }
 
     // Setup: wait until every subscriber is in (or failed) and the publisher is up.
@@ -192,16 +308,20 @@ fn run(args: &Args) -> Result<(), String> {
         let ready = plan.ready.load(Ordering::Relaxed);
         let failed = plan.failed.load(Ordering::Relaxed);
         let publisher_up = plan.publisher_ready.load(Ordering::Acquire);
-        if ready + failed >= args.subscribers && publisher_up {
+        if ready + failed >= clients && publisher_up {
             eprintln!(
                 "tickfan-load: {ready} subscribed, {failed} failed in {:.2} s",
                 setup_started.elapsed().as_secs_f64()
             );
             break;
         }
-        if publisher.is_finished() || Instant::now() > setup_deadline + Duration::from_secs(1) {
+        let publisher_done = publisher.as_ref().is_some_and(|p| p.is_finished());
+        if publisher_done || Instant::now() > setup_deadline + Duration::from_secs(1) {
             plan.abort.store(true, Ordering::Relaxed);
-            let publisher_result = publisher.join().map_err(|_| "publisher panicked")?;
+            let publisher_result = match publisher {
+                Some(p) => p.join().map_err(|_| "publisher panicked")?,
+                None => Ok(PublisherStats::default()),
+            };
             return Err(format!(
                 "setup failed: {ready} subscribed, {failed} failed, publisher {}",
                 match publisher_result {
@@ -222,12 +342,11 @@ fn run(args: &Args) -> Result<(), String> {
         return Err("no subscriber could subscribe".into());
     }
 
-    let start = Instant::now() + Duration::from_millis(50);
+    let start = Instant::now() + settle;
     plan.start_at(start);
     let window_start = start + warmup;
     let window_end = window_start + duration;
     let drain_end = window_end + drain;
-    let broker_pid = args.broker_pid.map(|p| p.to_string());
     sleep_until(window_start);
     let broker_before = broker_pid.as_deref().map(procfs::sample);
     let self_before = procfs::sample("self");
@@ -237,6 +356,7 @@ fn run(args: &Args) -> Result<(), String> {
         _ => None,
     };
     sleep_until(window_end);
+    let sockstat_after = procfs::tcp_mem_pages();
     let broker_after = broker_pid.as_deref().map(procfs::sample);
     let self_after = procfs::sample("self");
     let cpus = procfs::cpu_shares(&cpus_before, &procfs::cpu_times());
@@ -262,40 +382,70 @@ fn run(args: &Args) -> Result<(), String> {
 
     // Join, bounded: a thread still running long after the plan ended is stuck.
     let watchdog = drain_end + WATCHDOG_GRACE;
-    let publisher_stats: PublisherStats =
-        join_by(publisher, watchdog, "publisher")?.map_err(|e| format!("publisher: {e}"))?;
-    let mut fleet_stats: Option<FleetStats> = None;
-    for (i, handle) in loops.into_iter().enumerate() {
-        let stats = join_by(handle, watchdog, &format!("fleet-{i}"))?
-            .map_err(|e| format!("fleet-{i}: {e}"))?;
-        match fleet_stats.as_mut() {
-            Some(total) => total.merge(&stats),
-            None => fleet_stats = Some(stats),
+    let publisher_stats: PublisherStats = match publisher {
+        Some(p) => join_by(p, watchdog, "publisher")?.map_err(|e| format!("publisher: {e}"))?,
+        None => PublisherStats {
+            published_per_topic: vec![0; topics.names.len()],
+            ..PublisherStats::default()
+        },
+    };
+    let mut ws_stats = FleetStats::new(topics.names.len());
+    let mut lp_stats = FleetStats::new(topics.names.len());
+    for (i, (is_lp, handle)) in loops.into_iter().enumerate() {
+        let stats = join_by(handle, watchdog, &format!("loop-{i}"))?
+            .map_err(|e| format!("loop-{i}: {e}"))?;
+        if is_lp {
+            lp_stats.merge(&stats);
+        } else {
+            ws_stats.merge(&stats);
         }
     }
-    let fleet_stats = fleet_stats.ok_or("no fleet loop ran")?;
 
     let info = RunInfo {
+        label: args.label.clone(),
+        target: args.target.to_string(),
         subscribers_requested: args.subscribers,
+        longpoll_requested: args.longpoll,
+        topics: topics.names.len(),
+        topics_per_subscriber: topics.per_client(),
+        publisher_connections: publisher_stats.connections,
         threads,
-        rate: args.rate,
+        rate: if args.no_publish {
+            None
+        } else {
+            Some(args.rate)
+        },
         warmup_s: warmup.as_secs_f64(),
         duration_s: duration.as_secs_f64(),
         drain_s: drain.as_secs_f64(),
-        data_bytes: data_bytes(&topic),
-        topic,
+        data_bytes: publisher::tick_data(plan::now_unix_ns(), 1000).len(),
+        topic: prefix,
         addr: args.addr.to_string(),
+        broker_rss_before_kib: broker_rss_before,
+        tcp_mem_pages: sockstat_before.zip(sockstat_after),
     };
     let report = Report::new(
         &info,
-        &fleet_stats,
+        &ws_stats,
+        &lp_stats,
         &publisher_stats,
         broker.as_ref(),
         syscalls.as_ref(),
         loadgen.as_ref(),
         &cpus,
     );
-    println!("tickfan-load: broadcast, 1 topic, 1 publisher");
+    println!(
+        "tickfan-load: {} {}, {} topic(s), {} WebSocket + {} long-poll clients",
+        args.target,
+        if args.label.is_empty() {
+            "run"
+        } else {
+            &args.label
+        },
+        topics.names.len(),
+        args.subscribers,
+        args.longpoll
+    );
     print!("{}", report.table());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(report.json()).map_err(|e| e.to_string())?;
@@ -303,13 +453,6 @@ fn run(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// Bytes of one tick's `data` object, as the report states the payload size.
-fn data_bytes(topic: &str) -> usize {
-    let payload = publisher::tick_payload(topic, plan::now_unix_ns());
-    let data_at = payload.find("\"data\":").map_or(0, |i| i + 7);
-    payload.len() - data_at - 1
 }
 
 fn spawn<T: Send + 'static>(

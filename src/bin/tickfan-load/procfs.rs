@@ -40,6 +40,10 @@ pub struct ProcSample {
     pub rss_kib: Option<u64>,
     /// `syscw` from `/proc/PID/io`: write-family syscalls so far.
     pub syscw: Option<u64>,
+    /// Nanoseconds its threads spent runnable but waiting for a CPU, summed
+    /// (`task/*/schedstat`, second field): on a shared machine, the time
+    /// other processes took from it.
+    pub runqueue_wait_ns: u64,
 }
 
 /// Reads `pid`'s counters (`"self"` for this process).
@@ -48,12 +52,17 @@ pub fn sample(pid: &str) -> io::Result<ProcSample> {
     let cpu_ticks = cpu_ticks_from_stat(&stat)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat"))?;
     let mut threads = Vec::new();
+    let mut runqueue_wait_ns = 0;
     if let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) {
         for entry in dir.flatten() {
             let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
                 continue;
             };
             let path = entry.path();
+            runqueue_wait_ns += fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0);
             let Ok(stat) = fs::read_to_string(path.join("stat")) else {
                 continue;
             };
@@ -74,6 +83,7 @@ pub fn sample(pid: &str) -> io::Result<ProcSample> {
         threads,
         rss_kib,
         syscw,
+        runqueue_wait_ns,
     })
 }
 
@@ -93,6 +103,8 @@ pub struct ProcDelta {
     pub busiest_thread: Option<(String, f64)>,
     pub rss_kib: Option<u64>,
     pub write_syscalls: Option<u64>,
+    /// Seconds its threads waited, runnable, for a CPU (summed over threads).
+    pub runqueue_wait_secs: f64,
 }
 
 /// The difference `after - before`, with per-thread time matched by tid.
@@ -116,6 +128,10 @@ pub fn delta(before: &ProcSample, after: &ProcSample, ticks_per_sec: f64) -> Pro
         cpu_secs: after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / ticks_per_sec,
         busiest_thread,
         rss_kib: after.rss_kib,
+        runqueue_wait_secs: after
+            .runqueue_wait_ns
+            .saturating_sub(before.runqueue_wait_ns) as f64
+            / 1e9,
         write_syscalls: match (before.syscw, after.syscw) {
             (Some(b), Some(a)) => Some(a.saturating_sub(b)),
             _ => None,
@@ -200,6 +216,21 @@ pub fn cpu_shares(before: &[CpuTimes], after: &[CpuTimes]) -> Vec<CpuShare> {
         .collect()
 }
 
+/// Pages of kernel memory held by TCP sockets machine-wide (`mem` on the
+/// `TCP:` line of `/proc/net/sockstat`): with nothing else opening
+/// sockets, its growth over a run is the kernel's cost of the connections.
+pub fn tcp_mem_pages() -> Option<u64> {
+    let text = fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut fields = line.split_ascii_whitespace();
+    while let Some(f) = fields.next() {
+        if f == "mem" {
+            return fields.next()?.parse().ok();
+        }
+    }
+    None
+}
+
 /// The most open files this process may hold (`Max open files`, soft limit).
 pub fn open_files_limit() -> Option<u64> {
     let limits = fs::read_to_string("/proc/self/limits").ok()?;
@@ -227,6 +258,7 @@ mod tests {
         assert!(s.rss_kib.unwrap() > 0);
         assert!(!s.threads.is_empty());
         assert!(clock_ticks_per_sec() > 0.0);
+        assert!(tcp_mem_pages().is_some());
         let cpus = cpu_times();
         assert!(!cpus.is_empty());
         assert!(cpus

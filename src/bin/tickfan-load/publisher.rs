@@ -1,11 +1,14 @@
-//! The publisher: one WebSocket connection sending `pub` ops at a paced rate
-//! (or as fast as the broker reads them) from the start of the plan to the
-//! end of the measured window.
+//! The publisher: WebSocket connections sending ticks at a paced aggregate
+//! rate (or as fast as the broker reads them), round robin over the run's
+//! topics, from the start of the plan to the end of the measured window.
+//! tickfan and NATS take every topic on one connection; the other peers
+//! publish to the topic in the path, so they get one connection per topic.
 //!
 //! Pacing is in small batches: every millisecond it sends the ticks that are
 //! due by then, each stamped with its send time in nanoseconds since the
 //! UNIX epoch (`data.t`), which the sample subscribers turn into latency.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -17,6 +20,7 @@ use mio::{Events, Interest, Poll, Token};
 use tickfan::protocol::frame::OpCode;
 
 use crate::plan::{now_unix_ns, Phase, Plan};
+use crate::target::Target;
 use crate::ws::{self, Rng, UpgradeStatus, OP_CLOSE, OP_PING, OP_TEXT};
 
 /// Pacing step: ticks due are sent this often.
@@ -35,9 +39,11 @@ const FLAT_OUT_BATCH: u64 = 64;
 pub struct PublisherConfig {
     pub addr: SocketAddr,
     pub path: String,
-    pub topic: String,
+    pub target: Target,
+    /// Topic names; ticks go to them in turn (round robin).
+    pub topics: Vec<String>,
     pub token: Option<String>,
-    /// Ticks per second; 0 = as fast as the connection takes them.
+    /// Ticks per second over all topics; 0 = as fast as the connections take them.
     pub rate: u64,
     pub setup_deadline: Instant,
 }
@@ -47,42 +53,119 @@ pub struct PublisherConfig {
 pub struct PublisherStats {
     /// Ticks fully handed to the kernel over the whole run.
     pub published_total: u64,
+    /// The same, per topic index.
+    pub published_per_topic: Vec<u64>,
     /// Ticks stamped inside the measured window.
     pub published_window: u64,
     /// Ticks due by the pacing schedule but not sent (the publisher fell behind).
     pub behind_at_end: u64,
-    /// `{"event":"error"}` frames the broker sent back (refused publishes).
+    /// `{"event":"error"}` frames (or NATS `-ERR`) the broker sent back.
     pub error_events: u64,
     /// The first error event, for the report.
     pub first_error: Option<String>,
     pub write_syscalls: u64,
+    /// Publisher connections used (one per topic for peers that publish by path).
+    pub connections: usize,
+}
+
+/// One publisher connection and what is queued on it.
+struct PubConn {
+    stream: TcpStream,
+    out: Vec<u8>,
+    /// Per queued tick: its end offset in the cumulative byte count, its
+    /// topic and whether it is in the window, so a tick counts as published
+    /// only once all its bytes are written.
+    queued: VecDeque<(usize, u32, bool)>,
+    written_total: usize,
+    queued_total: usize,
+    inbuf: Vec<u8>,
+}
+
+impl PubConn {
+    fn pending(&self) -> usize {
+        self.queued_total - self.written_total
+    }
+
+    /// Writes what is queued; `true` if the socket would block.
+    fn write(&mut self, stats: &mut PublisherStats) -> Result<bool, String> {
+        let mut blocked = false;
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => return Err("publisher write returned 0".into()),
+                Ok(n) => {
+                    stats.write_syscalls += 1;
+                    self.out.drain(..n);
+                    self.written_total += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("publisher write: {e}")),
+            }
+        }
+        while let Some(&(end, topic, in_window)) = self.queued.front() {
+            if end > self.written_total {
+                break;
+            }
+            self.queued.pop_front();
+            stats.published_total += 1;
+            stats.published_per_topic[topic as usize] += 1;
+            if in_window {
+                stats.published_window += 1;
+            }
+        }
+        Ok(blocked)
+    }
 }
 
 /// Connects, upgrades, waits for the start and publishes until the window ends.
 pub fn run(config: PublisherConfig, plan: Arc<Plan>) -> Result<PublisherStats, String> {
     let mut rng = Rng::new(now_unix_ns().rotate_left(17));
-    let mut stream = connect_and_upgrade(&config, &mut rng)?;
-    plan.publisher_ready.store(true, Ordering::Release);
-
+    let k = config.topics.len();
+    let paths: Vec<String> = if config.target.one_publisher_connection() {
+        vec![config.target.pub_path(&config.path, "")]
+    } else {
+        config
+            .topics
+            .iter()
+            .map(|t| config.target.pub_path(&config.path, t))
+            .collect()
+    };
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut events = Events::with_capacity(16);
-    poll.registry()
-        .register(
-            &mut stream,
-            Token(0),
-            Interest::READABLE | Interest::WRITABLE,
-        )
-        .map_err(|e| e.to_string())?;
+    let mut conns = Vec::with_capacity(paths.len());
+    for (i, path) in paths.iter().enumerate() {
+        let mut stream = connect_and_upgrade(&config, path, &mut rng)?;
+        poll.registry()
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(MAX_PENDING_BYTES * 2);
+        config.target.publisher_hello(&mut out, &mut rng);
+        conns.push(PubConn {
+            stream,
+            queued_total: out.len(),
+            out,
+            queued: VecDeque::new(),
+            written_total: 0,
+            inbuf: Vec::new(),
+        });
+    }
+    plan.publisher_ready.store(true, Ordering::Release);
+    let mut events = Events::with_capacity(256);
 
-    let mut stats = PublisherStats::default();
-    let mut out: Vec<u8> = Vec::with_capacity(MAX_PENDING_BYTES * 2);
-    // Per queued tick: its end offset in `out` and whether it is in the window,
-    // so a tick counts as published only once all its bytes are written.
-    let mut queued: std::collections::VecDeque<(usize, bool)> = Default::default();
-    let mut written_total = 0usize; // bytes of `out` already drained, cumulative
-    let mut queued_total = 0usize; // bytes ever appended, cumulative
+    let mut stats = PublisherStats {
+        published_per_topic: vec![0; k],
+        connections: conns.len(),
+        ..PublisherStats::default()
+    };
+    // Per-topic counter carried in each tick as `n` (the peers' seq).
+    let mut counters = vec![0u64; k];
     let mut generated = 0u64;
-    let mut inbuf: Vec<u8> = Vec::new();
     let mut scratch = vec![0u8; 64 * 1024];
     let window = loop {
         if let Some(w) = plan.window_unix_ns() {
@@ -93,15 +176,10 @@ pub fn run(config: PublisherConfig, plan: Arc<Plan>) -> Result<PublisherStats, S
         }
         // Answer pings while waiting for the fleet to subscribe.
         let _ = poll.poll(&mut events, Some(Duration::from_millis(5)));
-        read_control(
-            &mut stream,
-            &mut inbuf,
-            &mut scratch,
-            &mut out,
-            &mut queued_total,
-            &mut stats,
-            &mut rng,
-        )?;
+        for conn in conns.iter_mut() {
+            conn.write(&mut stats)?;
+            read_control(conn, &mut scratch, &mut stats, &mut rng, config.target)?;
+        }
     };
     let start = plan.start().unwrap_or_else(Instant::now);
     while Instant::now() < start {
@@ -124,79 +202,53 @@ pub fn run(config: PublisherConfig, plan: Arc<Plan>) -> Result<PublisherStats, S
             }
             break;
         }
-        // Generate what is due (or a batch, flat out) while there is room.
-        let pending = queued_total - written_total;
-        if pending < MAX_PENDING_BYTES {
-            let want = if config.rate > 0 {
-                due_ticks(config.rate, now - start).saturating_sub(generated)
-            } else {
-                FLAT_OUT_BATCH
-            };
-            let room_ticks = ((MAX_PENDING_BYTES - pending) / 150).max(1) as u64;
-            for _ in 0..want.min(room_ticks) {
-                let t = now_unix_ns();
-                let payload = tick_payload(&config.topic, t);
-                let mask = rng.mask();
-                let before = out.len();
-                ws::push_client_frame(&mut out, OpCode::Text, payload.as_bytes(), mask);
-                queued_total += out.len() - before;
-                queued.push_back((queued_total, t >= window.0 && t < window.1));
-                generated += 1;
+        // Generate what is due (or a batch, flat out) while the next
+        // topic's connection has room.
+        let want = if config.rate > 0 {
+            due_ticks(config.rate, now - start).saturating_sub(generated)
+        } else {
+            FLAT_OUT_BATCH
+        };
+        for _ in 0..want {
+            let topic = (generated % k as u64) as usize;
+            let conn = &mut conns[topic % paths.len()];
+            if conn.pending() >= MAX_PENDING_BYTES {
+                break;
             }
+            let t = now_unix_ns();
+            counters[topic] += 1;
+            let data = tick_data(t, counters[topic]);
+            let before = conn.out.len();
+            config
+                .target
+                .push_publish(&mut conn.out, &config.topics[topic], &data, rng.mask());
+            conn.queued_total += conn.out.len() - before;
+            conn.queued.push_back((
+                conn.queued_total,
+                topic as u32,
+                t >= window.0 && t < window.1,
+            ));
+            generated += 1;
         }
         // Write what is queued.
         let mut blocked = false;
-        while !out.is_empty() {
-            match stream.write(&out) {
-                Ok(0) => return Err("publisher write returned 0".into()),
-                Ok(n) => {
-                    stats.write_syscalls += 1;
-                    out.drain(..n);
-                    written_total += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    blocked = true;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("publisher write: {e}")),
-            }
+        for conn in conns.iter_mut() {
+            blocked |= conn.write(&mut stats)?;
+            read_control(conn, &mut scratch, &mut stats, &mut rng, config.target)?;
         }
-        while let Some(&(end, in_window)) = queued.front() {
-            if end > written_total {
-                break;
-            }
-            queued.pop_front();
-            stats.published_total += 1;
-            if in_window {
-                stats.published_window += 1;
-            }
-        }
-        read_control(
-            &mut stream,
-            &mut inbuf,
-            &mut scratch,
-            &mut out,
-            &mut queued_total,
-            &mut stats,
-            &mut rng,
-        )?;
         if blocked || config.rate > 0 {
             // Paced: sleep to the next step. Blocked: wait for writable.
-            let timeout = if blocked {
-                Duration::from_millis(1)
-            } else {
-                PACE_STEP
-            };
             if blocked {
-                let _ = poll.poll(&mut events, Some(timeout));
+                let _ = poll.poll(&mut events, Some(Duration::from_millis(1)));
             } else {
-                std::thread::sleep(timeout);
+                std::thread::sleep(PACE_STEP);
             }
         }
     }
-    let _ = stream.write(&ws_close(&mut rng));
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    for conn in conns.iter_mut() {
+        let _ = conn.stream.write(&ws_close(&mut rng));
+        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+    }
     Ok(stats)
 }
 
@@ -205,10 +257,11 @@ fn due_ticks(rate: u64, elapsed: Duration) -> u64 {
     (elapsed.as_nanos() * rate as u128 / 1_000_000_000) as u64
 }
 
-/// The `pub` op for one tick: ~100 bytes of quote data stamped with `t`.
-pub fn tick_payload(topic: &str, t: u64) -> String {
+/// One tick's JSON: ~100 bytes of quote data stamped with its send time `t`
+/// (ns since the UNIX epoch) and its topic's counter `n`.
+pub fn tick_data(t: u64, n: u64) -> String {
     format!(
-        "{{\"op\":\"pub\",\"topic\":\"{topic}\",\"data\":{{\"sym\":\"AAPL\",\"bid\":189.21,\"ask\":189.23,\"bsz\":300,\"asz\":200,\"t\":{t}}}}}"
+        "{{\"sym\":\"AAPL\",\"bid\":189.21,\"ask\":189.23,\"bsz\":300,\"asz\":200,\"t\":{t},\"n\":{n}}}"
     )
 }
 
@@ -220,7 +273,11 @@ fn ws_close(rng: &mut Rng) -> Vec<u8> {
 
 /// Connects with a blocking socket (bounded by the setup deadline), upgrades,
 /// then turns the socket non-blocking for the run.
-fn connect_and_upgrade(config: &PublisherConfig, rng: &mut Rng) -> Result<TcpStream, String> {
+fn connect_and_upgrade(
+    config: &PublisherConfig,
+    path: &str,
+    rng: &mut Rng,
+) -> Result<TcpStream, String> {
     let left = config
         .setup_deadline
         .saturating_duration_since(Instant::now())
@@ -234,14 +291,17 @@ fn connect_and_upgrade(config: &PublisherConfig, rng: &mut Rng) -> Result<TcpStr
     let mut s = std_stream;
     let req = ws::upgrade_request(
         &config.addr.to_string(),
-        &config.path,
+        path,
         config.token.as_deref(),
+        config.target.subprotocol(),
         rng,
     );
     s.write_all(&req.bytes)
         .map_err(|e| format!("publisher handshake: {e}"))?;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
+    let mut chunk = [0u8; 1];
+    // Byte by byte up to the end of the head: a peer may send frames right
+    // behind it (NATS sends INFO), and those belong to the run's reader.
     loop {
         let n = s
             .read(&mut chunk)
@@ -253,8 +313,6 @@ fn connect_and_upgrade(config: &PublisherConfig, rng: &mut Rng) -> Result<TcpStr
         match ws::check_upgrade_response(&buf, &req.expected_accept) {
             UpgradeStatus::Partial => continue,
             UpgradeStatus::Refused(r) => return Err(format!("publisher handshake: {r}")),
-            // Nothing is sent to a publisher before it speaks, so no frame
-            // bytes can follow the head here.
             UpgradeStatus::Accepted(_) => break,
         }
     }
@@ -262,50 +320,59 @@ fn connect_and_upgrade(config: &PublisherConfig, rng: &mut Rng) -> Result<TcpStr
     Ok(TcpStream::from_std(s))
 }
 
-/// Reads what the broker sent the publisher: answers pings, counts errors.
+/// Reads what the broker sent a publisher connection: answers pings,
+/// counts errors, drops the echo of its own ticks (peers that publish by
+/// path also subscribe the publisher).
 fn read_control(
-    stream: &mut TcpStream,
-    inbuf: &mut Vec<u8>,
+    conn: &mut PubConn,
     scratch: &mut [u8],
-    out: &mut Vec<u8>,
-    queued_total: &mut usize,
     stats: &mut PublisherStats,
     rng: &mut Rng,
+    target: Target,
 ) -> Result<(), String> {
     loop {
-        match stream.read(scratch) {
+        match conn.stream.read(scratch) {
             Ok(0) => return Err("broker closed the publisher connection".into()),
-            Ok(n) => inbuf.extend_from_slice(&scratch[..n]),
+            Ok(n) => conn.inbuf.extend_from_slice(&scratch[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("publisher read: {e}")),
         }
     }
     let mut pos = 0;
-    while let Some(frame) = ws::server_frame(&inbuf[pos..]).map_err(str::to_string)? {
+    let mut replies = Vec::new();
+    while let Some(frame) = ws::server_frame(&conn.inbuf[pos..]).map_err(str::to_string)? {
         let end = pos + frame.header_len + frame.payload_len;
-        if end > inbuf.len() {
+        if end > conn.inbuf.len() {
             break;
         }
-        let payload = &inbuf[pos + frame.header_len..end];
+        let payload = &conn.inbuf[pos + frame.header_len..end];
+        let error = match (target, frame.opcode) {
+            (Target::Tickfan, OP_TEXT) => payload.starts_with(b"{\"event\":\"error\""),
+            (Target::Nats, _) => payload.starts_with(b"-ERR"),
+            _ => false,
+        };
+        if error {
+            stats.error_events += 1;
+            if stats.first_error.is_none() {
+                stats.first_error = Some(String::from_utf8_lossy(payload).into_owned());
+            }
+        }
         match frame.opcode {
-            OP_TEXT if payload.starts_with(b"{\"event\":\"error\"") => {
-                stats.error_events += 1;
-                if stats.first_error.is_none() {
-                    stats.first_error = Some(String::from_utf8_lossy(payload).into_owned());
-                }
-            }
-            OP_PING => {
-                let before = out.len();
-                ws::push_client_frame(out, OpCode::Pong, payload, rng.mask());
-                *queued_total += out.len() - before;
-            }
+            OP_PING => ws::push_client_frame(&mut replies, OpCode::Pong, payload, rng.mask()),
             OP_CLOSE => return Err("broker closed the publisher connection".into()),
+            // NATS pings in its own protocol; the publisher sees only
+            // INFO, PING and errors, each in a frame of its own.
+            _ if target == Target::Nats && payload.starts_with(b"PING\r\n") => {
+                ws::push_client_frame(&mut replies, OpCode::Binary, b"PONG\r\n", rng.mask())
+            }
             _ => {}
         }
         pos = end;
     }
-    inbuf.drain(..pos);
+    conn.inbuf.drain(..pos);
+    conn.queued_total += replies.len();
+    conn.out.extend_from_slice(&replies);
     Ok(())
 }
 
@@ -315,11 +382,11 @@ mod tests {
 
     #[test]
     fn tick_data_is_about_100_bytes_of_json() {
-        let payload = tick_payload("T", 1_732_190_000_123_456_789);
-        let value: serde_json::Value = serde_json::from_str(&payload).unwrap();
-        let data = serde_json::to_string(&value["data"]).unwrap();
+        let data = tick_data(1_732_190_000_123_456_789, 123_456);
+        let value: serde_json::Value = serde_json::from_str(&data).unwrap();
         assert!((80..=110).contains(&data.len()), "{}", data.len());
-        assert_eq!(value["data"]["t"], 1_732_190_000_123_456_789u64);
+        assert_eq!(value["t"], 1_732_190_000_123_456_789u64);
+        assert_eq!(value["n"], 123_456);
     }
 
     #[test]

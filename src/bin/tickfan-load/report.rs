@@ -10,19 +10,52 @@ use crate::fleet::FleetStats;
 use crate::perf::SyscallCounts;
 use crate::procfs::{CpuShare, ProcDelta};
 use crate::publisher::PublisherStats;
+use crate::topics;
+
+/// DESIGN.md's batched-write ceiling on these machines (64 ticks per
+/// `writev`), the denominator of "percent of ceiling".
+pub const CEILING_TICKS_PER_S: f64 = 9.5e6;
 
 /// The run's settings as the report states them.
 #[derive(Debug, Clone)]
 pub struct RunInfo {
+    pub label: String,
+    pub target: String,
     pub subscribers_requested: usize,
+    pub longpoll_requested: usize,
+    pub topics: usize,
+    pub topics_per_subscriber: usize,
+    pub publisher_connections: usize,
     pub threads: usize,
-    pub rate: u64,
+    /// Ticks/s requested; 0 = flat out; `None` = nothing published.
+    pub rate: Option<u64>,
     pub warmup_s: f64,
     pub duration_s: f64,
     pub drain_s: f64,
     pub topic: String,
     pub data_bytes: usize,
     pub addr: String,
+    /// The broker's RSS before any client connected.
+    pub broker_rss_before_kib: Option<u64>,
+    /// TCP socket memory machine-wide, pages, before setup and at window end.
+    pub tcp_mem_pages: Option<(u64, u64)>,
+}
+
+/// The figures one transport's fleet adds to the report.
+fn transport_json(f: &FleetStats, d: f64) -> Value {
+    json!({
+        "clients": f.subscribed,
+        "failed": f.failed,
+        "delivered_window": f.ticks_window,
+        "delivered_per_s": f.ticks_window as f64 / d,
+        "bytes_received_window": f.bytes_window,
+        "bytes_sent_window": f.bytes_sent_window,
+        "wire_bytes_per_tick": per((f.bytes_window + f.bytes_sent_window) as f64, f.ticks_window as f64),
+        "requests": f.requests,
+        "empty_answers": f.empty_answers,
+        "gap_answers": f.gap_events,
+        "server_closes_or_reconnects": f.server_closes,
+    })
 }
 
 /// Every figure of one run.
@@ -42,9 +75,11 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 
 impl Report {
     /// Derives the figures from the raw counters.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         info: &RunInfo,
-        fleet: &FleetStats,
+        ws: &FleetStats,
+        lp: &FleetStats,
         publisher: &PublisherStats,
         broker: Option<&ProcDelta>,
         syscalls: Option<&SyscallCounts>,
@@ -52,10 +87,29 @@ impl Report {
         cpus: &[CpuShare],
     ) -> Self {
         let d = info.duration_s;
+        let mut all = FleetStats::new(ws.subs_per_topic.len());
+        all.merge(ws);
+        all.merge(lp);
+        let fleet = &all;
         let delivered_per_s = fleet.ticks_window as f64 / d;
-        let expected = publisher.published_total as f64 * fleet.subscribed as f64;
+        let expected = topics::expected(&publisher.published_per_topic, &fleet.subs_per_topic);
         let ratio = per(fleet.ticks_total as f64, expected);
-        let bytes_per_tick = per(fleet.bytes_window as f64, fleet.ticks_window as f64);
+        // Bytes on the wire per tick: what clients received, plus what
+        // long-poll clients sent (their requests); TCP/IP headers not counted.
+        let bytes_per_tick = per(
+            (fleet.bytes_window + fleet.bytes_sent_window) as f64,
+            fleet.ticks_window as f64,
+        );
+        let pct_of_ceiling = delivered_per_s / CEILING_TICKS_PER_S * 100.0;
+        let connections = fleet.subscribed;
+        let rss_growth_kib = broker
+            .and_then(|b| b.rss_kib)
+            .zip(info.broker_rss_before_kib)
+            .map(|(a, b)| a.saturating_sub(b));
+        let rss_per_conn_kib = rss_growth_kib.and_then(|g| per(g as f64, connections as f64));
+        let tcp_kib_per_conn = info
+            .tcp_mem_pages
+            .and_then(|(b, a)| per(a.saturating_sub(b) as f64 * 4.0, connections as f64));
         let h = &fleet.sample.latency_ns;
         let pct = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
         let (p50, p90, p99, p999, pmax) = (
@@ -91,6 +145,12 @@ impl Report {
 
         let json = json!({
             "run": {
+                "label": info.label,
+                "target": info.target,
+                "longpoll_requested": info.longpoll_requested,
+                "topics": info.topics,
+                "topics_per_subscriber": info.topics_per_subscriber,
+                "publisher_connections": info.publisher_connections,
                 "addr": info.addr,
                 "topic": info.topic,
                 "subscribers_requested": info.subscribers_requested,
@@ -118,11 +178,15 @@ impl Report {
                 "expected_total": expected,
                 "ratio": ratio,
                 "bytes_per_tick": bytes_per_tick,
+                "pct_of_ceiling": pct_of_ceiling,
+                "ceiling_ticks_per_s": CEILING_TICKS_PER_S,
                 "read_syscalls": fleet.read_syscalls,
                 "error_events": fleet.error_events,
                 "server_closes": fleet.server_closes,
                 "pongs_sent": fleet.pongs_sent,
             },
+            "websocket": transport_json(ws, d),
+            "longpoll": transport_json(lp, d),
             "sample": {
                 "subscribers": fleet.sample.subscribers,
                 "ticks": fleet.sample.ticks,
@@ -142,6 +206,9 @@ impl Report {
                 "busiest_thread": broker_busiest.as_ref().map(|t| t.0.clone()),
                 "busiest_thread_pct": broker_busiest.as_ref().map(|t| t.1 / d * 100.0),
                 "rss_mib": broker_rss_mib,
+                "runqueue_wait_pct": b.runqueue_wait_secs / d * 100.0,
+                "rss_before_mib": info.broker_rss_before_kib.map(|k| k as f64 / 1024.0),
+                "rss_kib_per_connection": rss_per_conn_kib,
                 "write_syscalls": broker_writes,
                 "write_syscalls_source": writes_source,
                 "syscalls": syscalls.map(|c| json!({
@@ -154,6 +221,7 @@ impl Report {
             "loadgen": loadgen.map(|l| json!({
                 "cpu_s": l.cpu_secs,
                 "cpu_pct": loadgen_cpu_pct,
+                "runqueue_wait_pct": l.runqueue_wait_secs / d * 100.0,
                 "busiest_thread": loadgen_busiest.as_ref().map(|t| t.0.clone()),
                 "busiest_thread_pct": loadgen_busiest.as_ref().map(|t| t.1 / d * 100.0),
             })),
@@ -162,6 +230,7 @@ impl Report {
                 "system_pct": c.system_pct, "softirq_pct": c.softirq_pct, "steal_pct": c.steal_pct,
             })).collect::<Vec<_>>(),
             "other_processes_cpu_pct": other_pct,
+            "tcp_buffer_kib_per_connection": tcp_kib_per_conn,
             "failures": fleet.failures,
             "publisher_first_error": publisher.first_error,
         });
@@ -169,18 +238,32 @@ impl Report {
         let mut t = String::new();
         let mut row = |k: &str, v: String| t.push_str(&format!("  {k:<34} {v}\n"));
         row(
-            "subscribers (ok / failed)",
+            "WebSocket subscribers (ok / failed)",
             format!(
-                "{} / {}  (threads {})",
-                fleet.subscribed, fleet.failed, info.threads
+                "{} / {}  (threads {}, {} topic(s), {} per subscriber)",
+                ws.subscribed, ws.failed, info.threads, info.topics, info.topics_per_subscriber
             ),
         );
+        if info.longpoll_requested > 0 {
+            row(
+                "long-poll clients (ok / failed)",
+                format!(
+                    "{} / {}  ({} requests, {} empty answers, {} reconnects, {} gap answers)",
+                    lp.subscribed,
+                    lp.failed,
+                    lp.requests,
+                    lp.empty_answers,
+                    lp.server_closes,
+                    lp.gap_events
+                ),
+            );
+        }
         row(
             "rate requested",
-            if info.rate == 0 {
-                "flat out".into()
-            } else {
-                format!("{} ticks/s", info.rate)
+            match info.rate {
+                None => "nothing published (idle)".into(),
+                Some(0) => "flat out".into(),
+                Some(r) => format!("{r} ticks/s over {} topic(s)", info.topics),
             },
         );
         row(
@@ -206,7 +289,13 @@ impl Report {
         );
         row(
             "delivered in window",
-            format!("{}  = {:.0} ticks/s", fleet.ticks_window, delivered_per_s),
+            format!(
+                "{}  = {:.0} ticks/s = {:.3}% of the {:.1}M ticks/s ceiling",
+                fleet.ticks_window,
+                delivered_per_s,
+                pct_of_ceiling,
+                CEILING_TICKS_PER_S / 1e6
+            ),
         );
         row(
             "delivery ratio (run)",
@@ -239,7 +328,18 @@ impl Report {
                 fmt_opt(pmax, 0)
             ),
         );
-        row("bytes per delivered tick", fmt_opt(bytes_per_tick, 1));
+        row(
+            "wire bytes per delivered tick",
+            format!(
+                "{}  (received{})",
+                fmt_opt(bytes_per_tick, 1),
+                if fleet.bytes_sent_window > 0 {
+                    " + long-poll requests"
+                } else {
+                    ""
+                }
+            ),
+        );
         if fleet.error_events + fleet.server_closes + publisher.error_events > 0 {
             row(
                 "errors (sub events / closes / pub)",
@@ -264,6 +364,13 @@ impl Report {
                 ),
             );
             row(
+                "broker waited for a CPU",
+                format!(
+                    "{:.0}% of the window (runnable, not running: other processes' share)",
+                    b.runqueue_wait_secs / d * 100.0
+                ),
+            );
+            row(
                 "broker CPU per 1k delivered",
                 format!("{} µs", fmt_opt(broker_us_per_1k, 2)),
             );
@@ -275,7 +382,15 @@ impl Report {
                     fmt_opt(per_write, 1)
                 ),
             );
-            row("broker RSS", format!("{} MiB", fmt_opt(broker_rss_mib, 1)));
+            row(
+                "broker RSS",
+                format!(
+                    "{} MiB (before setup {} MiB; {} KiB per connection)",
+                    fmt_opt(broker_rss_mib, 1),
+                    fmt_opt(info.broker_rss_before_kib.map(|k| k as f64 / 1024.0), 1),
+                    fmt_opt(rss_per_conn_kib, 2)
+                ),
+            );
         }
         if let Some(l) = loadgen {
             row(
@@ -299,6 +414,12 @@ impl Report {
                     "{:.0}%  (user {:.0}, sys {:.0}, softirq {:.0}, steal {:.0})",
                     c.busy_pct, c.user_pct, c.system_pct, c.softirq_pct, c.steal_pct
                 ),
+            );
+        }
+        if let Some(k) = tcp_kib_per_conn {
+            row(
+                "TCP buffer memory per client",
+                format!("{k:.2} KiB (queued data, both ends; /proc/net/sockstat mem)"),
             );
         }
         if let Some(other) = other_pct {

@@ -48,11 +48,13 @@ pub struct UpgradeRequest {
 }
 
 /// Builds the opening handshake request for `path` on `host` (§4.1),
-/// offering the `tickfan.v1` subprotocol and a bearer token if given.
+/// offering `protocol` (tickfan's `tickfan.v1`; the peers take none) and a
+/// bearer token if given.
 pub fn upgrade_request(
     host: &str,
     path: &str,
     token: Option<&str>,
+    protocol: Option<&str>,
     rng: &mut Rng,
 ) -> UpgradeRequest {
     use base64::Engine;
@@ -62,9 +64,13 @@ pub fn upgrade_request(
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let mut text = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: tickfan.v1\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
     );
+    if let Some(protocol) = protocol {
+        text.push_str("Sec-WebSocket-Protocol: ");
+        text.push_str(protocol);
+        text.push_str("\r\n");
+    }
     if let Some(token) = token {
         text.push_str("Authorization: Bearer ");
         text.push_str(token);
@@ -128,6 +134,7 @@ pub struct ServerFrame {
 
 /// Opcode bits of the frames the fleet acts on.
 pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 
@@ -219,7 +226,7 @@ mod tests {
     #[test]
     fn handshake_round_trip_against_the_crate_response() {
         let mut rng = Rng::new(42);
-        let req = upgrade_request("127.0.0.1:1", "/ws", None, &mut rng);
+        let req = upgrade_request("127.0.0.1:1", "/ws", None, Some("tickfan.v1"), &mut rng);
         let mut response = Vec::new();
         tickfan::protocol::handshake::write_switching_protocols(
             &mut response,
