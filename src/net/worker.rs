@@ -39,9 +39,11 @@ pub const WAKER: Token = Token(usize::MAX - 1);
 /// The shared scratch buffer every read goes into first.
 const SCRATCH_BYTES: usize = 64 * 1024;
 
-/// Deliveries taken from the mailbox per loop turn before the worker looks
-/// at its sockets again, so a publish flood cannot starve reads.
-const MAILBOX_BUDGET: usize = 16 * 1024;
+/// Fan-out work (ticks times the local subscribers they reach) done per
+/// loop turn before the worker writes and looks at its sockets again: with
+/// 10,000 subscribers a turn handles ~25 ticks, with 10 subscribers ~25,000,
+/// so a publish flood can neither starve reads nor hold every write back.
+const FANOUT_BUDGET: usize = 256 * 1024;
 
 /// How long accepting pauses after the process ran out of file descriptors,
 /// so a full table does not spin the loop on a listener that stays ready.
@@ -332,9 +334,12 @@ impl Worker {
     /// Hands the mailbox's ticks to local subscribers' queues.
     fn drain_mailbox(&mut self, now: Instant) {
         self.mail_waiting = false;
-        for _ in 0..MAILBOX_BUDGET {
+        let mut work = 0;
+        while work < FANOUT_BUDGET {
             match self.inbox.try_take() {
-                Some(Delivery::Tick(tick)) => self.deliver(tick, now),
+                // At least one unit per tick, so ticks nobody here wants
+                // are budgeted too.
+                Some(Delivery::Tick(tick)) => work += self.deliver(tick, now).max(1),
                 None => return,
             }
         }
@@ -343,7 +348,8 @@ impl Worker {
 
     /// Queues a tick for every local subscriber of its topic: a reference
     /// to the one shared frame each, no copy.
-    fn deliver(&mut self, tick: Tick, now: Instant) {
+    /// Returns how many subscribers the tick reached (or was held for).
+    fn deliver(&mut self, tick: Tick, now: Instant) -> usize {
         let Worker {
             local,
             connections,
@@ -354,7 +360,7 @@ impl Worker {
             ..
         } = self;
         let Some(topic) = local.get_mut(tick.topic) else {
-            return; // the last local subscriber left while it was in flight
+            return 0; // the last local subscriber left while it was in flight
         };
         topic.last_seq = topic.last_seq.max(tick.seq);
         for subscriber in topic.subscribers.iter_mut() {
@@ -385,6 +391,7 @@ impl Worker {
                 dirty.push(subscriber.connection);
             }
         }
+        topic.subscribers.len()
     }
 
     fn enqueue_held(&mut self, token: Token, tick: Tick, now: Instant) {
