@@ -60,6 +60,11 @@ impl Mailbox {
         self.sleeping.swap(false, Ordering::SeqCst)
     }
 
+    /// Deliveries waiting for the worker.
+    pub fn backlog(&self) -> usize {
+        self.sender.len()
+    }
+
     /// Wakes the worker (a syscall: call it outside any lock).
     pub fn wake(&self) {
         let _ = self.waker.wake();

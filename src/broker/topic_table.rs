@@ -126,6 +126,16 @@ impl TopicTable {
         self.topic_count.load(Ordering::Relaxed)
     }
 
+    /// The longest backlog of any worker's mailbox: publishers pause while
+    /// it is long, so a publisher faster than fan-out cannot grow memory.
+    pub fn mailbox_backlog(&self) -> usize {
+        self.mailboxes
+            .iter()
+            .map(Mailbox::backlog)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The mailbox of worker `worker`.
     pub fn mailbox(&self, worker: usize) -> &Mailbox {
         &self.mailboxes[worker]

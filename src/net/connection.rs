@@ -12,7 +12,7 @@ mod http_routes;
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use prometheus::local::LocalHistogram;
@@ -38,6 +38,14 @@ use crate::protocol::handshake::{accept_key, upgrade_request, write_switching_pr
 /// Reads per readiness event before the connection yields to the others
 /// (it is then re-queued by the worker, as no new edge will come).
 const READS_PER_TURN: usize = 16;
+
+/// Ticks waiting in a worker's mailbox past which connections that may
+/// publish stop being read: backpressure that reaches the publisher through
+/// TCP instead of unbounded mailboxes.
+const MAILBOX_BACKLOG_LIMIT: usize = 64 * 1024;
+
+/// How long a paused publisher waits before the backlog is looked at again.
+const PUBLISH_PAUSE: Duration = Duration::from_millis(2);
 
 /// Whether the worker keeps the connection after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +115,9 @@ pub struct Connection {
     /// Bytes an HTTP request with a body needs in all (head + body), so the
     /// read buffer grows to it at once.
     http_wanted: usize,
+    /// Reading is paused until then: mailboxes are backed up and this
+    /// connection may publish.
+    read_paused_until: Option<Instant>,
     /// `pending` holds input that arrived while a long-poll was held and
     /// must be acted on before reading more (no readiness edge will come).
     pending_unprocessed: bool,
@@ -132,6 +143,7 @@ impl Connection {
             transport: Transport::Http,
             http_wanted: 0,
             pending_unprocessed: false,
+            read_paused_until: None,
             timer_at: None,
         }
     }
@@ -192,6 +204,19 @@ impl Connection {
         self.read_unfinished && self.queued_bytes() < settings.out_pause_bytes()
     }
 
+    /// Whether input on this connection may turn into publishes: an HTTP
+    /// request (`POST /publish`) or a WebSocket session with publish rights.
+    fn may_publish(&self) -> bool {
+        match &self.phase {
+            Phase::Http => true,
+            Phase::WebSocket {
+                endpoint: Endpoint::PubSub(session),
+                ..
+            } => session.can_publish(),
+            _ => false,
+        }
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.out.len()
@@ -201,6 +226,13 @@ impl Connection {
     pub fn on_readable(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         self.read_unfinished = false;
         let now = ctx.now;
+        if self.read_paused_until.is_some() {
+            return Verdict::Keep; // resumed by its deadline
+        }
+        if self.may_publish() && ctx.table.mailbox_backlog() > MAILBOX_BACKLOG_LIMIT {
+            self.read_paused_until = Some(now + PUBLISH_PAUSE);
+            return Verdict::Keep;
+        }
         if std::mem::take(&mut self.pending_unprocessed) {
             let mut input = std::mem::take(&mut self.pending);
             let verdict = self.process(&mut input, ctx);
@@ -564,6 +596,12 @@ impl Connection {
 
     /// When this connection next needs the worker's attention without I/O.
     pub fn deadline(&self, settings: &Settings) -> Instant {
+        let phase = self.phase_deadline(settings);
+        self.read_paused_until
+            .map_or(phase, |until| until.min(phase))
+    }
+
+    fn phase_deadline(&self, settings: &Settings) -> Instant {
         match &self.phase {
             Phase::Http => self.phase_since + settings.handshake_timeout,
             Phase::WebSocket { endpoint, .. } => {
@@ -589,7 +627,12 @@ impl Connection {
     /// Acts on a passed deadline: pings a quiet peer, closes a silent one,
     /// and ends handshakes and closing handshakes that take too long.
     pub fn on_deadline(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
-        if ctx.now < self.deadline(ctx.settings) {
+        if self.read_paused_until.is_some_and(|until| ctx.now >= until) {
+            // Look at the backlog again (the worker re-reads us).
+            self.read_paused_until = None;
+            self.read_unfinished = true;
+        }
+        if ctx.now < self.phase_deadline(ctx.settings) {
             return Verdict::Keep;
         }
         match self.phase {

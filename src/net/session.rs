@@ -51,6 +51,11 @@ impl Session {
         }
     }
 
+    /// Whether the client presented a publisher token (or publishing is open).
+    pub fn can_publish(&self) -> bool {
+        self.rights.publish
+    }
+
     /// Whether the connection has subscriptions (and so wants heartbeats).
     pub fn has_topics(&self) -> bool {
         !self.topics.is_empty()
