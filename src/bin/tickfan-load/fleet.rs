@@ -8,7 +8,7 @@
 //! the load generator's own write/read path, independent of the broker's.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,9 +18,9 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::Deserialize;
-use socket2::{Domain, Protocol, Socket, Type};
 use tickfan::protocol::frame::OpCode;
 
+use crate::dial::{dial, is_sample};
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::{nats_item, NatsItem, Target};
 use crate::topics::Topics;
@@ -330,8 +330,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                         token,
                         Interest::READABLE | Interest::WRITABLE,
                     )?;
-                    let is_sample = global % config.sample_stride == 0
-                        && global / config.sample_stride < config.sample_count;
+                    let is_sample = is_sample(global, config.sample_stride, config.sample_count);
                     if is_sample {
                         stats.sample.subscribers += 1;
                     }
@@ -423,22 +422,11 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
 /// Starts a non-blocking connect for global subscriber `global`, from the
 /// source address its index selects when the fleet spreads over several.
 fn connect(config: &FleetConfig, global: usize) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nodelay(true)?;
-    socket.set_nonblocking(true)?;
-    if let Some(per_ip) = config.per_source_ip {
-        // 127.0.0.1, 127.0.0.2, ...: each source address has its own
-        // ephemeral port range, so the fleet is not capped at ~28k ports.
-        let n = (global / per_ip) as u32 + 1;
-        let ip = IpAddr::from((0x7F00_0000u32 + n).to_be_bytes());
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    match socket.connect(&config.addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
+    // 127.0.0.1, 127.0.0.2, ... past `per_source_ip` clients each.
+    let source = config
+        .per_source_ip
+        .map(|per_ip| (global / per_ip) as u32 + 1);
+    dial(config.addr, source)
 }
 
 /// Handles one readiness event; `Err` closes the connection with a reason.
@@ -598,12 +586,7 @@ fn consume(
         if peer_tick && sub.sample.is_none() && matches!(sub.state, State::Open) {
             // Every message of these peers is a tick: count it unread.
             count_tick(ctx);
-            if frame_end <= buf.len() {
-                pos = frame_end;
-            } else {
-                sub.skip = frame_end - buf.len();
-                pos = buf.len();
-            }
+            pos = skip_to(sub, frame_end, buf.len());
             continue;
         }
         if frame.opcode == OP_TEXT && sub.sample.is_none() && config.target == Target::Tickfan {
@@ -615,12 +598,7 @@ fn consume(
             }
             if buf[payload_at..payload_at + look] == *TICK_PREFIX {
                 count_tick(ctx);
-                if frame_end <= buf.len() {
-                    pos = frame_end;
-                } else {
-                    sub.skip = frame_end - buf.len();
-                    pos = buf.len();
-                }
+                pos = skip_to(sub, frame_end, buf.len());
                 continue;
             }
         }
@@ -819,4 +797,15 @@ fn on_text(
     }
     record_latency(tick.data.t, ctx);
     Ok(())
+}
+
+/// Moves past a counted frame that ends at `frame_end`: when it runs past
+/// the buffer (`buffered` bytes), the rest is skipped as it arrives.
+fn skip_to(sub: &mut Sub, frame_end: usize, buffered: usize) -> usize {
+    if frame_end <= buffered {
+        frame_end
+    } else {
+        sub.skip = frame_end - buffered;
+        buffered
+    }
 }

@@ -12,7 +12,7 @@
 //! same cursor and counted.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::Deserialize;
-use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::dial::{dial, is_sample};
 use crate::fleet::{FleetStats, TickData};
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::{PollCursor, Target};
@@ -119,8 +119,7 @@ pub fn run(config: PollConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                         token,
                         Interest::READABLE | Interest::WRITABLE,
                     )?;
-                    let sample = global % config.sample_stride == 0
-                        && global / config.sample_stride < config.sample_count;
+                    let sample = is_sample(global, config.sample_stride, config.sample_count);
                     if sample {
                         stats.sample.subscribers += 1;
                     }
@@ -233,21 +232,11 @@ struct Reopen;
 
 /// Starts a non-blocking connect for client `global`.
 fn connect(config: &PollConfig, global: usize) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nodelay(true)?;
-    socket.set_nonblocking(true)?;
-    if let Some(per_ip) = config.per_source_ip {
-        // Past the WebSocket fleet's addresses: 127.0.0.101 and up.
-        let n = (global / per_ip) as u32 + 101;
-        let ip = IpAddr::from((0x7F00_0000u32 + n).to_be_bytes());
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    match socket.connect(&config.addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
+    // Past the WebSocket fleet's addresses: 127.0.0.101 and up.
+    let source = config
+        .per_source_ip
+        .map(|per_ip| (global / per_ip) as u32 + 101);
+    dial(config.addr, source)
 }
 
 fn on_event(

@@ -10,6 +10,7 @@
 //! setup is bounded by `--setup-timeout`, the run by warmup + duration +
 //! drain, and a watchdog exits the process if a thread overstays.
 
+mod dial;
 mod fleet;
 mod longpoll;
 mod perf;
