@@ -2,6 +2,7 @@
 //! connections. Decisions about bytes are delegated to `protocol`, `http`
 //! and `broker`.
 
+pub mod buffer_pool;
 pub mod connection;
 pub mod context;
 pub mod listener;

@@ -17,6 +17,7 @@ use std::io::{self, IoSlice, Write};
 
 use crate::broker::tick::{Tick, TopicId};
 use crate::config::SlowConsumerPolicy;
+use crate::net::buffer_pool;
 use crate::protocol::frame::{write_frame, OpCode};
 
 /// Slices per `writev`. Linux allows 1024; 256 already amortises the
@@ -76,6 +77,13 @@ impl Chunk {
         match self {
             Chunk::Owned { ticks, .. } => *ticks,
             Chunk::Tick(..) => 1,
+        }
+    }
+
+    /// Hands an owned buffer back to the worker's pool for the next turn.
+    fn recycle(self) {
+        if let Chunk::Owned { bytes, .. } = self {
+            buffer_pool::give(bytes);
         }
     }
 }
@@ -141,7 +149,7 @@ impl OutQueue {
     fn append_counted(&mut self, ticks_added: usize, write: impl FnOnce(&mut Vec<u8>)) {
         if !matches!(self.chunks.back(), Some(Chunk::Owned { .. })) {
             self.chunks.push_back(Chunk::Owned {
-                bytes: Vec::with_capacity(OWNED_CHUNK_START_BYTES),
+                bytes: buffer_pool::take(OWNED_CHUNK_START_BYTES),
                 ticks: 0,
             });
         }
@@ -292,7 +300,9 @@ impl OutQueue {
     pub fn clear(&mut self) {
         let keep_partial = self.front_sent > 0;
         while self.chunks.len() > usize::from(keep_partial) {
-            self.chunks.pop_back();
+            if let Some(chunk) = self.chunks.pop_back() {
+                chunk.recycle();
+            }
         }
         self.pending = self
             .chunks
@@ -350,7 +360,16 @@ impl OutQueue {
             self.front_sent = 0;
             if let Some(chunk) = self.chunks.pop_front() {
                 written.ticks += chunk.ticks();
+                chunk.recycle();
             }
+        }
+    }
+}
+
+impl Drop for OutQueue {
+    fn drop(&mut self) {
+        for chunk in self.chunks.drain(..) {
+            chunk.recycle();
         }
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
+use super::buffer_pool;
 use super::connection::{Connection, Verdict};
 use super::context::{Ctx, WorkerStats};
 use super::listener::configure_accepted;
@@ -504,6 +505,7 @@ impl Worker {
         if reclaimed > 0 {
             tracing::debug!(worker = self.id, reclaimed, "reclaimed idle topics");
         }
+        buffer_pool::trim();
         let (s, before) = (self.stats, self.logged_stats);
         if (s.conflated, s.dropped, s.slow_disconnects)
             != (before.conflated, before.dropped, before.slow_disconnects)
