@@ -6,7 +6,9 @@
 # SCENARIO:
 #   broadcast       1 topic, 100 / 1,000 / 10,000 WebSocket subscribers, ~100-byte
 #                   ticks: the highest publish rate with delivery >= 0.999 (flat-out
-#                   run, then a short bounded bisection), then a run at 50% of it
+#                   run, then a short bounded bisection), then a run at 50% of it;
+#                   with several TARGETS, each peer and tickfan also run at half
+#                   the lower of their two maxima ("same-rate vs PEER" rows)
 #   ws-vs-longpoll  100 topics, 1,000 clients on one topic each, 10 ticks/s per topic
 #                   (1,000 ticks/s aggregate), over WebSocket then long-poll; then the
 #                   highest aggregate rate each sustains with delivery >= 0.999
@@ -14,8 +16,8 @@
 #                   broker RSS per connection and idle CPU over 10 s
 #   market          2,000 symbols, 5,000 subscribers with 20 Zipf-chosen symbols
 #                   each, 20,000 ticks/s aggregate (round robin over the symbols)
-#   peers           broadcast at 1,000 subscribers for tickfan and the peers, and
-#                   ws-vs-longpoll for tickfan and nchan, side by side
+#   peers           broadcast at 1,000 subscribers for tickfan and the peers (with
+#                   the same-rate runs), and ws-vs-longpoll for tickfan and nchan
 #
 # Builds release; starts tickfan (one worker) and/or the peers
 # (../shared/peers/peers.sh, or $PEERS_DIR/peers.sh; `install` first if missing);
@@ -33,6 +35,7 @@
 #   SEARCH_STEPS=5         search runs after the flat-out one
 #   IDLE_CONNS=15000  MARKET_SUBS=5000  MARKET_TOPICS=2000  MARKET_RATE=20000
 #   PEER_WORKERS=1         (nchan stays at its config's worker_processes 1)
+#   PACED_FLUSH_MS=10      tickfan's --flush-interval-ms in the paced same-rate runs
 #   NICE=N                 run broker and tickfan-load at nice N (root: e.g. -5)
 # The machine has 2 cores and may be shared: every run records the other
 # processes' CPU ("other_processes_cpu_pct"); treat figures as noisy.
@@ -118,11 +121,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_tickfan() {
+start_tickfan() { # start_tickfan [EXTRA BROKER FLAGS...]
     local blog=$TMP/tickfan-$RANDOM.log
     "${nice_cmd[@]}" taskset -c 0 target/release/tickfan --listen 127.0.0.1:0 --workers 1 \
         --max-queue-bytes 4194304 --max-connections 19500 --max-messages-per-sec 0 \
-        --shutdown-grace-ms 500 2>"$blog" &
+        --shutdown-grace-ms 500 "$@" 2>"$blog" &
     tickfan_pid=$!
     local port=
     for _ in $(seq 100); do
@@ -297,6 +300,8 @@ row() {
 
 # ---- scenarios ---------------------------------------------------------------
 
+declare -A MAX_RATE # "TARGET SUBS" -> the broadcast search's max rate
+
 broadcast() { # broadcast TARGET SUBS
     local target=$1 subs=$2 name=broadcast-$1-$2
     start_target "$target" || return 0
@@ -304,6 +309,7 @@ broadcast() { # broadcast TARGET SUBS
     local found max
     found=$(search "$name" "$target" "${args[@]}")
     max=${found% *}
+    MAX_RATE["$target $subs"]=$max
     local half=$((max / 2))
     if [ "$half" -gt 0 ]; then
         log "$name: at 50% of $max = $half ticks/s"
@@ -313,6 +319,39 @@ broadcast() { # broadcast TARGET SUBS
                 "$TMP/$name-half.json" "$TMP/$name-best.json"
     fi
     stop_target "$target"
+}
+
+# same_rate SUBS PEERS...: for each peer that has a broadcast max, runs the
+# peer, tickfan as configured by default, and tickfan with
+# --flush-interval-ms $PACED_FLUSH_MS (row target "tickfan flush=N ms") at
+# half the lower of the two maxima, so broker CPU per delivered tick and
+# latency are compared at one rate (the brief's comparison; at each one's
+# own 50% the faster broker is measured at a higher rate).
+same_rate() {
+    local subs=$1 peer variant
+    shift
+    local mine=${MAX_RATE["tickfan $subs"]:-0} paced=${PACED_FLUSH_MS:-10}
+    for peer in "$@"; do
+        local theirs=${MAX_RATE["$peer $subs"]:-0}
+        [ "$peer" != tickfan ] && [ "$mine" -gt 0 ] && [ "$theirs" -gt 0 ] || continue
+        local rate=$((($mine < $theirs ? $mine : $theirs) / 2))
+        [ "$rate" -gt 0 ] || continue
+        for variant in "$peer" tickfan tickfan-paced; do
+            local name=same-rate-$peer-$variant-$subs target=$variant label=$variant
+            case $variant in
+                tickfan-paced)
+                    target=tickfan label="tickfan flush=$paced ms"
+                    start_tickfan --flush-interval-ms "$paced" || continue
+                    ;;
+                *) start_target "$variant" || continue ;;
+            esac
+            log "$name: $rate ticks/s, the same for $peer and tickfan"
+            run_load "$target" "$TMP/$name.json" --rate "$rate" --warmup 2 \
+                --duration "$DURATION" --drain 1 --subscribers "$subs" --topics 1 --threads 1 \
+                && row "same-rate vs $peer" "$label" ws "$subs" 1 "$rate" null "$TMP/$name.json"
+            stop_target "$target"
+        done
+    done
 }
 
 ws_vs_longpoll() { # ws_vs_longpoll TARGET
@@ -364,6 +403,7 @@ case $SCENARIO in
         for t in ${TARGETS:-tickfan}; do
             for s in ${SUBS:-100 1000 10000}; do broadcast "$t" "$s"; done
         done
+        for s in ${SUBS:-100 1000 10000}; do same_rate "$s" ${TARGETS:-tickfan}; done
         ;;
     ws-vs-longpoll)
         for t in ${TARGETS:-tickfan}; do ws_vs_longpoll "$t"; done
@@ -372,6 +412,7 @@ case $SCENARIO in
     market) market ;;
     peers)
         for t in ${TARGETS:-tickfan uws nchan ws nats}; do broadcast "$t" 1000; done
+        same_rate 1000 ${TARGETS:-tickfan uws nchan ws nats}
         for t in ${TARGETS:-tickfan nchan}; do
             case $t in tickfan | nchan) ws_vs_longpoll "$t" ;; esac
         done

@@ -100,8 +100,9 @@ def table(doc):
         "latency in that run is high.",
         "- *% of ceiling*: delivered ticks/s (at max when searched) over DESIGN.md's "
         f"{CEILING / 1e6:.1f}M ticks/s (64 ticks per writev).",
-        "- The other columns are the reported run: at 50% of the max (broadcast), at the "
-        "fixed rate (ws-vs-longpoll, market) or idle.",
+        "- The other columns are the reported run: at 50% of the max (broadcast), at the rate "
+        "shared with the named peer (same-rate), at the fixed rate (ws-vs-longpoll, market) "
+        "or idle.",
         "- *wire B/tick*: bytes the clients received (WebSocket frames or HTTP answers) plus "
         "long-poll request bytes, per delivered tick; TCP/IP headers not counted.",
         "- *broker µs CPU/1k*: broker CPU time per 1,000 delivered ticks; *broker CPU-wait %*: "
@@ -110,11 +111,71 @@ def table(doc):
         "for the load generator, whose starved reader makes the broker queue and conflate.",
         "",
     ]
-    return "\n".join(notes + lines) + "\n"
+    return "\n".join(notes + lines) + "\n\n" + side_by_side(doc)
+
+
+def ratio(a, b, digits=2):
+    return f"{a / b:.{digits}f}×" if a and b else "n/a"
+
+
+def side_by_side(doc):
+    """The brief's comparisons, tickfan against each peer: delivered ticks/s
+    at each one's max, and broker CPU per delivered tick and p99 latency
+    when both run at the same rate ("same-rate vs PEER" rows: the peer,
+    tickfan as configured by default, and tickfan with a flush interval)."""
+    rows = doc["rows"]
+    broadcast = {(r["target"], r["clients"]): r for r in rows if r["part"] == "broadcast"}
+
+    def top(target, clients):
+        row = broadcast.get((target, clients))
+        return headline(row)[0] if row else None
+
+    lines = []
+    for row in rows:
+        part = row["part"]
+        if not part.startswith("same-rate vs ") or row["target"].startswith("tickfan"):
+            continue
+        peer, clients = row["target"], row["clients"]
+        cpu_peer = get(row["report"], "broker", "cpu_us_per_1k_delivered")
+        p99_peer = get(row["report"], "sample", "latency_us", "p99")
+        for mine in rows:
+            if mine["part"] != part or mine["clients"] != clients \
+                    or not mine["target"].startswith("tickfan"):
+                continue
+            top_mine, top_peer = top("tickfan", clients), top(peer, clients)
+            cpu_mine = get(mine["report"], "broker", "cpu_us_per_1k_delivered")
+            p99_mine = get(mine["report"], "sample", "latency_us", "p99")
+            lines.append(
+                f"| {peer} | {num(clients)} | {mine['target']} "
+                f"| {num(top_mine)} / {num(top_peer)} | {ratio(top_mine, top_peer)} "
+                f"| {num(row['rate'])} | {num(cpu_mine, 1)} / {num(cpu_peer, 1)} "
+                f"| {ratio(cpu_mine, cpu_peer)} | {num(p99_mine)} / {num(p99_peer)} "
+                f"| {ratio(p99_mine, p99_peer, 3)} |"
+            )
+    if not lines:
+        return ""
+    head = ("| peer | subscribers | tickfan run | delivered/s at max, tickfan / peer "
+            "| tickfan ÷ peer | same rate (ticks/s) | broker µs CPU/1k there, tickfan / peer "
+            "| tickfan ÷ peer | p99 µs there, tickfan / peer | tickfan ÷ peer |")
+    return "\n".join([
+        "## tickfan side by side with each peer",
+        "",
+        "Throughput from the `broadcast` rows (each broker at its own highest passing rate, "
+        "tickfan with its default config); CPU and latency from the `same-rate vs PEER` rows, "
+        "where the peer, then tickfan as configured by default, then tickfan with "
+        "`--flush-interval-ms` (fewer, fuller writes for up to that much added latency) ran "
+        "at half the lower of the two maxima.",
+        "",
+        head,
+        "|" + "---|" * 10,
+        *lines,
+        "",
+    ]) + "\n"
 
 
 def svg(doc):
-    rows = doc["rows"]
+    # Same-rate runs deliver what they were asked by design: not charted.
+    rows = [r for r in doc["rows"] if not r["part"].startswith("same-rate")]
     bars = []
     for row in rows:
         value, how = headline(row)

@@ -231,6 +231,13 @@ pub const SHORTHANDS: &[Shorthand] = &[
         mode: ShorthandMode::Set,
     },
     Shorthand {
+        flag: "flush-interval-ms",
+        key: "broker.flush_interval_ms",
+        value_name: "N",
+        help: "Least milliseconds between two tick writes of a worker (0 = every loop turn)",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
         flag: "max-body-bytes",
         key: "http.max_body_bytes",
         value_name: "N",

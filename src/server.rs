@@ -177,5 +177,6 @@ fn settings_from(config: &Config) -> Settings {
         max_request_topics: config.http.max_request_topics,
         metrics_path: config.http.metrics_path.clone(),
         max_messages_per_sec: ws.max_messages_per_sec,
+        tick_flush_interval: config.broker.flush_interval(),
     }
 }

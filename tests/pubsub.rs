@@ -911,3 +911,44 @@ fn max_hz_caps_the_rate_keeps_the_newest_and_delivers_the_last_tick() {
         seqs.len()
     );
 }
+
+#[test]
+fn flush_interval_sends_a_tick_after_a_quiet_spell_at_once_and_holds_the_next_ones() {
+    const INTERVAL: Duration = Duration::from_millis(1000);
+    let broker = Broker::start(&["--workers", "1", "--flush-interval-ms", "1000"]);
+    let mut subscriber = broker.pubsub();
+    subscriber.subscribe("paced");
+    subscriber.set_read_timeout(Duration::from_secs(10));
+    let mut publisher = broker.pubsub();
+
+    let published_first = Instant::now();
+    publisher.publish("paced", "1");
+    assert_eq!(subscriber.expect_tick("first").seq, 1);
+    let got_first = Instant::now();
+
+    for n in 2..=5 {
+        publisher.publish("paced", &n.to_string());
+    }
+    let mut got_second = None;
+    for seq in 2..=5 {
+        let tick = subscriber.expect_tick("held");
+        assert_eq!((tick.seq, tick.data), (seq, seq.to_string()));
+        got_second.get_or_insert_with(Instant::now);
+    }
+    let got_second = got_second.expect("ticks 2..=5 read");
+    // The sweep that wrote tick 1 began after it was published, and the
+    // next may not begin sooner than the interval after that: on any
+    // machine, however slow, tick 2 cannot arrive earlier.
+    assert!(
+        got_second - published_first >= INTERVAL,
+        "tick 2 came {:?} after tick 1 was published",
+        got_second - published_first
+    );
+    // Tick 1 came alone, not held back with the burst behind it.
+    assert!(
+        got_second - got_first >= INTERVAL / 2,
+        "tick 1 at {:?}, tick 2 at {:?} after publishing",
+        got_first - published_first,
+        got_second - published_first
+    );
+}

@@ -34,6 +34,8 @@ pub struct Settings {
     pub metrics_path: Option<String>,
     /// Messages per second a connection may send; 0 = unlimited.
     pub max_messages_per_sec: u32,
+    /// The least time between the starts of two tick sweeps of a worker.
+    pub tick_flush_interval: Duration,
 }
 
 impl Settings {
