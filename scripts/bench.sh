@@ -18,6 +18,9 @@
 #                   each, 20,000 ticks/s aggregate (round robin over the symbols)
 #   peers           broadcast at 1,000 subscribers for tickfan and the peers (with
 #                   the same-rate runs), and ws-vs-longpoll for tickfan and nchan
+#   flush           the latency/CPU trade-off of tickfan's --flush-interval-ms:
+#                   1 topic x 1,000 subscribers at fixed rates, uWebSockets then
+#                   tickfan with each interval, at the same rate
 #
 # Builds release; starts tickfan (one worker) and/or the peers
 # (../shared/peers/peers.sh, or $PEERS_DIR/peers.sh; `install` first if missing);
@@ -36,6 +39,7 @@
 #   IDLE_CONNS=15000  MARKET_SUBS=5000  MARKET_TOPICS=2000  MARKET_RATE=20000
 #   PEER_WORKERS=1         (nchan stays at its config's worker_processes 1)
 #   PACED_FLUSH_MS=10      tickfan's --flush-interval-ms in the paced same-rate runs
+#   FLUSH_RATES="300 1500" FLUSH_MS="0 10 20 50" FLUSH_PEER=uws  (flush scenario)
 #   NICE=N                 run broker and tickfan-load at nice N (root: e.g. -5)
 # The machine has 2 cores and may be shared: every run records the other
 # processes' CPU ("other_processes_cpu_pct"); treat figures as noisy.
@@ -43,9 +47,9 @@ set -euo pipefail
 
 SCENARIO=${1:-}
 case $SCENARIO in
-    broadcast | ws-vs-longpoll | idle | market | peers) ;;
+    broadcast | ws-vs-longpoll | idle | market | peers | flush) ;;
     *)
-        sed -n '2,20p' "$0" >&2
+        sed -n '2,24p' "$0" >&2
         exit 2
         ;;
 esac
@@ -398,7 +402,30 @@ market() {
     stop_tickfan
 }
 
+# flush: for each rate, the peer and then tickfan with each flush interval.
+flush() {
+    local rate ms peer=${FLUSH_PEER:-uws}
+    local args=(--warmup 2 --duration "$DURATION" --drain 1 --subscribers 1000 --topics 1 --threads 1)
+    for rate in ${FLUSH_RATES:-300 1500}; do
+        if [ -n "$peer" ] && start_peer "$peer"; then
+            log "flush: $peer at $rate ticks/s"
+            run_load "$peer" "$TMP/flush-$rate-$peer.json" --rate "$rate" "${args[@]}" \
+                && row "flush at $rate/s" "$peer" ws 1000 1 "$rate" null "$TMP/flush-$rate-$peer.json"
+            stop_peers
+        fi
+        for ms in ${FLUSH_MS:-0 10 20 50}; do
+            start_tickfan --flush-interval-ms "$ms" || continue
+            log "flush: tickfan --flush-interval-ms $ms at $rate ticks/s"
+            run_load tickfan "$TMP/flush-$rate-$ms.json" --rate "$rate" "${args[@]}" \
+                && row "flush at $rate/s" "tickfan flush=$ms ms" ws 1000 1 "$rate" null \
+                    "$TMP/flush-$rate-$ms.json"
+            stop_tickfan
+        done
+    done
+}
+
 case $SCENARIO in
+    flush) flush ;;
     broadcast)
         for t in ${TARGETS:-tickfan}; do
             for s in ${SUBS:-100 1000 10000}; do broadcast "$t" "$s"; done

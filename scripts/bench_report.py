@@ -173,36 +173,52 @@ def side_by_side(doc):
     ]) + "\n"
 
 
-def svg(doc):
-    # Same-rate runs deliver what they were asked by design: not charted.
-    rows = [r for r in doc["rows"] if not r["part"].startswith("same-rate")]
+def bars_of(doc):
+    """(label, value, annotation) per bar, and the chart's title. Fixed-rate
+    comparisons (same-rate rows, the flush scenario) deliver what they were
+    asked by design, so they chart broker CPU per delivered tick instead."""
+    if doc["scenario"] == "flush":
+        bars = []
+        for row in doc["rows"]:
+            r = row["report"]
+            cpu = get(r, "broker", "cpu_us_per_1k_delivered") or 0.0
+            p99 = get(r, "sample", "latency_us", "p99")
+            label = f'{row["part"]} · {row["target"]}'
+            note = f"{cpu:,.0f} µs CPU per 1k delivered, p99 {num((p99 or 0) / 1000, 1)} ms"
+            bars.append((label, cpu, note))
+        return bars, "broker µs CPU per 1,000 delivered ticks at the same rate (shorter is better)"
     bars = []
-    for row in rows:
+    for row in doc["rows"]:
+        if row["part"].startswith("same-rate"):
+            continue
         value, how = headline(row)
         label = f'{row["part"]} · {row["target"]} · {row["transport"]} · {row["clients"]:,} clients'
-        bars.append((label, value or 0.0, how))
+        value = value or 0.0
+        bars.append((label, value, f"{value:,.0f} ({value / CEILING * 100:.2f}% of ceiling, {how})"))
+    return bars, "delivered ticks/s (at the max rate with delivery ≥ 0.999 where searched)"
+
+
+def svg(doc):
+    bars, title = bars_of(doc)
     width, left, bar_h, gap, top = 980, 380, 22, 10, 60
     height = top + len(bars) * (bar_h + gap) + 40
     vmax = max([b[1] for b in bars] + [1.0])
-    scale = (width - left - 150) / vmax
+    scale = (width - left - 250) / vmax
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="10" y="24" font-size="16" font-weight="bold">{escape(doc["scenario"])}: '
-        "delivered ticks/s (at the max rate with delivery ≥ 0.999 where searched)</text>",
+        f"{escape(title)}</text>",
         f'<text x="10" y="44" fill="#555">{escape(doc["date"])} · commit {escape(doc["commit"])} · '
         f'{doc["machine"]["cores"]}-core shared VM, noisy · ceiling {CEILING / 1e6:.1f}M ticks/s</text>',
     ]
-    for i, (label, value, how) in enumerate(bars):
+    for i, (label, value, note) in enumerate(bars):
         y = top + i * (bar_h + gap)
         w = max(value * scale, 1)
-        pct = value / CEILING * 100
         out.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end">{escape(label)}</text>')
         out.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#3b7dd8"/>')
-        out.append(
-            f'<text x="{left + w + 6:.1f}" y="{y + 15}">{value:,.0f} ({pct:.2f}% of ceiling, {how})</text>'
-        )
+        out.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}">{escape(note)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

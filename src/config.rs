@@ -116,6 +116,9 @@ pub struct BrokerConfig {
     /// `broker.flush_interval_ms`: least time between two writes of ticks by
     /// a worker; 0 to 1000. Trades latency for CPU per delivered tick.
     pub flush_interval_ms: u64,
+    /// `broker.max_mailbox_ticks`: ticks a worker's mailbox may hold before
+    /// connections that may publish stop being read; at least 1.
+    pub max_mailbox_ticks: usize,
 }
 
 /// `broker.slow_consumer`: what the broker does with a connection whose
@@ -480,6 +483,7 @@ impl BrokerConfig {
             // 0 is allowed: close at the first overflow.
             slow_consumer_grace_ms: s.int("slow_consumer_grace_ms", 0..)?,
             flush_interval_ms: s.int("flush_interval_ms", 0..=1000)?,
+            max_mailbox_ticks: s.int("max_mailbox_ticks", 1..)?,
         };
         s.finish()?;
         Ok(config)
@@ -1059,6 +1063,7 @@ mod tests {
                     slow_consumer: SlowConsumerPolicy::Conflate,
                     slow_consumer_grace_ms: 2000,
                     flush_interval_ms: 0,
+                    max_mailbox_ticks: 65_536,
                 },
                 http: HttpConfig {
                     max_body_bytes: 1_048_576,
@@ -1243,6 +1248,10 @@ mod tests {
             (
                 "[broker]\nflush_interval_ms = 1001",
                 "broker.flush_interval_ms",
+            ),
+            (
+                "[broker]\nmax_mailbox_ticks = 0",
+                "broker.max_mailbox_ticks",
             ),
             ("[log]\nlevel = \"\"", "log.level"),
             ("[log]\nlevel = \"info,=[\"", "log.level"),

@@ -38,6 +38,7 @@ pub struct Metrics {
     closes: IntCounterVec,
     worker_busy: CounterVec,
     accept_errors: IntCounter,
+    publisher_pauses: IntCounter,
     connections: IntGaugeVec,
     subscriptions: IntGaugeVec,
     topics: IntGauge,
@@ -108,6 +109,11 @@ impl Metrics {
             )
             .expect("valid metric"),
             accept_errors: counter("tickfan_accept_errors_total", "Failed accept(2) calls"),
+            publisher_pauses: counter(
+                "tickfan_publisher_pauses_total",
+                "Reads of publishing connections put off (2 ms each) because a worker mailbox \
+                 held over broker.max_mailbox_ticks: publishers faster than fan-out",
+            ),
             connections: gauge_vec(
                 "tickfan_connections",
                 "Open connections, by worker and transport",
@@ -140,7 +146,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn Collector>; 17] = [
+        let collectors: [Box<dyn Collector>; 18] = [
             Box::new(m.published.clone()),
             Box::new(m.delivered.clone()),
             Box::new(m.received_bytes.clone()),
@@ -152,6 +158,7 @@ impl Metrics {
             Box::new(m.closes.clone()),
             Box::new(m.worker_busy.clone()),
             Box::new(m.accept_errors.clone()),
+            Box::new(m.publisher_pauses.clone()),
             Box::new(m.connections.clone()),
             Box::new(m.subscriptions.clone()),
             Box::new(m.topics.clone()),
@@ -262,6 +269,8 @@ impl Metrics {
         }
         self.accept_errors
             .inc_by(delta(now.accept_errors, before.accept_errors));
+        self.publisher_pauses
+            .inc_by(delta(now.publisher_pauses, before.publisher_pauses));
         let worker = worker.to_string();
         let busy = delta(now.busy_nanos, before.busy_nanos) as f64 / 1e9;
         self.worker_busy.with_label_values(&[&worker]).inc_by(busy);

@@ -178,5 +178,6 @@ fn settings_from(config: &Config) -> Settings {
         metrics_path: config.http.metrics_path.clone(),
         max_messages_per_sec: ws.max_messages_per_sec,
         tick_flush_interval: config.broker.flush_interval(),
+        max_mailbox_ticks: config.broker.max_mailbox_ticks,
     }
 }

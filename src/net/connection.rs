@@ -39,11 +39,6 @@ use crate::protocol::handshake::{accept_key, upgrade_request, write_switching_pr
 /// (it is then re-queued by the worker, as no new edge will come).
 const READS_PER_TURN: usize = 16;
 
-/// Ticks waiting in a worker's mailbox past which connections that may
-/// publish stop being read: backpressure that reaches the publisher through
-/// TCP instead of unbounded mailboxes.
-const MAILBOX_BACKLOG_LIMIT: usize = 64 * 1024;
-
 /// How long a paused publisher waits before the backlog is looked at again.
 const PUBLISH_PAUSE: Duration = Duration::from_millis(2);
 
@@ -229,8 +224,11 @@ impl Connection {
         if self.read_paused_until.is_some() {
             return Verdict::Keep; // resumed by its deadline
         }
-        if self.may_publish() && ctx.table.mailbox_backlog() > MAILBOX_BACKLOG_LIMIT {
+        // Backpressure that reaches a publisher faster than fan-out through
+        // TCP, instead of growing the mailboxes without bound.
+        if self.may_publish() && ctx.table.mailbox_backlog() > ctx.settings.max_mailbox_ticks {
             self.read_paused_until = Some(now + PUBLISH_PAUSE);
+            ctx.stats.publisher_pauses += 1;
             return Verdict::Keep;
         }
         if std::mem::take(&mut self.pending_unprocessed) {

@@ -79,6 +79,9 @@ pub struct WorkerStats {
     /// Close frames sent, by index in [`CLOSE_CODES`].
     pub closes: [u64; 8],
     pub accept_errors: u64,
+    /// Reads of a connection that may publish put off because a mailbox
+    /// held over `broker.max_mailbox_ticks`.
+    pub publisher_pauses: u64,
     /// Time the event loop spent outside `poll`.
     pub busy_nanos: u64,
 }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_messages_per_sec: u32,
     /// The least time between the starts of two tick sweeps of a worker.
     pub tick_flush_interval: Duration,
+    /// Mailbox backlog (ticks) past which publishing connections are not read.
+    pub max_mailbox_ticks: usize,
 }
 
 impl Settings {
