@@ -83,6 +83,13 @@ pub const SHORTHANDS: &[Shorthand] = &[
         mode: ShorthandMode::Set,
     },
     Shorthand {
+        flag: "drain-delay-ms",
+        key: "server.drain_delay_ms",
+        value_name: "N",
+        help: "Milliseconds /readyz answers 503 after a signal before shutdown begins",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
         flag: "ws-path",
         key: "websocket.path",
         value_name: "PATH",

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// `server.shutdown_grace_ms`: how long shutdown waits for clients to close.
     pub shutdown_grace_ms: u64,
+    /// `server.drain_delay_ms`: how long after SIGTERM/SIGINT `/readyz` answers 503
+    /// while everything else is still served, before shutdown proper.
+    pub drain_delay_ms: u64,
 }
 
 /// The `[websocket]` section: protocol limits and timers per connection.
@@ -307,6 +310,8 @@ impl ServerConfig {
             max_connections: s.int("max_connections", 1..)?,
             // 0 is allowed: shut down without waiting for clients.
             shutdown_grace_ms: s.int("shutdown_grace_ms", 0..)?,
+            // 0 is allowed: close connections as soon as a signal comes.
+            drain_delay_ms: s.int("drain_delay_ms", 0..=3_600_000)?,
         };
         s.finish()?;
         Ok(config)
@@ -315,6 +320,11 @@ impl ServerConfig {
     /// Returns `server.shutdown_grace_ms` as a [`Duration`].
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// Returns `server.drain_delay_ms` as a [`Duration`].
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
     }
 }
 
@@ -1037,6 +1047,7 @@ mod tests {
                     backlog: 1024,
                     max_connections: 10_000,
                     shutdown_grace_ms: 5000,
+                    drain_delay_ms: 0,
                 },
                 websocket: WebSocketConfig {
                     path: "/ws".to_owned(),
@@ -1185,6 +1196,10 @@ mod tests {
             (
                 "[server]\nshutdown_grace_ms = -5",
                 "server.shutdown_grace_ms",
+            ),
+            (
+                "[server]\ndrain_delay_ms = 3600001",
+                "server.drain_delay_ms",
             ),
             (
                 "[websocket]\nmax_frame_bytes = 124",

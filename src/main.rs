@@ -56,11 +56,30 @@ fn main() -> ExitCode {
         "tickfan listening"
     );
     let stopper = server.stopper();
+    let drain_delay = config.server.drain_delay();
+    let (signalled, signal) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            tracing::info!(signal, "shutting down: closing connections with 1001");
-            stopper.stop();
+        for number in signals.forever() {
+            if signalled.send(number).is_err() {
+                return;
+            }
         }
+    });
+    std::thread::spawn(move || {
+        let Ok(number) = signal.recv() else { return };
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                signal = number,
+                drain_delay_ms = drain_delay.as_millis() as u64,
+                "draining: /readyz answers 503, shutdown after the drain delay or a second signal"
+            );
+            stopper.drain();
+            if let Ok(number) = signal.recv_timeout(drain_delay) {
+                tracing::info!(signal = number, "second signal: drain delay cut short");
+            }
+        }
+        tracing::info!(signal = number, "shutting down: closing connections with 1001");
+        stopper.stop();
     });
     match server.join() {
         Ok(()) => {

@@ -39,6 +39,12 @@ pub struct Stopper {
 }
 
 impl Stopper {
+    /// Makes `/readyz` answer 503 while everything else is still served:
+    /// the drain delay before [`Stopper::stop`]; idempotent.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+    }
+
     /// Starts the graceful shutdown on every worker; idempotent.
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::Release);
@@ -91,6 +97,7 @@ impl Server {
             metrics: Metrics::new(),
             live_connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             worker_count,
         });
         let mut workers = Vec::with_capacity(worker_count);

@@ -1105,3 +1105,45 @@ fn readyz_is_503_during_shutdown_on_a_kept_connection() {
     let status = broker.wait_exit(PROMPTLY);
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// With a drain delay, a signal first only turns readiness off: new
+/// connections are accepted, health and publishing work, subscribers get
+/// ticks. A second signal cuts the (minute-long) delay short: subscribers
+/// get 1001 and the broker exits 0.
+#[test]
+fn drain_delay_turns_readiness_off_and_keeps_serving_until_a_second_signal() {
+    let mut broker = Broker::start(&["--workers", "1", "--drain-delay-ms", "60000"]);
+    let mut subscriber = broker.pubsub();
+    subscriber.subscribe("drain");
+    subscriber.set_read_timeout(PROMPTLY);
+    assert_eq!(http_get(&mut broker.tcp(), "/readyz").status, 200);
+
+    broker.send_sigterm();
+    // The signal is handled on another thread: ask again (on new
+    // connections, which are still accepted) until readiness turns off.
+    let deadline = Instant::now() + PROMPTLY;
+    loop {
+        let response = http_get(&mut broker.tcp(), "/readyz");
+        if response.status == 503 {
+            assert_eq!(response.text(), "shutting down\n");
+            break;
+        }
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert!(Instant::now() < deadline, "/readyz never answered 503");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(http_get(&mut broker.tcp(), "/healthz").status, 200);
+    assert_eq!(publish(&mut broker.tcp(), "drain", "41"), 1);
+    let tick = subscriber.expect_tick("tick published while draining");
+    assert_eq!((tick.seq, tick.data.as_str()), (1, "41"));
+
+    broker.send_sigterm();
+    assert_eq!(
+        subscriber.read_until_close(),
+        Some((1001, "server shutting down".to_owned())),
+        "close after the second signal"
+    );
+    drop(subscriber);
+    let status = broker.wait_exit(PROMPTLY);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}

@@ -109,8 +109,8 @@ pub struct Ctx<'a> {
     pub table: &'a TopicTable,
     pub auth: &'a Auth,
     pub metrics: &'a Metrics,
-    /// The server is shutting down (readiness answers 503).
-    pub stopping: bool,
+    /// Shutdown was asked for (draining or stopping): readiness answers 503.
+    pub not_ready: bool,
     pub local: &'a mut LocalTopics,
     pub scratch: &'a mut ReadBuf,
     pub stats: &'a mut WorkerStats,

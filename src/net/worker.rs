@@ -68,6 +68,9 @@ pub struct Shared {
     pub live_connections: AtomicUsize,
     /// Set once by the server when it is asked to stop.
     pub stopping: AtomicBool,
+    /// Set once when shutdown was asked for with a drain delay: readiness
+    /// answers 503 while everything else is still served.
+    pub draining: AtomicBool,
     pub worker_count: usize,
 }
 
@@ -238,7 +241,8 @@ impl Worker {
             table: &shared.table,
             auth: &shared.auth,
             metrics: &shared.metrics,
-            stopping: shared.stopping.load(Ordering::Relaxed),
+            not_ready: shared.draining.load(Ordering::Relaxed)
+                || shared.stopping.load(Ordering::Relaxed),
             local,
             scratch,
             stats,

@@ -54,7 +54,7 @@ impl Connection {
         }
         let response = match route {
             HttpRoute::Health => Response::error(200, "ok"),
-            HttpRoute::Ready if ctx.stopping => Response::error(503, "shutting down"),
+            HttpRoute::Ready if ctx.not_ready => Response::error(503, "shutting down"),
             HttpRoute::Ready => Response::error(200, "ready"),
             HttpRoute::Metrics => {
                 Response::new(200).body(CONTENT_TYPE, ctx.metrics.render(ctx.table.topic_count()))
