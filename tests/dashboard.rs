@@ -40,6 +40,7 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "tickfan_closes_total",
     "tickfan_worker_busy_seconds_total",
     "tickfan_accept_errors_total",
+    "tickfan_publisher_pauses_total",
     "tickfan_connections",
     "tickfan_subscriptions",
     "tickfan_topics",
