@@ -78,7 +78,10 @@ fn main() -> ExitCode {
                 tracing::info!(signal = number, "second signal: drain delay cut short");
             }
         }
-        tracing::info!(signal = number, "shutting down: closing connections with 1001");
+        tracing::info!(
+            signal = number,
+            "shutting down: closing connections with 1001"
+        );
         stopper.stop();
     });
     match server.join() {
