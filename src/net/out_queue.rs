@@ -237,17 +237,21 @@ impl OutQueue {
     }
 
     /// Replaces the newest pending tick of `tick`'s topic, looking at no
-    /// more than `scan` chunks from the back.
+    /// more than `scan` chunks from the back and never past an owned
+    /// chunk: its copied ticks (or events) may be newer than a shared tick
+    /// before it, which replaced would reach the client ahead of them.
     fn replace_pending(&mut self, tick: &Tick, scan: usize) -> bool {
         let first_replaceable = usize::from(self.front_sent > 0);
         let len = self.chunks.len();
         for index in (first_replaceable..len).rev().take(scan) {
-            if let Chunk::Tick(old, wire) = &mut self.chunks[index] {
-                if old.topic == tick.topic {
+            match &mut self.chunks[index] {
+                Chunk::Owned { .. } => return false,
+                Chunk::Tick(old, wire) if old.topic == tick.topic => {
                     self.pending = self.pending - wire.bytes(old).len() + wire.bytes(tick).len();
                     *old = tick.clone();
                     return true;
                 }
+                Chunk::Tick(..) => {}
             }
         }
         false

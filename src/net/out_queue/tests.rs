@@ -147,6 +147,45 @@ fn conflate_keeps_the_newest_tick_per_topic_in_order() {
     }
 }
 
+/// A shared tick kept past the bound must not be replaced by a newer one
+/// once ticks of its topic were copied after it (the queue drained below
+/// the bound in between): the client would get the newest tick before the
+/// copied ones, its seq going back.
+#[test]
+fn conflate_never_moves_a_tick_ahead_of_newer_copied_ones() {
+    let mut queue = OutQueue::default();
+    let size = tick(1, 1).frame().len();
+    let bound = size * 4;
+    let mut written = Vec::new();
+    let mut seq = 0;
+    for _round in 0..4 {
+        // Past the bound: copied ticks, then one shared tick of the topic.
+        for _ in 0..8 {
+            seq += 1;
+            queue.push_tick(&tick(1, seq), bound, SlowConsumerPolicy::Conflate);
+        }
+        // The peer reads a little: below the bound again, but the shared
+        // tick is still queued.
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: size * 2,
+            calls_left: 1,
+        };
+        queue.write_to(&mut sink).unwrap();
+        written.extend_from_slice(&sink.out);
+    }
+    let mut sink = Trickle {
+        out: Vec::new(),
+        per_call: 1 << 20,
+        calls_left: 100,
+    };
+    queue.write_to(&mut sink).unwrap();
+    written.extend_from_slice(&sink.out);
+    let seqs = seqs_in(&written);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(seqs.last(), Some(&seq), "the newest tick is delivered");
+}
+
 #[test]
 fn disconnect_policy_allows_twice_the_bound_then_overflows() {
     let mut queue = OutQueue::default();
