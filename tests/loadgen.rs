@@ -136,3 +136,153 @@ fn refuses_a_non_loopback_address() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("loopback"));
 }
+
+/// Runs `tickfan-load` against `broker` with `args`, asserts it exits 0, and
+/// returns its JSON report and stdout; `tag` keeps the report file apart
+/// from other tests'.
+fn run_load(broker: &Broker, tag: &str, args: &[&str]) -> (serde_json::Value, String) {
+    let json = std::env::temp_dir().join(format!("tickfan-load-{tag}-{}.json", std::process::id()));
+    let output = Command::new(LOAD_BIN)
+        .args(["--addr", &broker.addr().to_string(), "--no-perf"])
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tickfan-load");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tickfan-load failed: {stderr}\n{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    let _ = std::fs::remove_file(&json);
+    (report, stdout)
+}
+
+/// Every tick delivered once, in seq order per topic, and no publish refused.
+fn assert_complete_delivery(report: &serde_json::Value, stdout: &str) {
+    assert!(
+        report["published"]["total"].as_u64().unwrap() >= 400,
+        "{stdout}"
+    );
+    assert_eq!(report["published"]["error_events"], 0, "{stdout}");
+    assert_eq!(report["delivered"]["ratio"], 1.0, "{stdout}");
+    assert_eq!(report["sample"]["gaps"], 0, "{stdout}");
+    assert_eq!(report["sample"]["duplicates"], 0, "{stdout}");
+    assert_eq!(report["sample"]["unparsable"], 0, "{stdout}");
+}
+
+/// Three HTTP publishers (pipelined `POST /publish`, with a token) share six
+/// topics: each topic stays on one connection, so its ticks arrive in order.
+#[test]
+fn http_publishers_deliver_every_tick_in_order() {
+    let broker = Broker::start(&["--workers", "1", "--publish-token", "s3cret"]);
+    let (report, stdout) = run_load(
+        &broker,
+        "http",
+        &[
+            "--publishers",
+            "3",
+            "--publish-over",
+            "http",
+            "--publish-token",
+            "s3cret",
+            "--topics",
+            "6",
+            "--subscribers",
+            "20",
+            "--sample",
+            "6",
+            "--rate",
+            "300",
+            "--warmup",
+            "0.5",
+            "--duration",
+            "2",
+            "--drain",
+            "0.5",
+        ],
+    );
+    assert_eq!(report["run"]["publisher_connections"], 3, "{stdout}");
+    assert_eq!(report["run"]["publish_over"], "http", "{stdout}");
+    assert!(stdout.contains("3 over HTTP"), "{stdout}");
+    assert_complete_delivery(&report, &stdout);
+}
+
+/// Two WebSocket publishers over four topics.
+#[test]
+fn websocket_publishers_deliver_every_tick_in_order() {
+    let broker = Broker::start(&["--workers", "1"]);
+    let (report, stdout) = run_load(
+        &broker,
+        "ws2",
+        &[
+            "--publishers",
+            "2",
+            "--topics",
+            "4",
+            "--subscribers",
+            "20",
+            "--sample",
+            "4",
+            "--rate",
+            "300",
+            "--warmup",
+            "0.5",
+            "--duration",
+            "2",
+            "--drain",
+            "0.5",
+        ],
+    );
+    assert_eq!(report["run"]["publisher_connections"], 2, "{stdout}");
+    assert_eq!(report["run"]["publish_over"], "ws", "{stdout}");
+    assert_complete_delivery(&report, &stdout);
+}
+
+/// A broker that refuses the HTTP publisher's token fails the run, and the
+/// error says what the broker answered.
+#[test]
+fn refused_http_publishing_fails_the_run_with_the_answer() {
+    let broker = Broker::start(&["--workers", "1", "--publish-token", "s3cret"]);
+    let output = Command::new(LOAD_BIN)
+        .args(["--addr", &broker.addr().to_string(), "--no-perf"])
+        .args(["--publish-over", "http", "--publish-token", "wrong"])
+        .args(["--subscribers", "2", "--rate", "100", "--warmup", "0.2"])
+        .args(["--duration", "0.5", "--drain", "0.2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tickfan-load");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+}
+
+#[test]
+fn refuses_publisher_settings_the_target_cannot_honour() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--target", "nats", "--publish-over", "http"], "tickfan"),
+        (
+            &["--target", "uws", "--publishers", "2", "--topics", "4"],
+            "per topic",
+        ),
+        (
+            &["--publishers", "3", "--topics", "2"],
+            "more than --topics",
+        ),
+        (&["--publishers", "0"], "at least 1"),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(LOAD_BIN)
+            .args(["--addr", "127.0.0.1:9"])
+            .args(args)
+            .output()
+            .expect("run tickfan-load");
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

@@ -1,7 +1,8 @@
 //! `tickfan-load`: an event-driven client fleet that measures a pub/sub
 //! broker end to end: N WebSocket subscribers and M HTTP long-poll clients
-//! spread over K topics, one publisher round-robining the topics at an
-//! aggregate rate. The broker is tickfan or one of the peers in
+//! spread over K topics, and P publisher connections (WebSocket, or HTTP
+//! `POST /publish` for tickfan) round-robining the topics at an aggregate
+//! rate or flat out. The broker is tickfan or one of the peers in
 //! `../shared/peers` (`--target`); `scripts/bench.sh` runs the named
 //! scenarios.
 //!
@@ -12,6 +13,7 @@
 
 mod dial;
 mod fleet;
+mod http_publish;
 mod longpoll;
 mod perf;
 mod plan;
@@ -35,7 +37,7 @@ use clap::Parser;
 use fleet::{FleetConfig, FleetStats};
 use longpoll::PollConfig;
 use plan::Plan;
-use publisher::{PublisherConfig, PublisherStats};
+use publisher::{PublishOver, PublisherConfig, PublisherStats};
 use report::{Report, RunInfo};
 use target::Target;
 use topics::Topics;
@@ -47,8 +49,8 @@ const SPARE_FDS: u64 = 100;
 /// How long past the planned end the watchdog waits for threads to finish.
 const WATCHDOG_GRACE: Duration = Duration::from_secs(10);
 
-/// A load generator for tickfan and its peers: one publisher, N WebSocket
-/// subscribers and M long-poll clients over K topics.
+/// A load generator for tickfan and its peers: P publisher connections, N
+/// WebSocket subscribers and M long-poll clients over K topics.
 #[derive(Debug, Parser)]
 #[command(name = "tickfan-load", version)]
 struct Args {
@@ -68,7 +70,7 @@ struct Args {
     #[arg(long)]
     topic: Option<String>,
     /// Topics K: subscriber and long-poll client i follow topic i % K, and
-    /// the publisher sends to the topics in turn at the aggregate --rate.
+    /// the publishers send to the topics in turn at the aggregate --rate.
     #[arg(long, default_value_t = 1)]
     topics: usize,
     /// Instead of one topic each, every WebSocket subscriber follows this
@@ -90,6 +92,18 @@ struct Args {
     /// Publish nothing: measure idle connections (RSS, idle CPU).
     #[arg(long)]
     no_publish: bool,
+    /// Publisher connections P, at most K (tickfan and nats, which take
+    /// every topic on one connection): topic t is always sent on connection
+    /// t % P, so each topic keeps its order; --rate is shared by all. The
+    /// other targets open one connection per topic and refuse P > 1.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// How publishers send ticks: ws (WebSocket) or http (tickfan only:
+    /// pipelined `POST /publish?topic=T` on keep-alive HTTP/1.1, one tick
+    /// per request; an answer other than 202 counts as an error; a quiet
+    /// connection is kept open with `GET /healthz`).
+    #[arg(long, default_value = "ws")]
+    publish_over: PublishOver,
     /// Seconds between "everyone is in" and the first tick; long-poll runs
     /// add 0.5 s so every first request is held before anything is published.
     #[arg(long, default_value_t = 0.05)]
@@ -104,10 +118,12 @@ struct Args {
     /// 127.0.0.2, 127.0.0.3, ... (each has its own ephemeral port range).
     #[arg(long, default_value_t = 20_000)]
     per_source_ip: usize,
-    /// Event-loop threads dividing the subscribers (the publisher has its own).
+    /// Event-loop threads dividing the subscribers (the publishers share one
+    /// of their own).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Ticks per second published; 0 = flat out (as fast as the broker reads).
+    /// Ticks per second published, over all publishers; 0 = flat out (as fast
+    /// as the broker reads).
     #[arg(long, default_value_t = 1000)]
     rate: u64,
     /// Seconds measured.
@@ -125,7 +141,7 @@ struct Args {
     /// Connections per loop between connect and `subscribed` at once.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
-    /// Token for the publisher (`Authorization: Bearer`), if the broker needs one.
+    /// Token for the publishers (`Authorization: Bearer`), if the broker needs one.
     #[arg(long)]
     publish_token: Option<String>,
     /// Token for subscribers, if the broker needs one.
@@ -181,9 +197,10 @@ fn run(args: &Args) -> Result<(), String> {
             args.target
         ));
     }
+    check_publishers(args)?;
     let publisher_conns = match (args.no_publish, args.target.one_publisher_connection()) {
         (true, _) => 0,
-        (false, true) => 1,
+        (false, true) => args.publishers,
         (false, false) => args.topics,
     };
     let limit = procfs::open_files_limit().unwrap_or(1024);
@@ -245,6 +262,8 @@ fn run(args: &Args) -> Result<(), String> {
             topics: topics.names.clone(),
             token: args.publish_token.clone(),
             rate: args.rate,
+            publishers: args.publishers,
+            over: args.publish_over,
             setup_deadline,
         };
         let plan = plan.clone();
@@ -410,6 +429,7 @@ fn run(args: &Args) -> Result<(), String> {
         topics: topics.names.len(),
         topics_per_subscriber: topics.per_client(),
         publisher_connections: publisher_stats.connections,
+        publish_over: publisher_stats.transport.map(|t| t.to_string()),
         threads,
         rate: if args.no_publish {
             None
@@ -452,6 +472,38 @@ fn run(args: &Args) -> Result<(), String> {
         let text = serde_json::to_string_pretty(report.json()).map_err(|e| e.to_string())?;
         std::fs::write(path, text + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Refuses publisher settings the target cannot honour, naming the flag.
+fn check_publishers(args: &Args) -> Result<(), String> {
+    if args.publishers == 0 {
+        return Err("--publishers must be at least 1".into());
+    }
+    if args.publishers > 1 && !args.target.one_publisher_connection() {
+        return Err(format!(
+            "--publishers applies to tickfan and nats; --target {} opens one publisher \
+             connection per topic (--topics sets how many)",
+            args.target
+        ));
+    }
+    if args.publishers > args.topics {
+        return Err(format!(
+            "--publishers {} is more than --topics {}: topic t goes on connection t % P, \
+             so the extra connections would carry nothing",
+            args.publishers, args.topics
+        ));
+    }
+    if args.publish_over == PublishOver::Http && args.target != Target::Tickfan {
+        return Err(format!(
+            "--publish-over http is for tickfan (POST /publish); --target {} publishes over ws",
+            args.target
+        ));
+    }
+    let header_safe = |t: &String| t.bytes().all(|b| b.is_ascii_graphic());
+    if !args.publish_token.iter().all(header_safe) {
+        return Err("--publish-token must be printable ASCII without spaces".into());
     }
     Ok(())
 }

@@ -26,6 +26,9 @@ pub struct RunInfo {
     pub topics: usize,
     pub topics_per_subscriber: usize,
     pub publisher_connections: usize,
+    /// What the publishers sent ticks over (`ws`, `http`); `None` when
+    /// nothing was published.
+    pub publish_over: Option<String>,
     pub threads: usize,
     /// Ticks/s requested; 0 = flat out; `None` = nothing published.
     pub rate: Option<u64>,
@@ -151,6 +154,7 @@ impl Report {
                 "topics": info.topics,
                 "topics_per_subscriber": info.topics_per_subscriber,
                 "publisher_connections": info.publisher_connections,
+                "publish_over": info.publish_over,
                 "addr": info.addr,
                 "topic": info.topic,
                 "subscribers_requested": info.subscribers_requested,
@@ -266,6 +270,19 @@ impl Report {
                 Some(r) => format!("{r} ticks/s over {} topic(s)", info.topics),
             },
         );
+        if let Some(over) = &info.publish_over {
+            row(
+                "publisher connections",
+                format!(
+                    "{} over {}",
+                    info.publisher_connections,
+                    match over.as_str() {
+                        "http" => "HTTP (pipelined POST /publish, one tick each)",
+                        _ => "WebSocket",
+                    }
+                ),
+            );
+        }
         row(
             "window",
             format!(
