@@ -122,6 +122,9 @@ pub struct BrokerConfig {
     /// `broker.max_mailbox_ticks`: ticks a worker's mailbox may hold before
     /// connections that may publish stop being read; at least 1.
     pub max_mailbox_ticks: usize,
+    /// `broker.max_total_queue_bytes`: outbound bytes all connections' queues may
+    /// hold together before each one's bound shrinks to a fair share; at least 1 MiB.
+    pub max_total_queue_bytes: usize,
 }
 
 /// `broker.slow_consumer`: what the broker does with a connection whose
@@ -494,6 +497,7 @@ impl BrokerConfig {
             slow_consumer_grace_ms: s.int("slow_consumer_grace_ms", 0..)?,
             flush_interval_ms: s.int("flush_interval_ms", 0..=1000)?,
             max_mailbox_ticks: s.int("max_mailbox_ticks", 1..)?,
+            max_total_queue_bytes: s.int("max_total_queue_bytes", 1 << 20..)?,
         };
         s.finish()?;
         Ok(config)
@@ -1075,6 +1079,7 @@ mod tests {
                     slow_consumer_grace_ms: 2000,
                     flush_interval_ms: 0,
                     max_mailbox_ticks: 65_536,
+                    max_total_queue_bytes: 1 << 30,
                 },
                 http: HttpConfig {
                     max_body_bytes: 1_048_576,
@@ -1267,6 +1272,10 @@ mod tests {
             (
                 "[broker]\nmax_mailbox_ticks = 0",
                 "broker.max_mailbox_ticks",
+            ),
+            (
+                "[broker]\nmax_total_queue_bytes = 1048575",
+                "broker.max_total_queue_bytes",
             ),
             ("[log]\nlevel = \"\"", "log.level"),
             ("[log]\nlevel = \"info,=[\"", "log.level"),

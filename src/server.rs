@@ -186,5 +186,6 @@ fn settings_from(config: &Config) -> Settings {
         max_messages_per_sec: ws.max_messages_per_sec,
         tick_flush_interval: config.broker.flush_interval(),
         max_mailbox_ticks: config.broker.max_mailbox_ticks,
+        worker_queue_budget: config.broker.max_total_queue_bytes / config.worker_count(),
     }
 }

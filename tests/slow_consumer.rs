@@ -107,18 +107,27 @@ struct Flooded {
     publisher: PsClient,
 }
 
-/// Starts a broker with `policy`, subscribes the stalled and the normal
+/// Starts a broker with `policy` and a [`QUEUE_BYTES`] bound per
+/// connection, then [`flood_with`].
+fn flood(policy: &str) -> Flooded {
+    flood_with(
+        policy,
+        &[
+            "--max-queue-bytes",
+            QUEUE_BYTES,
+            "--slow-consumer",
+            policy,
+            "--slow-consumer-grace-ms",
+            "500",
+        ],
+    )
+}
+
+/// Starts a broker with `args`, subscribes the stalled and the normal
 /// clients, publishes [`TOTAL`] ticks, and checks that every normal
 /// subscriber got every tick in order and that memory stayed bounded.
-fn flood(policy: &str) -> Flooded {
-    let broker = Broker::start(&[
-        "--max-queue-bytes",
-        QUEUE_BYTES,
-        "--slow-consumer",
-        policy,
-        "--slow-consumer-grace-ms",
-        "500",
-    ]);
+fn flood_with(label: &str, args: &[&str]) -> Flooded {
+    let broker = Broker::start(args);
     let subscribe_all = |mut client: PsClient| {
         for topic in TOPICS {
             let subscribed = client.subscribe(topic);
@@ -213,7 +222,7 @@ fn flood(policy: &str) -> Flooded {
     sampling.store(false, Ordering::Release);
     let peak = join_all(vec![sampler])[0];
     eprintln!(
-        "{policy}: {NORMAL} normal subscribers got {TOTAL} ticks in {took:?}; \
+        "{label}: {NORMAL} normal subscribers got {TOTAL} ticks in {took:?}; \
          RSS {rss_before} KiB before, peak {peak} KiB"
     );
     assert!(
@@ -224,6 +233,49 @@ fn flood(policy: &str) -> Flooded {
         broker,
         stalled,
         publisher,
+    }
+}
+
+/// `broker.max_total_queue_bytes` bounds the queues together where the
+/// per-connection bound does not: each stalled subscriber's queue would
+/// reach ~20 MiB, under its 64 MiB bound, so nothing would be dropped (the
+/// test fails so with a 1 GiB total). With a 4 MiB total the worker shrinks
+/// their bounds to a fair share and drops for them, while the normal
+/// subscribers still get every tick and memory stays bounded (both checked
+/// by the flood).
+#[test]
+fn the_total_queue_bound_holds_where_per_connection_bounds_do_not() {
+    let Flooded { broker, .. } = flood_with(
+        "drop under a 4 MiB total",
+        &[
+            "--workers",
+            "1",
+            "--max-queue-bytes",
+            "67108864",
+            "--set",
+            "broker.max_total_queue_bytes=4194304",
+            "--slow-consumer",
+            "drop",
+        ],
+    );
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let (response, _) = http_exchange(
+            &broker,
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        let dropped: f64 = response
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("tickfan_slow_consumer_actions_total{policy=\"drop\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if dropped > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no drop counted");
+        // Metrics are flushed once a second; bounded by the deadline.
+        thread::sleep(Duration::from_millis(100));
     }
 }
 

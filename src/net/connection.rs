@@ -27,6 +27,7 @@ use super::settings::Settings;
 use crate::broker::auth::Rights;
 use crate::broker::events;
 use crate::broker::tick::{now_micros, Tick, TopicId};
+use crate::config::SlowConsumerPolicy;
 use crate::http::request::{parse_request, Parsed, Request};
 use crate::http::response::Response;
 use crate::http::router::{websocket_route, RouteError, WebSocketRoute};
@@ -96,6 +97,9 @@ pub struct Connection {
     write_shut: bool,
     /// Queued in the worker's list of connections to flush this turn.
     pub dirty: bool,
+    /// This connection's share of the worker's queued-bytes total, as the
+    /// worker last counted it (worker bookkeeping).
+    pub counted_queue_bytes: usize,
     /// When the phase began (handshake and close deadlines count from it).
     phase_since: Instant,
     /// When the peer last sent anything.
@@ -130,6 +134,7 @@ impl Connection {
             out: OutQueue::default(),
             write_shut: false,
             dirty: false,
+            counted_queue_bytes: 0,
             phase_since: now,
             last_heard: now,
             ping_outstanding: false,
@@ -493,12 +498,14 @@ impl Connection {
         (consumed, Flow::Continue)
     }
 
-    /// Queues a live tick under the slow-consumer policy (a `disconnect`
-    /// past twice the bound starts closing the connection with 1008).
+    /// Queues a live tick under the slow-consumer policy, which applies
+    /// past `bound` (the worker's [`Ctx::tick_bound`]; a `disconnect` past
+    /// twice the bound starts closing the connection with 1008).
     pub fn enqueue_tick(
         &mut self,
         tick: &Tick,
-        settings: &Settings,
+        bound: usize,
+        policy: SlowConsumerPolicy,
         stats: &mut WorkerStats,
         now: Instant,
     ) {
@@ -510,16 +517,13 @@ impl Connection {
             return; // draining: ticks are no longer wanted
         };
         session.last_sent = now;
-        match self
-            .out
-            .push_tick(tick, settings.max_queue_bytes, settings.slow_consumer)
-        {
+        match self.out.push_tick(tick, bound, policy) {
             Pushed::Queued => {}
             Pushed::Conflated => stats.conflated += 1,
             Pushed::Dropped => stats.dropped += 1,
             Pushed::Overflow => return self.disconnect_slow_consumer(stats, now),
         }
-        if self.out.len() > settings.max_queue_bytes {
+        if self.out.len() > bound {
             if let Some(session) = self.session_mut() {
                 session.over_bound_since.get_or_insert(now);
             }
@@ -681,7 +685,7 @@ impl Connection {
             .over_bound_since
             .is_some_and(|since| now >= since + settings.slow_consumer_grace)
         {
-            if queued > settings.max_queue_bytes {
+            if queued > ctx.tick_bound {
                 self.disconnect_slow_consumer(ctx.stats, now);
                 return;
             }

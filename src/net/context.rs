@@ -111,6 +111,10 @@ pub struct Ctx<'a> {
     pub metrics: &'a Metrics,
     /// Shutdown was asked for (draining or stopping): readiness answers 503.
     pub not_ready: bool,
+    /// The queue bound past which the slow-consumer policy applies now:
+    /// `broker.max_queue_bytes`, or less while the worker's queues together
+    /// are over their share of `broker.max_total_queue_bytes`.
+    pub tick_bound: usize,
     pub local: &'a mut LocalTopics,
     pub scratch: &'a mut ReadBuf,
     pub stats: &'a mut WorkerStats,

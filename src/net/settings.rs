@@ -38,6 +38,8 @@ pub struct Settings {
     pub tick_flush_interval: Duration,
     /// Mailbox backlog (ticks) past which publishing connections are not read.
     pub max_mailbox_ticks: usize,
+    /// One worker's share of `broker.max_total_queue_bytes`.
+    pub worker_queue_budget: usize,
 }
 
 impl Settings {

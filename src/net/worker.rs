@@ -46,6 +46,11 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// so a publish flood can neither starve reads nor hold every write back.
 const FANOUT_BUDGET: usize = 256 * 1024;
 
+/// The least a connection's queue bound shrinks to while the worker is over
+/// its share of `broker.max_total_queue_bytes`: hundreds of small ticks,
+/// more than a reader that keeps up ever has queued.
+const MIN_PRESSED_QUEUE_BYTES: usize = 64 * 1024;
+
 /// How long accepting pauses after the process ran out of file descriptors,
 /// so a full table does not spin the loop on a listener that stays ready.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -104,6 +109,10 @@ pub struct Worker {
     /// The next sweep of `dirty` waits until then: `flush_interval_ms`
     /// after the start of the last one.
     sweep_not_before: Instant,
+    /// Outbound bytes queued on this worker's connections, as last counted
+    /// per connection (see [`Worker::recount`]), and how many have any.
+    queued_bytes: usize,
+    queued_connections: usize,
     accept_paused_until: Option<Instant>,
     next_housekeeping: Instant,
     stop_deadline: Option<Instant>,
@@ -141,6 +150,8 @@ impl Worker {
             dirty: Vec::new(),
             mail_waiting: false,
             sweep_not_before: Instant::now(),
+            queued_bytes: 0,
+            queued_connections: 0,
             accept_paused_until: None,
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             stop_deadline: None,
@@ -226,6 +237,7 @@ impl Worker {
 
     /// Lends a connection what it needs from the worker for one event.
     fn ctx(&mut self, token: Token, now: Instant) -> (Option<&mut Connection>, Ctx<'_>) {
+        let tick_bound = self.tick_bound();
         let Worker {
             connections,
             local,
@@ -243,6 +255,7 @@ impl Worker {
             metrics: &shared.metrics,
             not_ready: shared.draining.load(Ordering::Relaxed)
                 || shared.stopping.load(Ordering::Relaxed),
+            tick_bound,
             local,
             scratch,
             stats,
@@ -332,6 +345,7 @@ impl Worker {
             self.close(token);
             return;
         }
+        self.recount(token);
         let Some(connection) = self.connections.get_mut(token) else {
             return;
         };
@@ -366,6 +380,7 @@ impl Worker {
     /// to the one shared frame each, no copy.
     /// Returns how many subscribers the tick reached (or was held for).
     fn deliver(&mut self, tick: Tick, now: Instant) -> usize {
+        let bound = self.tick_bound();
         let Worker {
             local,
             connections,
@@ -401,7 +416,7 @@ impl Worker {
             let Some(connection) = connections.get_mut(subscriber.connection) else {
                 continue;
             };
-            connection.enqueue_tick(&tick, &shared.settings, stats, now);
+            connection.enqueue_tick(&tick, bound, shared.settings.slow_consumer, stats, now);
             if !connection.dirty {
                 connection.dirty = true;
                 dirty.push(subscriber.connection);
@@ -411,10 +426,12 @@ impl Worker {
     }
 
     fn enqueue_held(&mut self, token: Token, tick: Tick, now: Instant) {
+        let bound = self.tick_bound();
         let Some(connection) = self.connections.get_mut(token) else {
             return;
         };
-        connection.enqueue_tick(&tick, &self.shared.settings, &mut self.stats, now);
+        let policy = self.shared.settings.slow_consumer;
+        connection.enqueue_tick(&tick, bound, policy, &mut self.stats, now);
         if !connection.dirty {
             connection.dirty = true;
             self.dirty.push(token);
@@ -442,6 +459,37 @@ impl Worker {
             let verdict = connection.flush(ctx.stats, ctx.latency);
             self.settle(token, verdict);
         }
+    }
+
+    /// Brings the worker's queued-bytes total up to date with one
+    /// connection's queue. Done after every event, sweep and timer of the
+    /// connection rather than on every change of its queue: in between the
+    /// total lags by at most the ticks of one loop turn.
+    fn recount(&mut self, token: Token) {
+        let Some(connection) = self.connections.get_mut(token) else {
+            return;
+        };
+        let now = connection.queued_bytes();
+        let before = std::mem::replace(&mut connection.counted_queue_bytes, now);
+        self.queued_bytes = self.queued_bytes - before + now;
+        self.queued_connections =
+            self.queued_connections - usize::from(before > 0) + usize::from(now > 0);
+    }
+
+    /// The queue bound past which a connection's slow-consumer policy
+    /// applies now: `broker.max_queue_bytes` while the worker's queues
+    /// together are within its share of `broker.max_total_queue_bytes`,
+    /// else a fair share of that per connection with anything queued (never
+    /// below [`MIN_PRESSED_QUEUE_BYTES`], so readers that keep up are left
+    /// alone).
+    fn tick_bound(&self) -> usize {
+        let settings = &self.shared.settings;
+        if self.queued_bytes <= settings.worker_queue_budget {
+            return settings.max_queue_bytes;
+        }
+        (settings.worker_queue_budget / self.queued_connections.max(1))
+            .max(MIN_PRESSED_QUEUE_BYTES)
+            .min(settings.max_queue_bytes)
     }
 
     /// Files a timer entry if the connection's deadline is earlier than the
@@ -578,6 +626,8 @@ impl Worker {
         let Some(mut connection) = self.connections.remove(token) else {
             return;
         };
+        self.queued_bytes -= connection.counted_queue_bytes;
+        self.queued_connections -= usize::from(connection.counted_queue_bytes > 0);
         let _ = self.poll.registry().deregister(connection.socket_mut());
         self.shared.live_connections.fetch_sub(1, Ordering::AcqRel);
         self.reread.retain(|t| *t != token);
