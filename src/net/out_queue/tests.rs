@@ -213,3 +213,113 @@ fn purge_removes_only_that_topic() {
     queue.write_to(&mut sink).unwrap();
     assert_eq!(seqs_in(&sink.out), vec![2]);
 }
+
+/// One step of a connection's life as its outbound queue sees it.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A live tick of topic `0..TOPICS`, small (copied) or large (shared).
+    Push { topic: u64, large: bool },
+    /// The peer reads: up to `calls` writes of at most `per_call` bytes.
+    Read { per_call: usize, calls: usize },
+    /// An event (a heartbeat, say) queued between ticks.
+    Event,
+}
+
+const PROP_TOPICS: u64 = 3;
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0..PROP_TOPICS, proptest::bool::weighted(0.3))
+            .prop_map(|(topic, large)| Step::Push { topic, large }),
+        2 => (1usize..1500, 0usize..4).prop_map(|(per_call, calls)| Step::Read { per_call, calls }),
+        1 => Just(Step::Event),
+    ]
+}
+
+/// Every frame in `bytes` as (topic, seq) for ticks, `None` for events.
+fn frames_in(bytes: &[u8]) -> Vec<Option<(u64, u64)>> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (len, header) = match bytes[at + 1] & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                4,
+            ),
+            len => (usize::from(len), 2),
+        };
+        let payload = &bytes[at + header..at + header + len];
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        frames.push(v["seq"].as_u64().map(|seq| {
+            let topic = v["topic"].as_str().unwrap()[1..].parse().unwrap();
+            (topic, seq)
+        }));
+        at += header + len;
+    }
+    frames
+}
+
+proptest::proptest! {
+    /// Whatever the policy, the pushes and the peer's reads, a client gets
+    /// each topic's ticks in rising seq order and the queue's byte count
+    /// matches what comes out; with `conflate`, the newest tick of every
+    /// topic always arrives.
+    #[test]
+    fn ticks_leave_in_seq_order_under_every_policy(
+        steps in proptest::collection::vec(step(), 1..200),
+        policy in proptest::sample::select(vec![
+            SlowConsumerPolicy::Conflate,
+            SlowConsumerPolicy::Drop,
+            SlowConsumerPolicy::Disconnect,
+        ]),
+        bound in 600usize..4000,
+    ) {
+        let mut queue = OutQueue::default();
+        let mut written = Vec::new();
+        let mut next_seq = [0u64; PROP_TOPICS as usize];
+        for step in steps {
+            match step {
+                Step::Push { topic, large } => {
+                    next_seq[topic as usize] += 1;
+                    let data = if large { format!("\"{}\"", "x".repeat(600)) } else { "1".into() };
+                    let tick = Tick::encode(
+                        TopicId(topic),
+                        &format!("T{topic}"),
+                        next_seq[topic as usize],
+                        0,
+                        data.as_bytes(),
+                    );
+                    if queue.push_tick(&tick, bound, policy) == Pushed::Overflow {
+                        break; // the connection is closed: nothing more is queued
+                    }
+                }
+                Step::Read { per_call, calls } => {
+                    let mut sink = Trickle { out: Vec::new(), per_call, calls_left: calls };
+                    let before = queue.len();
+                    let done = queue.write_to(&mut sink).unwrap();
+                    proptest::prop_assert_eq!(done.bytes, sink.out.len());
+                    proptest::prop_assert_eq!(queue.len(), before - sink.out.len());
+                    written.extend_from_slice(&sink.out);
+                }
+                Step::Event => queue.push_event(br#"{"event":"heartbeat","seqs":{}}"#),
+            }
+        }
+        let mut sink = Trickle { out: Vec::new(), per_call: usize::MAX, calls_left: usize::MAX };
+        queue.write_to(&mut sink).unwrap();
+        written.extend_from_slice(&sink.out);
+        proptest::prop_assert_eq!(queue.len(), 0);
+
+        let mut last = [0u64; PROP_TOPICS as usize];
+        for (topic, seq) in frames_in(&written).into_iter().flatten() {
+            proptest::prop_assert!(
+                seq > last[topic as usize],
+                "topic {} seq {} after {}", topic, seq, last[topic as usize]
+            );
+            last[topic as usize] = seq;
+        }
+        if policy == SlowConsumerPolicy::Conflate {
+            proptest::prop_assert_eq!(last, next_seq, "the newest tick of each topic arrives");
+        }
+    }
+}
