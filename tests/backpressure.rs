@@ -40,21 +40,6 @@ fn latest_tick(broker: &Broker) -> Option<(u64, String)> {
     Some((tick["seq"].as_u64()?, tick["data"].to_string()))
 }
 
-/// Reads a Prometheus counter (summed over its labels) from `/metrics`.
-fn counter(broker: &Broker, name: &str) -> f64 {
-    let response = get(broker, "/metrics");
-    assert_eq!(response.status, 200);
-    response
-        .text()
-        .lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn a_publisher_faster_than_fan_out_is_paused_and_loses_nothing() {
     let broker = Broker::start(&[
@@ -116,7 +101,7 @@ fn a_publisher_faster_than_fan_out_is_paused_and_loses_nothing() {
     // the publisher (metrics are flushed about once a second).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let pauses = counter(&broker, "tickfan_publisher_pauses_total");
+        let pauses = metric_sum(&scrape_metrics(&broker), "tickfan_publisher_pauses_total");
         if pauses > 0.0 {
             break;
         }

@@ -85,17 +85,6 @@ fn topic_seqs(ticks: &[Value]) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The sum over workers of a labelled gauge or counter in Prometheus text.
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Scrapes `/metrics` until `ok` holds for the text (metrics are flushed
 /// about once a second); fails after [`PROMPTLY`] with the last scrape.
 fn wait_for_metrics(broker: &Broker, what: &str, ok: impl Fn(&str) -> bool) {

@@ -260,16 +260,10 @@ fn the_total_queue_bound_holds_where_per_connection_bounds_do_not() {
     );
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
-        let (response, _) = http_exchange(
-            &broker,
-            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        let dropped = metric_sum(
+            &scrape_metrics(&broker),
+            r#"tickfan_slow_consumer_actions_total{policy="drop""#,
         );
-        let dropped: f64 = response
-            .text()
-            .lines()
-            .filter(|l| l.starts_with("tickfan_slow_consumer_actions_total{policy=\"drop\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
         if dropped > 0.0 {
             break;
         }

@@ -1112,3 +1112,26 @@ pub fn wait_for_fd_count(pid: u32, timeout: Duration, ok: impl Fn(usize) -> bool
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The sum over all label sets of the series `name` (optionally narrowed
+/// to lines starting with `name{labels`) in Prometheus text: a gauge or
+/// counter summed over workers or policies.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ', ',', '}']))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `GET /metrics` on a fresh connection, as text.
+pub fn scrape_metrics(broker: &Broker) -> String {
+    let (response, _) = http_exchange(
+        broker,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.text()
+}
