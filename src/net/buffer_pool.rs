@@ -41,17 +41,16 @@ thread_local! {
 /// An empty buffer, from the pool when it has one, else newly allocated
 /// with `capacity`.
 pub fn take(capacity: usize) -> Vec<u8> {
-    POOL.with(|pool| {
+    POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
-        match pool.buffers.pop() {
-            Some(buffer) => {
-                pool.bytes -= buffer.capacity();
-                pool.low_water = pool.low_water.min(pool.buffers.len());
-                buffer
-            }
-            None => Vec::with_capacity(capacity),
-        }
+        let buffer = pool.buffers.pop()?;
+        pool.bytes -= buffer.capacity();
+        pool.low_water = pool.low_water.min(pool.buffers.len());
+        Some(buffer)
     })
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| Vec::with_capacity(capacity))
 }
 
 /// Returns a buffer whose bytes are no longer needed.
@@ -60,7 +59,9 @@ pub fn give(mut buffer: Vec<u8>) {
     if capacity == 0 || capacity > MAX_POOLED_CAPACITY_BYTES {
         return;
     }
-    POOL.with(|pool| {
+    // `try_with`: a queue dropped while its thread is being torn down
+    // finds the pool gone, and its buffer is simply freed.
+    let _ = POOL.try_with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.bytes + capacity > MAX_POOL_BYTES {
             return;
