@@ -38,7 +38,7 @@
 #   SEARCH_STEPS=5         search runs after the flat-out one
 #   IDLE_CONNS=15000  MARKET_SUBS=5000  MARKET_TOPICS=2000  MARKET_RATE=20000
 #   PEER_WORKERS=1         (nchan stays at its config's worker_processes 1)
-#   PACED_FLUSH_MS=10      tickfan's --flush-interval-ms in the paced same-rate runs
+#   PACED_FLUSH_MS=20      tickfan's --flush-interval-ms in the paced same-rate runs
 #   FLUSH_RATES="300 1500" FLUSH_MS="0 10 20 50" FLUSH_PEER=uws  (flush scenario)
 #   NICE=N                 run broker and tickfan-load at nice N (root: e.g. -5)
 # The machine has 2 cores and may be shared: every run records the other
@@ -334,7 +334,7 @@ broadcast() { # broadcast TARGET SUBS
 same_rate() {
     local subs=$1 peer variant
     shift
-    local mine=${MAX_RATE["tickfan $subs"]:-0} paced=${PACED_FLUSH_MS:-10}
+    local mine=${MAX_RATE["tickfan $subs"]:-0} paced=${PACED_FLUSH_MS:-20}
     for peer in "$@"; do
         local theirs=${MAX_RATE["$peer $subs"]:-0}
         [ "$peer" != tickfan ] && [ "$mine" -gt 0 ] && [ "$theirs" -gt 0 ] || continue
