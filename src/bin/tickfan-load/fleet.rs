@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use serde::Deserialize;
 use tickfan::protocol::frame::OpCode;
 
-use crate::dial::{dial, is_sample};
+use crate::dial::{dial, is_sample, register, Ramp};
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::{nats_item, NatsItem, Target};
 use crate::topics::Topics;
@@ -160,6 +160,13 @@ impl FleetStats {
             subs_per_topic: vec![0; topics],
             sample: SampleStats::new(),
         }
+    }
+
+    /// Whether client `global` is a parsing sample, counting it if so.
+    pub fn enlist(&mut self, global: usize, stride: usize, count: usize) -> bool {
+        let sample = is_sample(global, stride, count);
+        self.sample.subscribers += usize::from(sample);
+        sample
     }
 
     /// Adds another loop's figures to these.
@@ -304,8 +311,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
         now_unix_ns() ^ (config.subscribers.start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
     let mut subs: Vec<Sub> = Vec::with_capacity(config.subscribers.len());
-    let mut next_global = config.subscribers.start;
-    let mut in_setup = 0usize; // connections between connect and subscribed
+    let mut ramp = Ramp::new(config.subscribers.clone(), config.connect_concurrency);
     let host = config.addr.to_string();
 
     loop {
@@ -316,24 +322,14 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
         }
 
         // Open new connections while setup has room for them.
-        while phase == Phase::Setup
-            && next_global < config.subscribers.end
-            && in_setup < config.connect_concurrency
+        while let Some(global) = (phase == Phase::Setup)
+            .then(|| ramp.next_client())
+            .flatten()
         {
-            let global = next_global;
-            next_global += 1;
             match connect(&config, global) {
-                Ok(mut stream) => {
-                    let token = Token(subs.len());
-                    poll.registry().register(
-                        &mut stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    let is_sample = is_sample(global, config.sample_stride, config.sample_count);
-                    if is_sample {
-                        stats.sample.subscribers += 1;
-                    }
+                Ok(stream) => {
+                    let stream = register(&poll, Token(subs.len()), stream)?;
+                    let is_sample = stats.enlist(global, config.sample_stride, config.sample_count);
                     subs.push(Sub {
                         stream,
                         state: State::Connecting,
@@ -345,7 +341,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                         acks: 0,
                         nats: Vec::new(),
                     });
-                    in_setup += 1;
+                    ramp.in_setup += 1;
                 }
                 Err(e) => stats.fail(&plan, format!("connect: {e}")),
             }
@@ -353,14 +349,13 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
 
         // Setup deadline: whoever is not subscribed by now has failed.
         if phase == Phase::Setup && now >= config.setup_deadline {
-            while next_global < config.subscribers.end {
-                next_global += 1;
+            for _ in 0..ramp.abandon_rest() {
                 stats.fail(&plan, "not started before the setup deadline".into());
             }
             for sub in subs.iter_mut() {
                 if !matches!(sub.state, State::Open | State::Closed) {
                     sub.state = State::Closed;
-                    in_setup -= 1;
+                    ramp.in_setup -= 1;
                     stats.fail(&plan, "not subscribed before the setup deadline".into());
                 }
             }
@@ -402,7 +397,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
             }
             let now_setup = !matches!(sub.state, State::Open | State::Closed);
             if was_setup && !now_setup {
-                in_setup -= 1;
+                ramp.in_setup -= 1;
             }
         }
     }

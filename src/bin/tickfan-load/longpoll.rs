@@ -22,7 +22,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::Deserialize;
 
-use crate::dial::{dial, is_sample};
+use crate::dial::{dial, register, Ramp};
 use crate::fleet::{FleetStats, TickData};
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::{PollCursor, Target};
@@ -94,8 +94,7 @@ pub fn run(config: PollConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
     let mut events = Events::with_capacity(1024);
     let mut stats = FleetStats::new(config.topics.names.len());
     let mut clients: Vec<Client> = Vec::with_capacity(config.clients.len());
-    let mut next_global = config.clients.start;
-    let mut in_setup = 0usize;
+    let mut ramp = Ramp::new(config.clients.clone(), config.connect_concurrency);
     let host = config.addr.to_string();
     let mut scratch = vec![0u8; 256 * 1024];
 
@@ -105,24 +104,14 @@ pub fn run(config: PollConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
         if phase == Phase::Done {
             break;
         }
-        while phase == Phase::Setup
-            && next_global < config.clients.end
-            && in_setup < config.connect_concurrency
+        while let Some(global) = (phase == Phase::Setup)
+            .then(|| ramp.next_client())
+            .flatten()
         {
-            let global = next_global;
-            next_global += 1;
             match connect(&config, global) {
-                Ok(mut stream) => {
-                    let token = Token(clients.len());
-                    poll.registry().register(
-                        &mut stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    let sample = is_sample(global, config.sample_stride, config.sample_count);
-                    if sample {
-                        stats.sample.subscribers += 1;
-                    }
+                Ok(stream) => {
+                    let stream = register(&poll, Token(clients.len()), stream)?;
+                    let sample = stats.enlist(global, config.sample_stride, config.sample_count);
                     clients.push(Client {
                         stream,
                         state: State::Connecting,
@@ -135,14 +124,13 @@ pub fn run(config: PollConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                         ready: false,
                         reconnects: 0,
                     });
-                    in_setup += 1;
+                    ramp.in_setup += 1;
                 }
                 Err(e) => stats.fail(&plan, format!("connect: {e}")),
             }
         }
         if phase == Phase::Setup && now >= config.setup_deadline {
-            while next_global < config.clients.end {
-                next_global += 1;
+            for _ in 0..ramp.abandon_rest() {
                 stats.fail(&plan, "not started before the setup deadline".into());
             }
             for c in clients
@@ -150,7 +138,7 @@ pub fn run(config: PollConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                 .filter(|c| !c.ready && c.state != State::Closed)
             {
                 c.state = State::Closed;
-                in_setup -= 1;
+                ramp.in_setup -= 1;
                 stats.fail(&plan, "no request sent before the setup deadline".into());
             }
         }
@@ -178,7 +166,7 @@ pub fn run(config: PollConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                 window,
             );
             if c.ready && !was_ready {
-                in_setup -= 1;
+                ramp.in_setup -= 1;
                 stats.subscribed += 1;
                 stats.subs_per_topic[c.topic as usize] += 1;
                 plan.ready.fetch_add(1, Ordering::Relaxed);
@@ -215,7 +203,7 @@ pub fn run(config: PollConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                 Err(Reopen) => {
                     let _ = poll.registry().deregister(&mut c.stream);
                     if !c.ready {
-                        in_setup -= 1;
+                        ramp.in_setup -= 1;
                         stats.fail(&plan, "closed before the first request".into());
                     }
                     c.state = State::Closed;
