@@ -903,22 +903,19 @@ fn publish_refuses_bad_bodies_with_400_and_publishes_nothing() {
             response.text()
         );
     }
-    let batch = b"{\"topic\":\"E\",\"data\":1}\nnot json\n";
-    let (response, _) = http_exchange_bytes(&broker, &post_request("/publish", "", batch));
-    assert_eq!(response.status, 400);
-    assert!(
-        response.text().starts_with("line 2:"),
-        "{}",
-        response.text()
-    );
-    let batch = b"\n{\"topic\":\"bad topic\",\"data\":1}\n";
-    let (response, _) = http_exchange_bytes(&broker, &post_request("/publish", "", batch));
-    assert_eq!(response.status, 400);
-    assert!(
-        response.text().starts_with("line 2:"),
-        "{}",
-        response.text()
-    );
+    let batches: [&[u8]; 2] = [
+        b"{\"topic\":\"E\",\"data\":1}\nnot json\n",
+        b"\n{\"topic\":\"bad topic\",\"data\":1}\n",
+    ];
+    for batch in batches {
+        let (response, _) = http_exchange_bytes(&broker, &post_request("/publish", "", batch));
+        assert_eq!(response.status, 400);
+        assert!(
+            response.text().starts_with("line 2:"),
+            "{}",
+            response.text()
+        );
+    }
 
     // None of the refused batches published anything: E starts at seq 1.
     let mut publisher = broker.tcp();

@@ -371,20 +371,31 @@ fn parse_head(head: &str) -> (u16, Vec<(String, String)>) {
 /// Reads one whole HTTP response (head and `Content-Length` body).
 pub fn read_http_response(stream: &mut TcpStream) -> HttpResponse {
     let head = read_response_head(stream);
-    let (status, headers) = parse_head(&head);
-    let mut response = HttpResponse {
+    let mut response = response_with_head(&head);
+    read_sized_body(stream, &mut response).expect("read response body");
+    response
+}
+
+/// A response with the status and headers of `head` and no body yet.
+pub fn response_with_head(head: &str) -> HttpResponse {
+    let (status, headers) = parse_head(head);
+    HttpResponse {
         status,
         headers,
         body: Vec::new(),
-    };
-    if let Some(len) = response.header("content-length") {
-        let len: usize = len.parse().expect("numeric Content-Length");
-        response.body = vec![0; len];
-        stream
-            .read_exact(&mut response.body)
-            .expect("read response body");
     }
-    response
+}
+
+/// Reads `response`'s body when its head gives a `Content-Length`; false
+/// (nothing read) when it does not.
+pub fn read_sized_body(reader: &mut impl Read, response: &mut HttpResponse) -> io::Result<bool> {
+    let Some(len) = response.header("content-length") else {
+        return Ok(false);
+    };
+    let len: usize = len.parse().map_err(io::Error::other)?;
+    response.body = vec![0; len];
+    reader.read_exact(&mut response.body)?;
+    Ok(true)
 }
 
 /// Sends `request` on a fresh connection and reads the one response.

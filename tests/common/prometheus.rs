@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{parse_head, signal, HttpResponse, IO_TIMEOUT};
+use super::{read_sized_body, response_with_head, signal, HttpResponse, IO_TIMEOUT};
 
 /// Where the Debian package puts the server.
 pub const DEFAULT_PROMETHEUS_BIN: &str = "/usr/bin/prometheus";
@@ -365,17 +365,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> io::Result<HttpResponse> {
             ));
         }
     }
-    let (status, headers) = parse_head(&head);
-    let mut response = HttpResponse {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if let Some(len) = response.header("content-length") {
-        let len: usize = len.parse().map_err(io::Error::other)?;
-        response.body = vec![0; len];
-        reader.read_exact(&mut response.body)?;
-    } else if response
+    let mut response = response_with_head(&head);
+    if read_sized_body(&mut reader, &mut response)? {
+        return Ok(response);
+    }
+    if response
         .header("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
     {
