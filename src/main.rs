@@ -11,6 +11,10 @@ use tickfan::cli::Cli;
 use tickfan::server::Server;
 use tracing_subscriber::EnvFilter;
 
+/// The exit status after a worker died (EX_SOFTWARE of sysexits.h): an
+/// internal error, for a supervisor to restart the broker on.
+const WORKER_DIED_EXIT_CODE: u8 = 70;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.print_default_config(&mut std::io::stdout()) {
@@ -89,9 +93,9 @@ fn main() -> ExitCode {
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            tracing::error!(error = %e, "worker failed");
-            ExitCode::FAILURE
+        Err(died) => {
+            tracing::error!(error = %died, "stopped because a worker died");
+            ExitCode::from(WORKER_DIED_EXIT_CODE)
         }
     }
 }

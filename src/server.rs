@@ -2,9 +2,13 @@
 //! workers on their own threads, and turns a stop request into the graceful
 //! shutdown every worker carries out (close 1001, grace period, exit).
 
+use std::any::Any;
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,8 +31,41 @@ pub struct Server {
     local_addr: SocketAddr,
     worker_count: usize,
     stopper: Stopper,
-    threads: Vec<JoinHandle<io::Result<()>>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Each worker thread says here how it ended, as it ends.
+    ended: Receiver<WorkerEnd>,
 }
+
+/// How one worker thread ended.
+#[derive(Debug)]
+struct WorkerEnd {
+    worker: usize,
+    /// `Err` with the panic message or the I/O error when it died.
+    outcome: Result<(), String>,
+}
+
+/// A worker died (panicked, or its event loop failed) while the broker was
+/// serving: the broker stopped because of it.
+///
+/// The decision (README.md, "Operations"): a broker with a worker fewer is
+/// half alive — that worker's clients are gone and its share of new
+/// connections would still be routed to a closed listener — so instead of
+/// going on, the others shut down gracefully (close 1001) and the process
+/// exits non-zero, for a supervisor to restart it. Meanwhile `/healthz` and
+/// `/readyz` answer 503.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerDied {
+    pub worker: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for WorkerDied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker {} died: {}", self.worker, self.reason)
+    }
+}
+
+impl std::error::Error for WorkerDied {}
 
 /// Asks a running server to shut down gracefully; cheap to clone into a
 /// signal-handling thread.
@@ -98,6 +135,7 @@ impl Server {
             live_connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            dead_workers: AtomicUsize::new(0),
             worker_count,
         });
         let mut workers = Vec::with_capacity(worker_count);
@@ -106,13 +144,16 @@ impl Server {
         {
             workers.push(Worker::new(id, poll, listener, inbox, Arc::clone(&shared))?);
         }
+        let (ended_tx, ended) = channel();
         let threads = workers
             .into_iter()
             .enumerate()
             .map(|(id, worker): (usize, Worker)| {
+                let shared = Arc::clone(&shared);
+                let ended = ended_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("tickfan-worker-{id}"))
-                    .spawn(move || worker.run())
+                    .spawn(move || run_worker(id, worker, &shared, &ended))
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Server {
@@ -123,6 +164,7 @@ impl Server {
                 wakers: Arc::new(wakers),
             },
             threads,
+            ended,
         })
     }
 
@@ -140,19 +182,60 @@ impl Server {
         self.stopper.clone()
     }
 
-    /// Waits for every worker to finish; the first worker error is returned.
-    pub fn join(self) -> io::Result<()> {
-        let mut result = Ok(());
-        for thread in self.threads {
-            let outcome = thread
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("worker thread panicked")));
-            if result.is_ok() {
-                result = outcome;
+    /// Waits for every worker to finish. When one dies first, the others
+    /// are stopped (gracefully, as on SIGTERM) and its death is returned.
+    pub fn join(self) -> Result<(), WorkerDied> {
+        let mut died: Option<WorkerDied> = None;
+        for _ in 0..self.threads.len() {
+            // Every thread sends exactly once (its body catches panics),
+            // so this cannot wait for a thread that is gone.
+            let Ok(end) = self.ended.recv() else { break };
+            if let Err(reason) = end.outcome {
+                tracing::error!(
+                    worker = end.worker,
+                    reason = %reason,
+                    "worker died: /healthz answers 503, stopping every other worker; the process exits non-zero"
+                );
+                self.stopper.stop();
+                died.get_or_insert(WorkerDied {
+                    worker: end.worker,
+                    reason,
+                });
             }
         }
-        result
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        died.map_or(Ok(()), Err)
     }
+}
+
+/// A worker thread's body: runs the worker, and whatever way it ends —
+/// returning, failing or panicking — marks a death and says how it ended.
+fn run_worker(id: usize, worker: Worker, shared: &Shared, ended: &Sender<WorkerEnd>) {
+    // The worker's state is dropped during the unwind; nothing of it is
+    // used afterwards, and the shared table's locks survive poisoning.
+    let outcome = match catch_unwind(AssertUnwindSafe(|| worker.run())) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("event loop failed: {error}")),
+        Err(panic) => Err(format!("panicked: {}", panic_message(&*panic))),
+    };
+    if outcome.is_err() {
+        shared.dead_workers.fetch_add(1, Ordering::AcqRel);
+    }
+    let _ = ended.send(WorkerEnd {
+        worker: id,
+        outcome,
+    });
+}
+
+/// The text a panic was raised with, when it was a string.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(a panic without a message)")
 }
 
 fn settings_from(config: &Config) -> Settings {

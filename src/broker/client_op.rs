@@ -15,6 +15,12 @@ use super::topic_name::{validate_topic, BadTopic};
 /// means a cap; higher values are the same as no cap.
 pub const MAX_HZ_LIMIT: f64 = 1_000_000.0;
 
+/// The slowest rate `max_hz` may ask for: one tick per 1,000 s. Below it the
+/// interval between ticks would leave any range a timer can meaningfully
+/// hold (and `1 / max_hz` stops fitting a `Duration` near 1e-19), so such
+/// values are refused rather than clamped.
+pub const MIN_MAX_HZ: f64 = 0.001;
+
 /// One operation a client asked for.
 #[derive(Debug)]
 pub enum ClientOp<'a> {
@@ -108,10 +114,11 @@ pub fn parse_op(message: &[u8]) -> Result<ClientOp<'_>, OpError> {
     match wire.op.as_ref() {
         "sub" => {
             let max_hz = match wire.max_hz {
-                Some(hz) if !(hz > 0.0 && hz.is_finite()) => {
+                // Written so that NaN falls into the refusal too.
+                Some(hz) if !(hz >= MIN_MAX_HZ && hz.is_finite()) => {
                     return Err(OpError::BadField {
                         field: "max_hz",
-                        reason: "must be a positive number",
+                        reason: "must be a number from 0.001 (one tick per 1,000 s) up",
                     })
                 }
                 Some(hz) if hz >= MAX_HZ_LIMIT => None,
@@ -211,6 +218,14 @@ mod tests {
                 .code(),
             "bad_field"
         );
+        // Positive but far below one tick per 1,000 s: once a panic when
+        // turned into a Duration, now refused.
+        for tiny in ["1e-20", "5e-324", "0.0009", "-1", "1e400"] {
+            let op = format!(r#"{{"op":"sub","topic":"A","max_hz":{tiny}}}"#);
+            let code = parse_op(op.as_bytes()).map(|_| "ok").unwrap_or_else(|e| e.code());
+            assert_ne!(code, "ok", "max_hz {tiny} must be refused");
+        }
+        assert!(parse_op(br#"{"op":"sub","topic":"A","max_hz":0.001}"#).is_ok());
         assert_eq!(
             parse_op(br#"{"op":"pub","topic":"A","data":{"x":}}"#)
                 .unwrap_err()

@@ -33,10 +33,20 @@ pub struct RateCap {
 }
 
 impl RateCap {
-    /// A cap of `max_hz` ticks per second, open at once.
+    /// The longest interval a cap uses, whatever it is asked for: the
+    /// conversion below can then never fail, and `now + interval` never
+    /// overflows an `Instant`.
+    const MAX_INTERVAL: Duration = Duration::from_secs(1_000);
+
+    /// A cap of `max_hz` ticks per second, open at once. `max_hz` is
+    /// checked by the op parser ([`super::client_op::MIN_MAX_HZ`]); this
+    /// conversion holds for any input anyway (NaN, zero or a negative
+    /// rate mean the longest interval).
     pub fn new(max_hz: f64, now: Instant) -> Self {
+        let interval = Duration::try_from_secs_f64(1.0 / max_hz)
+            .map_or(Self::MAX_INTERVAL, |interval| interval.min(Self::MAX_INTERVAL));
         RateCap {
-            interval: Duration::from_secs_f64(1.0 / max_hz),
+            interval,
             next_at: now,
             held: None,
         }
@@ -122,5 +132,22 @@ impl LocalTopics {
             .subscribers
             .iter_mut()
             .find(|s| s.connection == connection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_cap_interval_is_bounded_for_any_rate() {
+        let now = Instant::now();
+        assert_eq!(RateCap::new(10.0, now).interval, Duration::from_millis(100));
+        for hz in [1e-20, 5e-324, 0.0, -1.0, f64::NAN] {
+            let cap = RateCap::new(hz, now);
+            assert_eq!(cap.interval, RateCap::MAX_INTERVAL, "max_hz {hz}");
+            let _ = now + cap.interval; // must not overflow
+        }
+        assert_eq!(RateCap::new(f64::INFINITY, now).interval, Duration::ZERO);
     }
 }

@@ -9,6 +9,14 @@
 //! lock to register its worker and read the snapshot or replay, so the
 //! replay and the live ticks that follow meet with no gap and no duplicate
 //! (the worker skips live ticks at or below the subscription's start seq).
+//!
+//! Only published topics count against `broker.max_topics`. A subscribe to a
+//! topic nobody has published to yet makes an entry (so the first publish
+//! finds its subscribers), but that entry is free and is removed as soon as
+//! its last subscriber leaves: anonymous clients inventing names can neither
+//! fill the budget that publishers need nor leave entries behind. Such
+//! entries are bounded by the subscriptions that hold them
+//! (`max_connections` × `max_topics_per_connection`).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -89,6 +97,19 @@ impl Topic {
     fn has_subscribers(&self) -> bool {
         self.subscribers.iter().any(|&n| n > 0)
     }
+
+    /// Whether the topic counts against `max_topics`: it has been published
+    /// to (an entry made by a subscribe alone is free).
+    fn is_counted(&self) -> bool {
+        self.seq > 0
+    }
+}
+
+/// A publish in a batch: the topic (a valid name) and its JSON data.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    pub topic: &'a str,
+    pub data: &'a [u8],
 }
 
 type Shard = HashMap<Box<str>, Topic>;
@@ -148,60 +169,136 @@ impl TopicTable {
         let mut to_wake = WakeList::default();
         let published = {
             let mut shard = self.shard(topic);
-            let entry = self.topic_entry(&mut shard, topic)?;
-            entry.seq += 1;
-            entry.last_active = Instant::now();
-            let tick = Tick::encode(entry.id, topic, entry.seq, ts, data);
-            for (worker, &count) in entry.subscribers.iter().enumerate() {
-                if count > 0 && self.mailboxes[worker].post(Delivery::Tick(tick.clone())) {
-                    to_wake.add(worker);
-                }
+            if !shard.get(topic).is_some_and(Topic::is_counted) {
+                self.reserve_topics(1)?;
             }
-            if self.limits.history_depth > 0 {
-                if entry.history.len() == self.limits.history_depth {
-                    entry.history.pop_front();
-                }
-                entry.history.push_back(tick.clone());
-            }
-            entry.last = Some(tick);
-            Published {
-                topic: entry.id,
-                seq: entry.seq,
-            }
+            let entry = self.topic_entry(&mut shard, topic);
+            self.publish_locked(entry, topic, data, ts, &mut to_wake)
         };
         to_wake.wake(&self.mailboxes);
         Ok(published)
     }
 
-    /// Registers a subscriber on `worker` and returns what it must send first.
-    pub fn subscribe(
+    /// Publishes every item or none: the shards of all its topics are
+    /// locked together (in index order, so two batches cannot deadlock; every
+    /// other caller holds one shard at a time), the topics the batch would
+    /// add are checked against `max_topics` and reserved, and only then is
+    /// anything published. A refused batch published nothing, so retrying it
+    /// cannot deliver a tick twice.
+    pub fn publish_batch(&self, items: &[BatchItem<'_>]) -> Result<Vec<Published>, TooManyTopics> {
+        let ts = now_micros();
+        let mut shard_ids: Vec<usize> = items.iter().map(|i| self.shard_index(i.topic)).collect();
+        shard_ids.sort_unstable();
+        shard_ids.dedup();
+        let mut shards: Vec<MutexGuard<'_, Shard>> =
+            shard_ids.iter().map(|&id| lock(&self.shards[id])).collect();
+        let guard_of = |topic: &str| {
+            shard_ids
+                .binary_search(&self.shard_index(topic))
+                .expect("every item's shard is locked")
+        };
+        let mut new_topics: Vec<&str> = items
+            .iter()
+            .map(|item| item.topic)
+            .filter(|topic| !shards[guard_of(topic)].get(*topic).is_some_and(Topic::is_counted))
+            .collect();
+        new_topics.sort_unstable();
+        new_topics.dedup();
+        self.reserve_topics(new_topics.len())?;
+        let mut to_wake = WakeList::default();
+        let published = items
+            .iter()
+            .map(|item| {
+                let entry = self.topic_entry(&mut shards[guard_of(item.topic)], item.topic);
+                self.publish_locked(entry, item.topic, item.data, ts, &mut to_wake)
+            })
+            .collect();
+        drop(shards);
+        to_wake.wake(&self.mailboxes);
+        Ok(published)
+    }
+
+    /// Takes `n` places of `max_topics` for topics about to be published to
+    /// for the first time, or none when they do not all fit.
+    fn reserve_topics(&self, n: usize) -> Result<(), TooManyTopics> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.topic_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                count
+                    .checked_add(n)
+                    .filter(|&total| total <= self.limits.max_topics)
+            })
+            .map(|_| ())
+            .map_err(|_| TooManyTopics)
+    }
+
+    /// Assigns the next seq of `entry` (the topic `topic`, whose shard is
+    /// locked and whose place in `max_topics` is taken) and hands the tick
+    /// to the workers with subscribers.
+    fn publish_locked(
         &self,
+        entry: &mut Topic,
         topic: &str,
-        worker: usize,
-        start: Start<'_>,
-    ) -> Result<Subscribed, TooManyTopics> {
+        data: &[u8],
+        ts: u64,
+        to_wake: &mut WakeList,
+    ) -> Published {
+        entry.seq += 1;
+        entry.last_active = Instant::now();
+        let tick = Tick::encode(entry.id, topic, entry.seq, ts, data);
+        for (worker, &count) in entry.subscribers.iter().enumerate() {
+            if count > 0 && self.mailboxes[worker].post(Delivery::Tick(tick.clone())) {
+                to_wake.add(worker);
+            }
+        }
+        if self.limits.history_depth > 0 {
+            if entry.history.len() == self.limits.history_depth {
+                entry.history.pop_front();
+            }
+            entry.history.push_back(tick.clone());
+        }
+        entry.last = Some(tick);
+        Published {
+            topic: entry.id,
+            seq: entry.seq,
+        }
+    }
+
+    /// Registers a subscriber on `worker` and returns what it must send
+    /// first. Never refused: a topic made by a subscribe is free (see the
+    /// module's doc).
+    pub fn subscribe(&self, topic: &str, worker: usize, start: Start<'_>) -> Subscribed {
         let mut shard = self.shard(topic);
-        let entry = self.topic_entry(&mut shard, topic)?;
+        let entry = self.topic_entry(&mut shard, topic);
         entry.subscribers[worker] += 1;
         let (gap, ticks) = match start {
             Start::Latest => (None, entry.last.iter().cloned().collect()),
             Start::After { since, epoch } => replay(entry, since, epoch),
         };
-        Ok(Subscribed {
+        Subscribed {
             topic: entry.id,
             epoch: entry.epoch.clone(),
             seq: entry.seq,
             gap,
             ticks,
-        })
+        }
     }
 
-    /// Removes one subscriber on `worker` from the topic `id` named `topic`.
+    /// Removes one subscriber on `worker` from the topic `id` named `topic`;
+    /// a topic never published to goes with its last subscriber.
     pub fn unsubscribe(&self, topic: &str, id: TopicId, worker: usize) {
         let mut shard = self.shard(topic);
-        if let Some(entry) = shard.get_mut(topic).filter(|t| t.id == id) {
-            entry.subscribers[worker] = entry.subscribers[worker].saturating_sub(1);
-            entry.last_active = Instant::now();
+        let Some(entry) = shard.get_mut(topic).filter(|t| t.id == id) else {
+            return;
+        };
+        if let Some(count) = entry.subscribers.get_mut(worker) {
+            *count = count.saturating_sub(1);
+        }
+        entry.last_active = Instant::now();
+        if !entry.is_counted() && !entry.has_subscribers() {
+            shard.remove(topic);
         }
     }
 
@@ -216,48 +313,44 @@ impl TopicTable {
         let ttl = self.limits.topic_ttl;
         let mut removed = 0;
         for shard in self.shards.iter().skip(part).step_by(parts.max(1)) {
-            let mut shard = lock(shard);
-            let before = shard.len();
-            shard.retain(|_, t| {
-                t.has_subscribers() || now.saturating_duration_since(t.last_active) < ttl
+            lock(shard).retain(|_, t| {
+                let keep =
+                    t.has_subscribers() || now.saturating_duration_since(t.last_active) < ttl;
+                removed += usize::from(!keep && t.is_counted());
+                keep
             });
-            removed += before - shard.len();
         }
         self.topic_count.fetch_sub(removed, Ordering::Relaxed);
         removed
     }
 
     fn shard(&self, topic: &str) -> MutexGuard<'_, Shard> {
-        let mut hasher = DefaultHasher::new();
-        topic.hash(&mut hasher);
-        lock(&self.shards[(hasher.finish() % self.shards.len() as u64) as usize])
+        lock(&self.shards[self.shard_index(topic)])
     }
 
-    fn topic_entry<'s>(
-        &self,
-        shard: &'s mut Shard,
-        topic: &str,
-    ) -> Result<&'s mut Topic, TooManyTopics> {
-        if !shard.contains_key(topic) {
-            if self.topic_count.fetch_add(1, Ordering::Relaxed) >= self.limits.max_topics {
-                self.topic_count.fetch_sub(1, Ordering::Relaxed);
-                return Err(TooManyTopics);
-            }
+    fn shard_index(&self, topic: &str) -> usize {
+        let mut hasher = DefaultHasher::new();
+        topic.hash(&mut hasher);
+        // The remainder is below the shard count, a usize.
+        (hasher.finish() % self.shards.len() as u64) as usize
+    }
+
+    /// The entry of `topic`, made (uncounted, see [`Topic::is_counted`])
+    /// when it does not exist yet.
+    fn topic_entry<'s>(&self, shard: &'s mut Shard, topic: &str) -> &'s mut Topic {
+        let workers = self.mailboxes.len();
+        shard.entry(topic.into()).or_insert_with(|| {
             let id = TopicId(self.next_id.fetch_add(1, Ordering::Relaxed));
-            shard.insert(
-                topic.into(),
-                Topic {
-                    id,
-                    epoch: format!("{:x}-{:x}", self.boot % (1 << 40), id.0),
-                    seq: 0,
-                    last: None,
-                    history: VecDeque::new(),
-                    subscribers: vec![0; self.mailboxes.len()].into_boxed_slice(),
-                    last_active: Instant::now(),
-                },
-            );
-        }
-        Ok(shard.get_mut(topic).expect("present or just inserted"))
+            Topic {
+                id,
+                epoch: format!("{:x}-{:x}", self.boot % (1 << 40), id.0),
+                seq: 0,
+                last: None,
+                history: VecDeque::new(),
+                subscribers: vec![0; workers].into_boxed_slice(),
+                last_active: Instant::now(),
+            }
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 //! when the socket is readable or writable and when its deadline passes; it
 //! answers whether it wants to live on.
 
+mod fault_injection;
 mod held_poll;
 mod http_routes;
 
@@ -217,6 +218,13 @@ impl Connection {
         }
     }
 
+    /// Whether the queue is over the bound past which no more input is
+    /// acted on (in a phase whose input turns into answers).
+    fn answers_pile_up(&self, settings: &Settings) -> bool {
+        matches!(self.phase, Phase::Http | Phase::WebSocket { .. })
+            && self.queued_bytes() >= settings.out_pause_bytes()
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.out.len()
@@ -323,10 +331,21 @@ impl Connection {
     }
 
     /// Acts on every complete request or frame at the front of `input`.
+    ///
+    /// Stops early, leaving the rest pending, once the answers queued so far
+    /// reach the pause bound: a client that pipelines requests (or sends
+    /// WebSocket messages) without reading gets at most one more answer
+    /// than the bound queued, however much it sent in one read, and the
+    /// rest is acted on when its queue drains.
     fn process(&mut self, input: &mut ReadBuf, ctx: &mut Ctx<'_>) -> Verdict {
         loop {
             let bytes = input.filled_mut();
             if bytes.is_empty() {
+                return Verdict::Keep;
+            }
+            if self.answers_pile_up(ctx.settings) {
+                self.pending_unprocessed = true;
+                self.read_unfinished = true;
                 return Verdict::Keep;
             }
             let (consumed, flow) = match self.phase {

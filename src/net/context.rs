@@ -111,6 +111,9 @@ pub struct Ctx<'a> {
     pub metrics: &'a Metrics,
     /// Shutdown was asked for (draining or stopping): readiness answers 503.
     pub not_ready: bool,
+    /// A worker died: liveness answers 503 too (the process is stopping
+    /// and exits non-zero, see `Server::join`).
+    pub unhealthy: bool,
     /// The queue bound past which the slow-consumer policy applies now:
     /// `broker.max_queue_bytes`, or less while the worker's queues together
     /// are over their share of `broker.max_total_queue_bytes`.

@@ -174,15 +174,7 @@ impl Session {
                 ctx.now,
             );
         }
-        let Ok(subscribed) = ctx.table.subscribe(topic, ctx.worker, start) else {
-            return self.refuse(
-                out,
-                "too_many_topics",
-                "the broker's topic limit is reached",
-                Some(topic),
-                ctx.now,
-            );
-        };
+        let subscribed = ctx.table.subscribe(topic, ctx.worker, start);
         let name: Arc<str> = topic.into();
         let rate = max_hz.map(|hz| RateCap::new(hz, ctx.now));
         ctx.local

@@ -76,6 +76,9 @@ pub struct Shared {
     /// Set once when shutdown was asked for with a drain delay: readiness
     /// answers 503 while everything else is still served.
     pub draining: AtomicBool,
+    /// Workers whose thread ended by a panic or an error: the broker is
+    /// then unhealthy (`/healthz` and `/readyz` answer 503) and stopping.
+    pub dead_workers: AtomicUsize,
     pub worker_count: usize,
 }
 
@@ -255,6 +258,7 @@ impl Worker {
             metrics: &shared.metrics,
             not_ready: shared.draining.load(Ordering::Relaxed)
                 || shared.stopping.load(Ordering::Relaxed),
+            unhealthy: shared.dead_workers.load(Ordering::Relaxed) > 0,
             tick_bound,
             local,
             scratch,

@@ -38,7 +38,7 @@ fn snapshot_then_live_only_to_workers_with_subscribers() {
     let (table, inboxes, _polls) = table(2, 8, 100);
     table.publish("A", b"1").unwrap();
     table.publish("A", b"2").unwrap();
-    let sub = table.subscribe("A", 1, Start::Latest).unwrap();
+    let sub = table.subscribe("A", 1, Start::Latest);
     assert_eq!(sub.seq, 2);
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2]);
     assert_eq!(sub.gap, None);
@@ -65,8 +65,7 @@ fn replay_after_since_and_gap_when_overrun() {
                 since: 8,
                 epoch: None,
             },
-        )
-        .unwrap();
+        );
     assert_eq!(sub.gap, None);
     assert_eq!(
         sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(),
@@ -80,8 +79,7 @@ fn replay_after_since_and_gap_when_overrun() {
                 since: 3,
                 epoch: None,
             },
-        )
-        .unwrap();
+        );
     assert_eq!(sub.gap, Some((4, 6)));
     assert_eq!(
         sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(),
@@ -95,8 +93,7 @@ fn replay_after_since_and_gap_when_overrun() {
                 since: 10,
                 epoch: Some(&sub.epoch),
             },
-        )
-        .unwrap();
+        );
     assert_eq!((sub.gap, sub.ticks.len()), (None, 0));
 }
 
@@ -114,8 +111,7 @@ fn another_epoch_gets_gap_and_snapshot() {
                 since: 1,
                 epoch: Some("old"),
             },
-        )
-        .unwrap();
+        );
     assert_eq!(sub.gap, Some((1, 3)));
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![3]);
     let future = table
@@ -126,8 +122,7 @@ fn another_epoch_gets_gap_and_snapshot() {
                 since: 99,
                 epoch: None,
             },
-        )
-        .unwrap();
+        );
     assert_eq!(future.gap, Some((1, 3)));
 }
 
@@ -144,8 +139,7 @@ fn history_depth_zero_still_has_a_snapshot() {
                 since: 0,
                 epoch: None,
             },
-        )
-        .unwrap();
+        );
     assert_eq!(sub.gap, Some((1, 2)));
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2]);
 }
@@ -154,7 +148,8 @@ fn history_depth_zero_still_has_a_snapshot() {
 fn topic_limit_and_reclaim_with_new_epoch() {
     let (table, _inboxes, _polls) = table(1, 4, 2);
     table.publish("A", b"1").unwrap();
-    let first_epoch = table.subscribe("B", 0, Start::Latest).unwrap();
+    table.publish("B", b"1").unwrap();
+    let first_epoch = table.subscribe("B", 0, Start::Latest);
     assert_eq!(table.publish("C", b"1"), Err(TooManyTopics));
     let later = Instant::now() + Duration::from_secs(120);
     // B has a subscriber and stays; A is reclaimed.
@@ -162,16 +157,65 @@ fn topic_limit_and_reclaim_with_new_epoch() {
     assert_eq!(table.topic_count(), 1);
     table.unsubscribe("B", first_epoch.topic, 0);
     assert_eq!(table.reclaim(later, 0, 1), 1);
-    let again = table.subscribe("B", 0, Start::Latest).unwrap();
+    let again = table.subscribe("B", 0, Start::Latest);
     assert_ne!(again.epoch, first_epoch.epoch);
     assert_eq!(again.seq, 0);
 }
 
 #[test]
+fn subscribing_to_unpublished_topics_takes_no_place_in_the_limit() {
+    let (table, inboxes, _polls) = table(1, 4, 2);
+    table.publish("A", b"1").unwrap();
+    // A client inventing names: each entry is free and leaves with it.
+    for i in 0..1000 {
+        let name = format!("invented{i}");
+        let sub = table.subscribe(&name, 0, Start::Latest);
+        assert_eq!(sub.seq, 0);
+        table.unsubscribe(&name, sub.topic, 0);
+    }
+    let held = table.subscribe("held", 0, Start::Latest);
+    assert_eq!(table.topic_count(), 1);
+    assert_eq!(table.shards.iter().map(|s| lock(s).len()).sum::<usize>(), 2);
+    // A publisher may still create topics up to the limit ...
+    table.publish("B", b"1").unwrap();
+    assert_eq!(table.publish("C", b"1"), Err(TooManyTopics));
+    // ... and a refused publish leaves nothing behind.
+    assert_eq!(table.shards.iter().map(|s| lock(s).len()).sum::<usize>(), 3);
+    // The subscribed, unpublished topic is the limit's business only once
+    // published to; its subscriber then gets the tick.
+    assert_eq!(table.publish("held", b"1"), Err(TooManyTopics));
+    table.unsubscribe("held", held.topic, 0);
+    assert!(seqs(&inboxes[0]).is_empty());
+}
+
+#[test]
+fn a_batch_is_published_whole_or_not_at_all() {
+    let (table, inboxes, _polls) = table(1, 8, 3);
+    table.subscribe("A", 0, Start::Latest);
+    table.publish("A", b"0").unwrap();
+    let item = |topic| BatchItem { topic, data: b"1" };
+    // A, B and C fit (A exists); A, B, C and D do not: nothing of it is published.
+    assert_eq!(
+        table.publish_batch(&[item("A"), item("B"), item("C"), item("D")]),
+        Err(TooManyTopics)
+    );
+    assert_eq!(table.latest_seq("A"), 1);
+    assert_eq!(table.topic_count(), 1);
+    assert_eq!(seqs(&inboxes[0]), vec![1]);
+    let published = table
+        .publish_batch(&[item("A"), item("B"), item("A"), item("C")])
+        .unwrap();
+    let seqs_published: Vec<u64> = published.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs_published, vec![2, 1, 3, 1]);
+    assert_eq!(table.topic_count(), 3);
+    assert_eq!(seqs(&inboxes[0]), vec![2, 3]);
+}
+
+#[test]
 fn concurrent_publishers_are_seen_in_seq_order() {
     let (table, inboxes, _polls) = table(2, 16, 100);
-    table.subscribe("A", 0, Start::Latest).unwrap();
-    table.subscribe("A", 1, Start::Latest).unwrap();
+    table.subscribe("A", 0, Start::Latest);
+    table.subscribe("A", 1, Start::Latest);
     let table = Arc::new(table);
     let threads: Vec<_> = (0..4)
         .map(|_| {

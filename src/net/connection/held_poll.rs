@@ -73,17 +73,7 @@ impl Connection {
         };
         for wanted in &stream.topics {
             let start = Start::from_cursor(wanted.since, None);
-            let Ok(subscribed) = ctx.table.subscribe(&wanted.topic, ctx.worker, start) else {
-                for (name, id) in poll.take_topics() {
-                    ctx.local.remove(id, ctx.token);
-                    ctx.table.unsubscribe(&name, id, ctx.worker);
-                }
-                self.refuse(
-                    Response::error(503, "the broker's topic limit is reached"),
-                    ctx,
-                );
-                return (request.head_len, Flow::NeedMore);
-            };
+            let subscribed = ctx.table.subscribe(&wanted.topic, ctx.worker, start);
             let name: Arc<str> = wanted.topic.as_str().into();
             if let Some((from, to)) = subscribed.gap {
                 poll.gaps.push(Gap {
@@ -145,11 +135,9 @@ impl Connection {
         let response = if poll.ticks.is_empty() && poll.gaps.is_empty() {
             Response::new(204)
         } else {
-            for tick in &poll.ticks {
-                if let Some(topic) = poll.topics.iter_mut().find(|t| t.id == tick.topic) {
-                    topic.cursor = topic.cursor.max(tick.seq);
-                }
-            }
+            let kept = answer_prefix(&poll.ticks, ctx.settings.out_pause_bytes());
+            advance_cursors(&mut poll.topics, &poll.ticks, kept);
+            poll.ticks.truncate(kept);
             let cursor = format_cursor(poll.topics.iter().map(|t| (&*t.name, t.cursor)));
             ctx.stats.delivered[Transport::LongPoll as usize] += poll.ticks.len() as u64;
             Response::json(200, poll_body(&poll.ticks, &poll.gaps, &cursor))
@@ -168,5 +156,81 @@ impl Connection {
             self.respond_and_close(response, ctx.now);
         }
         Verdict::Keep
+    }
+}
+
+/// How many of `ticks` (in the order they are answered) fit in an answer of
+/// about `max_bytes`: at least one, so a single large tick still goes out.
+/// The rest stays in the history ring for the client's next poll, which its
+/// cursor asks for at once: one request never costs more than one bounded
+/// answer, whatever the history and the number of topics.
+fn answer_prefix(ticks: &[Tick], max_bytes: usize) -> usize {
+    let mut bytes = 0usize;
+    ticks
+        .iter()
+        .take_while(|tick| {
+            let fits = bytes == 0 || bytes.saturating_add(tick.envelope().len()) <= max_bytes;
+            bytes = bytes.saturating_add(tick.envelope().len());
+            fits
+        })
+        .count()
+}
+
+/// Moves each topic's cursor to the newest of its ticks in the answer (the
+/// first `kept` of `ticks`). A topic whose ticks were all left out has its
+/// cursor just before the first of them, so the next poll brings them.
+fn advance_cursors(topics: &mut [PollTopic], ticks: &[Tick], kept: usize) {
+    for topic in topics.iter_mut() {
+        let mut answered = None;
+        let mut first_left_out = None;
+        for (i, tick) in ticks.iter().enumerate().filter(|(_, t)| t.topic == topic.id) {
+            if i < kept {
+                answered = answered.max(Some(tick.seq));
+            } else {
+                first_left_out = first_left_out.or(Some(tick.seq));
+            }
+        }
+        topic.cursor = match (answered, first_left_out) {
+            (Some(seq), _) => topic.cursor.max(seq),
+            (None, Some(seq)) => topic.cursor.min(seq.saturating_sub(1)),
+            (None, None) => topic.cursor,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(topic: u64, seqs: std::ops::RangeInclusive<u64>) -> Vec<Tick> {
+        seqs.map(|seq| Tick::encode(TopicId(topic), "T", seq, 0, b"12345678"))
+            .collect()
+    }
+
+    #[test]
+    fn answer_is_cut_to_the_bound_and_cursors_resume_after_it() {
+        let mut all = ticks(1, 1..=10);
+        all.extend(ticks(2, 5..=6));
+        let one = all[0].envelope().len();
+        assert_eq!(answer_prefix(&all, usize::MAX), 12);
+        assert_eq!(answer_prefix(&all, one * 4), 4);
+        assert_eq!(answer_prefix(&all, 1), 1, "a tick over the bound still goes");
+        let mut topics = vec![
+            PollTopic {
+                name: "A".into(),
+                id: TopicId(1),
+                cursor: 0,
+            },
+            PollTopic {
+                name: "B".into(),
+                id: TopicId(2),
+                cursor: 6, // "latest" without a cursor: the snapshot's seq
+            },
+        ];
+        advance_cursors(&mut topics, &all, 4);
+        assert_eq!(topics[0].cursor, 4);
+        assert_eq!(topics[1].cursor, 4, "B's snapshot was left out: ask again from 5");
+        advance_cursors(&mut topics, &all, 12);
+        assert_eq!((topics[0].cursor, topics[1].cursor), (10, 6));
     }
 }

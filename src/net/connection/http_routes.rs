@@ -4,7 +4,7 @@
 
 use super::{presented_rights, route_error_response, Connection, Flow, Phase};
 use crate::broker::auth::Rights;
-use crate::broker::topic_table::Start;
+use crate::broker::topic_table::{BatchItem, Start};
 use crate::http::publish::parse_publish_body;
 use crate::http::query::{parse_stream_request, QueryLimits, StreamRequest};
 use crate::http::request::Request;
@@ -28,6 +28,7 @@ impl Connection {
         bytes: &[u8],
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
+        super::fault_injection::on_request(request.path);
         let route = match http_route(
             request.method,
             request.path,
@@ -53,6 +54,9 @@ impl Connection {
             );
         }
         let response = match route {
+            HttpRoute::Health | HttpRoute::Ready if ctx.unhealthy => {
+                Response::error(503, "a worker died; the broker is exiting")
+            }
             HttpRoute::Health => Response::error(200, "ok"),
             HttpRoute::Ready if ctx.not_ready => Response::error(503, "shutting down"),
             HttpRoute::Ready => Response::error(200, "ready"),
@@ -140,18 +144,27 @@ impl Connection {
                 return self.refuse_request(Response::error(400, &message), bytes.len(), ctx)
             }
         };
-        let mut seqs = Vec::with_capacity(items.len());
-        for item in &items {
-            match ctx.table.publish(&item.topic, item.data.as_bytes()) {
-                Ok(published) => {
-                    seqs.push(serde_json::json!({"topic": item.topic, "seq": published.seq}))
-                }
-                Err(_) => {
-                    let response = Response::error(503, "the broker's topic limit is reached");
-                    return self.refuse_request(response, bytes.len(), ctx);
-                }
-            }
-        }
+        let batch: Vec<BatchItem<'_>> = items
+            .iter()
+            .map(|item| BatchItem {
+                topic: &item.topic,
+                data: item.data.as_bytes(),
+            })
+            .collect();
+        // All or nothing: a batch that would pass the topic limit publishes
+        // no tick, so the client may retry it whole.
+        let Ok(published) = ctx.table.publish_batch(&batch) else {
+            let response = Response::error(
+                503,
+                "the broker's topic limit is reached; nothing of the request was published",
+            );
+            return self.refuse_request(response, bytes.len(), ctx);
+        };
+        let mut seqs: Vec<serde_json::Value> = items
+            .iter()
+            .zip(&published)
+            .map(|(item, published)| serde_json::json!({"topic": item.topic, "seq": published.seq}))
+            .collect();
         ctx.stats.published_http += seqs.len() as u64;
         let body = if topic.is_some() {
             seqs.pop().unwrap_or_default()
