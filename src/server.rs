@@ -8,10 +8,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::{Poll, Waker};
 
@@ -34,6 +34,9 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     /// Each worker thread says here how it ended, as it ends.
     ended: Receiver<WorkerEnd>,
+    /// `server.drain_delay_ms`: after a worker died, how long `/readyz`
+    /// and `/healthz` answer 503 while the others still serve.
+    drain_delay: Duration,
 }
 
 /// How one worker thread ended.
@@ -165,6 +168,7 @@ impl Server {
             },
             threads,
             ended,
+            drain_delay: config.server.drain_delay(),
         })
     }
 
@@ -182,22 +186,44 @@ impl Server {
         self.stopper.clone()
     }
 
-    /// Waits for every worker to finish. When one dies first, the others
-    /// are stopped (gracefully, as on SIGTERM) and its death is returned.
+    /// Waits for every worker to finish. When one dies first, the broker
+    /// turns unhealthy and draining, and after the drain delay the others
+    /// are stopped (gracefully, as on SIGTERM); the death is returned.
     pub fn join(self) -> Result<(), WorkerDied> {
         let mut died: Option<WorkerDied> = None;
-        for _ in 0..self.threads.len() {
+        let mut stop_at: Option<Instant> = None;
+        let mut running = self.threads.len();
+        while running > 0 {
             // Every thread sends exactly once (its body catches panics),
             // so this cannot wait for a thread that is gone.
-            let Ok(end) = self.ended.recv() else { break };
-            if let Err(reason) = end.outcome {
-                tracing::error!(
-                    worker = end.worker,
-                    reason = %reason,
-                    "worker died: /healthz answers 503, stopping every other worker; the process exits non-zero"
-                );
-                self.stopper.stop();
-                died.get_or_insert(WorkerDied {
+            let end = match stop_at {
+                None => self.ended.recv().ok(),
+                Some(at) => match self
+                    .ended
+                    .recv_timeout(at.saturating_duration_since(Instant::now()))
+                {
+                    Ok(end) => Some(end),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.stopper.stop();
+                        stop_at = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            let Some(end) = end else { break };
+            running -= 1;
+            let Err(reason) = end.outcome else { continue };
+            tracing::error!(
+                worker = end.worker,
+                reason = %reason,
+                drain_delay_ms = self.drain_delay.as_millis() as u64,
+                "worker died: /healthz and /readyz answer 503; every other worker stops after the drain delay and the process exits non-zero"
+            );
+            if died.is_none() {
+                self.stopper.drain();
+                stop_at = Some(Instant::now() + self.drain_delay);
+                died = Some(WorkerDied {
                     worker: end.worker,
                     reason,
                 });

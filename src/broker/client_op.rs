@@ -222,7 +222,9 @@ mod tests {
         // turned into a Duration, now refused.
         for tiny in ["1e-20", "5e-324", "0.0009", "-1", "1e400"] {
             let op = format!(r#"{{"op":"sub","topic":"A","max_hz":{tiny}}}"#);
-            let code = parse_op(op.as_bytes()).map(|_| "ok").unwrap_or_else(|e| e.code());
+            let code = parse_op(op.as_bytes())
+                .map(|_| "ok")
+                .unwrap_or_else(|e| e.code());
             assert_ne!(code, "ok", "max_hz {tiny} must be refused");
         }
         assert!(parse_op(br#"{"op":"sub","topic":"A","max_hz":0.001}"#).is_ok());

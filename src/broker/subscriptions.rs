@@ -44,7 +44,9 @@ impl RateCap {
     /// rate mean the longest interval).
     pub fn new(max_hz: f64, now: Instant) -> Self {
         let interval = Duration::try_from_secs_f64(1.0 / max_hz)
-            .map_or(Self::MAX_INTERVAL, |interval| interval.min(Self::MAX_INTERVAL));
+            .map_or(Self::MAX_INTERVAL, |interval| {
+                interval.min(Self::MAX_INTERVAL)
+            });
         RateCap {
             interval,
             next_at: now,

@@ -200,7 +200,11 @@ impl TopicTable {
         let mut new_topics: Vec<&str> = items
             .iter()
             .map(|item| item.topic)
-            .filter(|topic| !shards[guard_of(topic)].get(*topic).is_some_and(Topic::is_counted))
+            .filter(|topic| {
+                !shards[guard_of(topic)]
+                    .get(*topic)
+                    .is_some_and(Topic::is_counted)
+            })
             .collect();
         new_topics.sort_unstable();
         new_topics.dedup();

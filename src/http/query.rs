@@ -49,6 +49,11 @@ pub fn parse_stream_request(
                 for name in value.split(',').filter(|n| !n.is_empty()) {
                     validate_topic(name).map_err(|e| format!("topic {name:?}: {e}"))?;
                     if !topics.iter().any(|t| t.topic == name) {
+                        // Checked as the list grows, so a head of thousands
+                        // of names costs no quadratic scan before the refusal.
+                        if topics.len() == limits.max_topics {
+                            return Err(too_many_topics(limits));
+                        }
                         topics.push(TopicCursor {
                             topic: name.to_owned(),
                             since: None,
@@ -58,6 +63,10 @@ pub fn parse_stream_request(
             }
             "since" => {
                 for cursor in value.split(',').filter(|c| !c.is_empty()) {
+                    // More cursors than topics cannot all name a topic.
+                    if cursors.len() == limits.max_topics {
+                        return Err(too_many_topics(limits));
+                    }
                     cursors.push(parse_cursor(cursor)?);
                 }
             }
@@ -72,7 +81,7 @@ pub fn parse_stream_request(
         }
     }
     if let Some(id) = last_event_id.map(str::trim).filter(|id| !id.is_empty()) {
-        for cursor in id.split(',') {
+        for cursor in id.split(',').take(limits.max_topics) {
             let (topic, seq) = parse_cursor(cursor)?;
             if !cursors.iter().any(|(t, _)| *t == topic) {
                 cursors.push((topic, seq));
@@ -81,9 +90,6 @@ pub fn parse_stream_request(
     }
     if topics.is_empty() {
         return Err("at least one topic parameter is required".into());
-    }
-    if topics.len() > limits.max_topics {
-        return Err(format!("at most {} topics per request", limits.max_topics));
     }
     for (topic, seq) in cursors {
         match topics.iter_mut().find(|t| t.topic == topic) {
@@ -96,6 +102,10 @@ pub fn parse_stream_request(
         }
     }
     Ok(StreamRequest { topics, timeout })
+}
+
+fn too_many_topics(limits: QueryLimits) -> String {
+    format!("at most {} topics per request", limits.max_topics)
 }
 
 /// Parses `<topic>:<seq>`; the topic itself may contain ':'.

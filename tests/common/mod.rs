@@ -82,6 +82,14 @@ impl Broker {
         Broker::spawn(command, extra)
     }
 
+    /// Starts the binary as [`Broker::start`] does, with `env` added to
+    /// its environment.
+    pub fn start_with_env(env: &[(&str, &str)], extra: &[&str]) -> Broker {
+        let mut command = Command::new(BIN);
+        command.envs(env.iter().copied());
+        Broker::spawn(command, extra)
+    }
+
     fn spawn(mut command: Command, extra: &[&str]) -> Broker {
         let mut args: Vec<&str> = vec!["--listen", "127.0.0.1:0"];
         if !extra.contains(&"--echo-path") {

@@ -57,43 +57,40 @@ fn replay_after_since_and_gap_when_overrun() {
         table.publish("A", i.to_string().as_bytes()).unwrap();
     }
     // History holds 7..=10.
-    let sub = table
-        .subscribe(
-            "A",
-            0,
-            Start::After {
-                since: 8,
-                epoch: None,
-            },
-        );
+    let sub = table.subscribe(
+        "A",
+        0,
+        Start::After {
+            since: 8,
+            epoch: None,
+        },
+    );
     assert_eq!(sub.gap, None);
     assert_eq!(
         sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(),
         vec![9, 10]
     );
-    let sub = table
-        .subscribe(
-            "A",
-            0,
-            Start::After {
-                since: 3,
-                epoch: None,
-            },
-        );
+    let sub = table.subscribe(
+        "A",
+        0,
+        Start::After {
+            since: 3,
+            epoch: None,
+        },
+    );
     assert_eq!(sub.gap, Some((4, 6)));
     assert_eq!(
         sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(),
         vec![7, 8, 9, 10]
     );
-    let sub = table
-        .subscribe(
-            "A",
-            0,
-            Start::After {
-                since: 10,
-                epoch: Some(&sub.epoch),
-            },
-        );
+    let sub = table.subscribe(
+        "A",
+        0,
+        Start::After {
+            since: 10,
+            epoch: Some(&sub.epoch),
+        },
+    );
     assert_eq!((sub.gap, sub.ticks.len()), (None, 0));
 }
 
@@ -103,26 +100,24 @@ fn another_epoch_gets_gap_and_snapshot() {
     for _ in 0..3 {
         table.publish("A", b"0").unwrap();
     }
-    let sub = table
-        .subscribe(
-            "A",
-            0,
-            Start::After {
-                since: 1,
-                epoch: Some("old"),
-            },
-        );
+    let sub = table.subscribe(
+        "A",
+        0,
+        Start::After {
+            since: 1,
+            epoch: Some("old"),
+        },
+    );
     assert_eq!(sub.gap, Some((1, 3)));
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![3]);
-    let future = table
-        .subscribe(
-            "A",
-            0,
-            Start::After {
-                since: 99,
-                epoch: None,
-            },
-        );
+    let future = table.subscribe(
+        "A",
+        0,
+        Start::After {
+            since: 99,
+            epoch: None,
+        },
+    );
     assert_eq!(future.gap, Some((1, 3)));
 }
 
@@ -131,15 +126,14 @@ fn history_depth_zero_still_has_a_snapshot() {
     let (table, _inboxes, _polls) = table(1, 0, 100);
     table.publish("A", b"1").unwrap();
     table.publish("A", b"2").unwrap();
-    let sub = table
-        .subscribe(
-            "A",
-            0,
-            Start::After {
-                since: 0,
-                epoch: None,
-            },
-        );
+    let sub = table.subscribe(
+        "A",
+        0,
+        Start::After {
+            since: 0,
+            epoch: None,
+        },
+    );
     assert_eq!(sub.gap, Some((1, 2)));
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2]);
 }

@@ -14,9 +14,8 @@ pub const PANIC_PATH: &str = "/__fault/panic";
 pub fn on_request(path: &str) {
     use std::sync::OnceLock;
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| {
-        std::env::var_os("TICKFAN_FAULT_INJECTION").is_some_and(|v| v == "1")
-    });
+    let enabled = *ENABLED
+        .get_or_init(|| std::env::var_os("TICKFAN_FAULT_INJECTION").is_some_and(|v| v == "1"));
     if enabled && path == PANIC_PATH {
         panic!("fault injection: {PANIC_PATH} was requested");
     }

@@ -183,7 +183,11 @@ fn advance_cursors(topics: &mut [PollTopic], ticks: &[Tick], kept: usize) {
     for topic in topics.iter_mut() {
         let mut answered = None;
         let mut first_left_out = None;
-        for (i, tick) in ticks.iter().enumerate().filter(|(_, t)| t.topic == topic.id) {
+        for (i, tick) in ticks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.topic == topic.id)
+        {
             if i < kept {
                 answered = answered.max(Some(tick.seq));
             } else {
@@ -214,7 +218,11 @@ mod tests {
         let one = all[0].envelope().len();
         assert_eq!(answer_prefix(&all, usize::MAX), 12);
         assert_eq!(answer_prefix(&all, one * 4), 4);
-        assert_eq!(answer_prefix(&all, 1), 1, "a tick over the bound still goes");
+        assert_eq!(
+            answer_prefix(&all, 1),
+            1,
+            "a tick over the bound still goes"
+        );
         let mut topics = vec![
             PollTopic {
                 name: "A".into(),
@@ -229,7 +237,10 @@ mod tests {
         ];
         advance_cursors(&mut topics, &all, 4);
         assert_eq!(topics[0].cursor, 4);
-        assert_eq!(topics[1].cursor, 4, "B's snapshot was left out: ask again from 5");
+        assert_eq!(
+            topics[1].cursor, 4,
+            "B's snapshot was left out: ask again from 5"
+        );
         advance_cursors(&mut topics, &all, 12);
         assert_eq!((topics[0].cursor, topics[1].cursor), (10, 6));
     }
