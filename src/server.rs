@@ -264,7 +264,8 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .unwrap_or("(a panic without a message)")
 }
 
-fn settings_from(config: &Config) -> Settings {
+/// The network layer's settings from the configuration.
+pub(crate) fn settings_from(config: &Config) -> Settings {
     let ws = &config.websocket;
     Settings {
         max_connections: config.server.max_connections,

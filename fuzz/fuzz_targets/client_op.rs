@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tickfan::broker::client_op::{parse_op, ClientOp};
+use tickfan::broker::client_op::{parse_op, ClientOp, MIN_MAX_HZ};
 use tickfan::broker::topic_name::validate_topic;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(ClientOp::Subscribe { topic, max_hz, .. }) => {
             assert!(validate_topic(&topic).is_ok());
-            assert!(max_hz.is_none_or(|hz| hz > 0.0 && hz.is_finite()));
+            assert!(max_hz.is_none_or(|hz| hz >= MIN_MAX_HZ && hz.is_finite()));
         }
         Ok(ClientOp::Unsubscribe { topic }) => assert!(validate_topic(&topic).is_ok()),
         Err(error) => {

@@ -10,6 +10,7 @@ pub mod out_queue;
 pub mod rate_limit;
 pub mod read_buf;
 pub mod session;
+pub mod session_harness;
 pub mod settings;
 pub mod slab;
 pub mod timer;
