@@ -50,7 +50,7 @@ fn rig(subscribers: usize) -> Rig {
         },
         vec![mailbox],
     );
-    table.subscribe("AAPL", 0, Start::Latest).unwrap();
+    table.subscribe("AAPL", 0, Start::Latest);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let mut sockets = Vec::new();

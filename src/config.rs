@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub backlog: u32,
     /// `server.max_connections`: open connections across all workers; at least 1.
     pub max_connections: usize,
+    /// `server.max_connections_per_ip`: open connections from one client
+    /// address; 0 = unlimited.
+    pub max_connections_per_ip: usize,
     /// `server.shutdown_grace_ms`: how long shutdown waits for clients to close.
     pub shutdown_grace_ms: u64,
     /// `server.drain_delay_ms`: how long after SIGTERM/SIGINT `/readyz` answers 503
@@ -311,6 +314,7 @@ impl ServerConfig {
             workers: s.int("workers", 0..=1024)?,
             backlog: s.int("backlog", 1..)?,
             max_connections: s.int("max_connections", 1..)?,
+            max_connections_per_ip: s.int("max_connections_per_ip", 0..)?,
             // 0 is allowed: shut down without waiting for clients.
             shutdown_grace_ms: s.int("shutdown_grace_ms", 0..)?,
             // 0 is allowed: close connections as soon as a signal comes.
@@ -1050,6 +1054,7 @@ mod tests {
                     workers: 0,
                     backlog: 1024,
                     max_connections: 10_000,
+                    max_connections_per_ip: 0,
                     shutdown_grace_ms: 5000,
                     drain_delay_ms: 0,
                 },

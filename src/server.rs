@@ -21,6 +21,7 @@ use crate::broker::topic_table::{TableLimits, TopicTable};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::listener::bind_listeners;
+use crate::net::peer_limit::PeerLimit;
 use crate::net::settings::Settings;
 use crate::net::worker::{Shared, Worker, WAKER};
 use crate::protocol::decoder::Limits;
@@ -136,6 +137,7 @@ impl Server {
             ),
             metrics: Metrics::new(),
             live_connections: AtomicUsize::new(0),
+            peer_limit: PeerLimit::new(config.server.max_connections_per_ip),
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             dead_workers: AtomicUsize::new(0),

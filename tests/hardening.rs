@@ -206,3 +206,54 @@ fn subscribe_and_poll_on_unpublished_topics_leave_nothing_behind() {
     let answer = http_post(&mut stream, "/publish", "", &batch(&five));
     assert_eq!(answer.status, 202, "{}", answer.text());
 }
+
+/// A keep-alive connection to `broker` from the loopback address `source`.
+fn connect_from(broker: &Broker, source: [u8; 4]) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::from((source, 0)).into())
+        .expect("bind a loopback source address");
+    socket.connect(&broker.addr().into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let broker = Broker::start(&["--set", "server.max_connections_per_ip=3"]);
+    let mut mine: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = connect_from(&broker, [127, 0, 0, 1]);
+            assert_eq!(http_get(&mut stream, "/healthz").status, 200);
+            stream
+        })
+        .collect();
+    let mut fourth = connect_from(&broker, [127, 0, 0, 1]);
+    let refused = http_get(&mut fourth, "/healthz");
+    assert_eq!(refused.status, 503);
+    assert!(
+        refused.text().contains("this address"),
+        "{}",
+        refused.text()
+    );
+    // Everyone else still gets in.
+    let mut other = connect_from(&broker, [127, 0, 0, 2]);
+    assert_eq!(http_get(&mut other, "/healthz").status, 200);
+    // A place given back is free again once the broker saw the close.
+    drop(mine.pop());
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let mut again = connect_from(&broker, [127, 0, 0, 1]);
+        if http_get(&mut again, "/healthz").status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's place never came back"
+        );
+        // Waiting for the worker to see a close; bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -12,7 +12,7 @@ mod http_routes;
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -43,6 +43,25 @@ const READS_PER_TURN: usize = 16;
 
 /// How long a paused publisher waits before the backlog is looked at again.
 const PUBLISH_PAUSE: Duration = Duration::from_millis(2);
+
+/// Which connection limit an accepted connection is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverLimit {
+    /// `server.max_connections`.
+    Broker,
+    /// `server.max_connections_per_ip`.
+    PeerAddress,
+}
+
+impl OverLimit {
+    /// The text of the 503 the connection's first request gets.
+    fn reason(self) -> &'static str {
+        match self {
+            OverLimit::Broker => "server at its connection limit",
+            OverLimit::PeerAddress => "too many connections from this address",
+        }
+    }
+}
 
 /// Whether the worker keeps the connection after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +127,11 @@ pub struct Connection {
     ping_outstanding: bool,
     /// Reads stopped before `WouldBlock`; the worker must call again.
     read_unfinished: bool,
-    /// Accepted over the connection limit: every request gets 503.
-    over_limit: bool,
+    /// Accepted over a connection limit: every request gets 503.
+    over_limit: Option<OverLimit>,
+    /// The client's address, when `server.max_connections_per_ip` counts
+    /// it (released when the connection closes).
+    counted_peer: Option<IpAddr>,
     /// What the connection is used for, for metrics (kept while draining).
     transport: Transport,
     /// Bytes an HTTP request with a body needs in all (head + body), so the
@@ -127,7 +149,12 @@ pub struct Connection {
 
 impl Connection {
     /// A connection just accepted, waiting for its HTTP request.
-    pub fn new(socket: TcpStream, now: Instant, over_limit: bool) -> Self {
+    pub fn new(
+        socket: TcpStream,
+        now: Instant,
+        over_limit: Option<OverLimit>,
+        counted_peer: Option<IpAddr>,
+    ) -> Self {
         Connection {
             socket,
             phase: Phase::Http,
@@ -141,12 +168,18 @@ impl Connection {
             ping_outstanding: false,
             read_unfinished: false,
             over_limit,
+            counted_peer,
             transport: Transport::Http,
             http_wanted: 0,
             pending_unprocessed: false,
             read_paused_until: None,
             timer_at: None,
         }
+    }
+
+    /// The client address counted against `server.max_connections_per_ip`.
+    pub fn counted_peer(&self) -> Option<IpAddr> {
+        self.counted_peer
     }
 
     /// What the connection is used for now.
@@ -381,8 +414,8 @@ impl Connection {
             }
         };
         let head_len = request.head_len;
-        if self.over_limit {
-            let refusal = Response::error(503, "server at its connection limit");
+        if let Some(limit) = self.over_limit {
+            let refusal = Response::error(503, limit.reason());
             self.refuse(refusal, ctx);
             return (bytes.len(), Flow::NeedMore);
         }

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod context;
 pub mod listener;
 pub mod out_queue;
+pub mod peer_limit;
 pub mod rate_limit;
 pub mod read_buf;
 pub mod session;

@@ -11,6 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +20,10 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use super::buffer_pool;
-use super::connection::{Connection, Verdict};
+use super::connection::{Connection, OverLimit, Verdict};
 use super::context::{Ctx, WorkerStats};
 use super::listener::configure_accepted;
+use super::peer_limit::PeerLimit;
 use super::read_buf::ReadBuf;
 use super::settings::Settings;
 use super::slab::Slab;
@@ -71,6 +73,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Connections open across all workers, for `max_connections`.
     pub live_connections: AtomicUsize,
+    /// Connections open per client address, for `max_connections_per_ip`.
+    pub peer_limit: PeerLimit,
     /// Set once by the server when it is asked to stop.
     pub stopping: AtomicBool,
     /// Set once when shutdown was asked for with a drain delay: readiness
@@ -286,7 +290,7 @@ impl Worker {
     fn accept_from(&mut self, listener: &TcpListener, now: Instant) {
         loop {
             match listener.accept() {
-                Ok((socket, _peer)) => self.admit(socket, now),
+                Ok((socket, peer)) => self.admit(socket, peer.ip(), now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => {
@@ -304,15 +308,23 @@ impl Worker {
         }
     }
 
-    fn admit(&mut self, socket: mio::net::TcpStream, now: Instant) {
+    fn admit(&mut self, socket: mio::net::TcpStream, peer: IpAddr, now: Instant) {
         if configure_accepted(&socket).is_err() {
             return;
         }
         let live = self.shared.live_connections.fetch_add(1, Ordering::AcqRel) + 1;
-        let over_limit = live > self.shared.settings.max_connections;
+        let within_peer_limit = self.shared.peer_limit.admit(peer);
+        let over_limit = if live > self.shared.settings.max_connections {
+            Some(OverLimit::Broker)
+        } else if within_peer_limit == Some(false) {
+            Some(OverLimit::PeerAddress)
+        } else {
+            None
+        };
+        let counted_peer = within_peer_limit.map(|_| peer);
         let token = self
             .connections
-            .insert(Connection::new(socket, now, over_limit));
+            .insert(Connection::new(socket, now, over_limit, counted_peer));
         let connection = self.connections.get_mut(token).expect("just inserted");
         let registered = self.poll.registry().register(
             connection.socket_mut(),
@@ -323,8 +335,8 @@ impl Worker {
             self.close(token);
             return;
         }
-        if over_limit {
-            tracing::debug!(live, "connection over max_connections: answering 503");
+        if let Some(limit) = over_limit {
+            tracing::debug!(live, %peer, ?limit, "connection over a connection limit: answering 503");
         }
         self.reschedule(token);
     }
@@ -634,6 +646,9 @@ impl Worker {
         self.queued_connections -= usize::from(connection.counted_queue_bytes > 0);
         let _ = self.poll.registry().deregister(connection.socket_mut());
         self.shared.live_connections.fetch_sub(1, Ordering::AcqRel);
+        if let Some(peer) = connection.counted_peer() {
+            self.shared.peer_limit.release(peer);
+        }
         self.reread.retain(|t| *t != token);
         for (name, id) in connection.take_topics() {
             self.local.remove(id, token);

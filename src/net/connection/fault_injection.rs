@@ -7,6 +7,7 @@
 //! builds have no such path at all.
 
 /// The request path that panics the worker when fault injection is on.
+#[cfg(debug_assertions)]
 pub const PANIC_PATH: &str = "/__fault/panic";
 
 /// Panics when fault injection is on and `path` asks for it.
