@@ -257,3 +257,38 @@ fn one_address_cannot_take_every_connection() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn announced_sizes_cost_nothing_until_the_bytes_come() {
+    let broker = Broker::start(&["--workers", "1"]);
+    let before = rss_kib(broker.pid());
+    // Each client announces a 1 MiB frame (or a 1 MiB body) and stalls.
+    let mut stalled = Vec::new();
+    for i in 0..150 {
+        if i % 2 == 0 {
+            let mut stream = broker.raw_handshake(ECHO);
+            let mut frame = client_frame(true, OP_BINARY, &vec![0u8; 1 << 20]);
+            frame.truncate(64 * 1024);
+            stream.write_all(&frame).unwrap();
+            stalled.push(stream);
+        } else {
+            let mut stream = broker.tcp();
+            let mut request = post_request("/publish?topic=A", "", &vec![b'1'; 1 << 20]);
+            request.truncate(64 * 1024);
+            stream.write_all(&request).unwrap();
+            stalled.push(stream);
+        }
+    }
+    // Wait until the broker has read everything that was sent.
+    let (health, _) = http_exchange(&broker, &get_request("/healthz"));
+    assert_eq!(health.status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let growth = rss_kib(broker.pid()).saturating_sub(before);
+    eprintln!("RSS growth for 150 stalled announcements: {growth} KiB");
+    // 150 x 64 KiB arrived (9.4 MiB of buffers at most, doubled ahead);
+    // sized by what they announced it would be 150 MiB.
+    assert!(
+        growth < 40 * 1024,
+        "broker RSS grew by {growth} KiB for 150 stalled announcements"
+    );
+}

@@ -41,6 +41,10 @@ use crate::protocol::handshake::{accept_key, upgrade_request, write_switching_pr
 /// (it is then re-queued by the worker, as no new edge will come).
 const READS_PER_TURN: usize = 16;
 
+/// How far a read buffer may grow ahead of the bytes in it (see
+/// [`Connection::size_hint`]).
+const GROW_AHEAD_BYTES: usize = 64 * 1024;
+
 /// How long a paused publisher waits before the backlog is looked at again.
 const PUBLISH_PAUSE: Duration = Duration::from_millis(2);
 
@@ -328,14 +332,20 @@ impl Connection {
         Verdict::Keep
     }
 
-    /// The bytes the request or frame at the front of `pending` needs in
-    /// all, when known, so a buffer can be sized once.
+    /// The size to give the buffer holding `pending`: what the request or
+    /// frame at its front needs in all, when known, so a buffer is sized
+    /// once — but never more than [`GROW_AHEAD_BYTES`] or twice what has
+    /// arrived. A header is a promise, not bytes: ten bytes announcing a
+    /// 1 MiB frame (or a head announcing a 1 MiB body) must not cost 1 MiB
+    /// of memory until the bytes come, or a few thousand stalled clients
+    /// would cost gigabytes. Doubling keeps the copies linear.
     fn size_hint(&self, pending: &[u8]) -> usize {
-        match &self.phase {
+        let announced = match &self.phase {
             Phase::WebSocket { decoder, .. } => decoder.frame_len_hint(pending).unwrap_or(0),
             Phase::Http => self.http_wanted,
             _ => 0,
-        }
+        };
+        announced.min(pending.len().saturating_mul(2).max(GROW_AHEAD_BYTES))
     }
 
     fn read_into(&mut self, input: &mut ReadBuf) -> io::Result<usize> {
