@@ -285,7 +285,8 @@ pub const SHORTHANDS: &[Shorthand] = &[
         flag: "log-level",
         key: "log.level",
         value_name: "LEVEL",
-        help: "error|warn|info|debug|trace, or a tracing filter such as info,tickfan::net=debug",
+        help: "trace|debug|info|warn|error|off, or a list with target=level filters such as \
+               info,tickfan::net=debug",
         mode: ShorthandMode::Set,
     },
 ];

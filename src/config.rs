@@ -625,6 +625,20 @@ impl LogConfig {
                 "must not be empty; use error, warn, info, debug or trace",
             ));
         }
+        // EnvFilter reads a bare word it does not know as a target name
+        // (`inof` = "trace for target inof"), which silently turns every
+        // other log line off; so only levels and `target=level` pass.
+        if let Some(bad) = level.trim().split(',').find(|d| !is_level_directive(d)) {
+            return Err(ConfigError::invalid(
+                s.key("level"),
+                format!(
+                    "{level:?} is not a log level or filter: {:?} is neither one of \
+                     {} nor `target=level`, e.g. \"warn,tickfan::net=trace\"",
+                    bad,
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
             return Err(ConfigError::invalid(
                 s.key("level"),
@@ -634,6 +648,29 @@ impl LogConfig {
         let config = LogConfig { level };
         s.finish()?;
         Ok(config)
+    }
+}
+
+/// The level names `log.level` takes, alone or after `target=`; case-insensitive.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Whether one comma-separated element of `log.level` is a level or `target=level`,
+/// without spaces (EnvFilter takes none inside the list).
+///
+/// A target is a module path such as `tickfan::net`: letters, digits, `_`,
+/// `-`, `.` and `::`. Span and field filters (`target[span]=level`) are not
+/// taken: they are rarely wanted, and a typo in them fails just as silently.
+fn is_level_directive(directive: &str) -> bool {
+    let is_level = |word: &str| LOG_LEVELS.iter().any(|l| word.eq_ignore_ascii_case(l));
+    match directive.split_once('=') {
+        None => is_level(directive),
+        Some((target, level)) => {
+            !target.is_empty()
+                && target
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+                && is_level(level)
+        }
     }
 }
 
@@ -1279,6 +1316,8 @@ mod tests {
             ),
             ("[log]\nlevel = \"\"", "log.level"),
             ("[log]\nlevel = \"info,=[\"", "log.level"),
+            ("[log]\nlevel = \"inof\"", "log.level"),
+            ("[log]\nlevel = \"warning\"", "log.level"),
         ] {
             let e = err(text);
             assert_eq!(e.key(), Some(key), "{text}: {e}");
@@ -1293,6 +1332,50 @@ mod tests {
             "config key `websocket.idle_timeout_ms`: 100 must be greater than \
              websocket.ping_interval_ms (200)"
         );
+    }
+
+    #[test]
+    fn log_level_takes_levels_and_target_directives_only() {
+        for good in [
+            "trace",
+            "DEBUG",
+            " Info ",
+            "warn",
+            "error",
+            "off",
+            "warn,tickfan::net=trace",
+            "info,tickfan=DEBUG,hyper-util=off",
+            "tickfan::net::worker=debug",
+        ] {
+            let c = Config::from_toml_str(&format!("[log]\nlevel = {good:?}"))
+                .unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(c.log.level, good);
+        }
+        // EnvFilter would take each of these as a target name and log nothing else.
+        for bad in [
+            "inof",
+            "warning",
+            "information",
+            "info,tickfan",
+            "info, tickfan=debug",
+            "tickfan::net",
+            "info,",
+            "tickfan=verbose",
+            "=info",
+            "tickfan[conn]=debug",
+        ] {
+            let e = err(&format!("[log]\nlevel = {bad:?}"));
+            assert_eq!(e.key(), Some("log.level"), "{bad:?}: {e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{bad:?}: {e}");
+        }
+        assert_eq!(
+            err("[log]\nlevel = \"inof\"").to_string(),
+            "config key `log.level`: \"inof\" is not a log level or filter: \"inof\" is \
+             neither one of trace, debug, info, warn, error, off nor `target=level`, \
+             e.g. \"warn,tickfan::net=trace\""
+        );
+        let e = override_then_load(&[("log.level", "warning")]).unwrap_err();
+        assert_eq!(e.key(), Some("log.level"));
     }
 
     #[test]
