@@ -27,6 +27,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use crate::http::router::FIXED_ROUTES;
+
 /// The default configuration file, compiled into the binary; it documents every key.
 pub const DEFAULT_TOML: &str = include_str!("../config/tickfan.toml");
 
@@ -289,6 +291,7 @@ impl Config {
             auth: AuthConfig::from_section(Section::take(&mut table, "auth")?)?,
             log: LogConfig::from_section(Section::take(&mut table, "log")?)?,
         };
+        check_route_paths(&config.websocket, &config.http)?;
         match table.keys().next() {
             Some(name) => Err(ConfigError::UnknownKey { key: name.clone() }),
             None => Ok(config),
@@ -464,6 +467,36 @@ impl HttpConfig {
         s.finish()?;
         Ok(config)
     }
+}
+
+/// Refuses configurable route paths that equal a fixed route's path or each
+/// other: one of the two routes would shadow the other (a plain `GET` to
+/// `websocket.path` = `/healthz` would be health, an upgrade there pub/sub).
+///
+/// `websocket.path` against `websocket.echo_path` is checked in its section.
+fn check_route_paths(ws: &WebSocketConfig, http: &HttpConfig) -> Result<(), ConfigError> {
+    let configured = [
+        ("websocket.path", Some(ws.path.as_str())),
+        ("websocket.echo_path", ws.echo_path.as_deref()),
+        ("http.metrics_path", http.metrics_path.as_deref()),
+    ];
+    for (i, &(key, path)) in configured.iter().enumerate() {
+        let Some(path) = path else { continue };
+        if let Some((_, _, method)) = FIXED_ROUTES.iter().find(|(p, _, _)| *p == path) {
+            return Err(ConfigError::invalid(
+                key.to_owned(),
+                format!("{path:?} is the path of the {method} {path} route; choose another"),
+            ));
+        }
+        let earlier = configured[..i].iter().find(|(_, p)| *p == Some(path));
+        if let Some((other, _)) = earlier {
+            return Err(ConfigError::invalid(
+                key.to_owned(),
+                format!("{path:?} must differ from {other} ({path:?})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a route path that carries more than a path: whitespace, control characters, a query or a fragment.
@@ -1441,6 +1474,50 @@ mod tests {
             e.to_string(),
             "config key `websocket.echo_path`: \"/echo\" must differ from websocket.path (\"/echo\")"
         );
+    }
+
+    #[test]
+    fn route_paths_must_not_collide() {
+        for (text, key) in [
+            ("[http]\nmetrics_path = \"/publish\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/healthz\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/readyz\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/poll\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/sse\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/ws\"", "http.metrics_path"),
+            (
+                "[http]\nmetrics_path = \"/echo\"\n[websocket]\necho_path = \"/echo\"",
+                "http.metrics_path",
+            ),
+            ("[websocket]\npath = \"/sse\"", "websocket.path"),
+            (
+                "[websocket]\necho_path = \"/publish\"",
+                "websocket.echo_path",
+            ),
+            ("[websocket]\npath = \"/metrics\"", "http.metrics_path"),
+        ] {
+            let e = err(text);
+            assert_eq!(e.key(), Some(key), "{text}: {e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{text}: {e}");
+        }
+        assert_eq!(
+            err("[http]\nmetrics_path = \"/publish\"").to_string(),
+            "config key `http.metrics_path`: \"/publish\" is the path of the POST /publish \
+             route; choose another"
+        );
+        assert_eq!(
+            err("[http]\nmetrics_path = \"/ws\"").to_string(),
+            "config key `http.metrics_path`: \"/ws\" must differ from websocket.path (\"/ws\")"
+        );
+        // Off paths collide with nothing; near misses are fine.
+        let c = Config::from_toml_str(
+            "[http]\nmetrics_path = \"\"\n[websocket]\npath = \"/metrics\"\necho_path = \"/pollx\"",
+        )
+        .unwrap();
+        assert_eq!(c.websocket.path, "/metrics");
+        Config::from_toml_str("[http]\nmetrics_path = \"/publish/metrics\"").unwrap();
+        let e = override_then_load(&[("http.metrics_path", "/healthz")]).unwrap_err();
+        assert_eq!(e.key(), Some("http.metrics_path"));
     }
 
     #[test]

@@ -52,20 +52,30 @@ pub fn websocket_route(
     }
 }
 
+/// The routes whose paths are fixed, with the methods each takes.
+///
+/// The configurable paths (`websocket.path`, `websocket.echo_path`,
+/// `http.metrics_path`) must differ from these and from each other, so that
+/// no route shadows another; the config checks them against this list.
+pub const FIXED_ROUTES: [(&str, HttpRoute, &str); 5] = [
+    ("/healthz", HttpRoute::Health, "GET"),
+    ("/readyz", HttpRoute::Ready, "GET"),
+    ("/publish", HttpRoute::Publish, "POST"),
+    ("/poll", HttpRoute::Poll, "GET"),
+    ("/sse", HttpRoute::Sse, "GET"),
+];
+
 /// The HTTP route for a plain (non-upgrade) request.
 pub fn http_route(
     method: &str,
     path: &str,
     metrics_path: Option<&str>,
 ) -> Result<HttpRoute, RouteError> {
-    let (route, allow) = match path {
-        "/healthz" => (HttpRoute::Health, "GET"),
-        "/readyz" => (HttpRoute::Ready, "GET"),
-        "/publish" => (HttpRoute::Publish, "POST"),
-        "/poll" => (HttpRoute::Poll, "GET"),
-        "/sse" => (HttpRoute::Sse, "GET"),
-        _ if metrics_path == Some(path) => (HttpRoute::Metrics, "GET"),
-        _ => return Err(RouteError::NotFound),
+    let fixed = FIXED_ROUTES.iter().find(|(p, _, _)| *p == path);
+    let (route, allow) = match fixed {
+        Some(&(_, route, allow)) => (route, allow),
+        None if metrics_path == Some(path) => (HttpRoute::Metrics, "GET"),
+        None => return Err(RouteError::NotFound),
     };
     if allow.split(", ").any(|m| m == method) {
         Ok(route)
