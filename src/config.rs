@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use crate::http::request::is_b64token;
 use crate::http::router::FIXED_ROUTES;
 
 /// The default configuration file, compiled into the binary; it documents every key.
@@ -1007,18 +1008,20 @@ impl Section {
             .collect()
     }
 
-    /// Reads an array of secret tokens: each non-empty printable ASCII without spaces.
+    /// Reads an array of secret tokens: each an RFC 6750 `b64token`.
     ///
     /// Errors give the token's index, never its value.
     fn tokens(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
         let tokens = self.strings(key)?;
         for (i, token) in tokens.iter().enumerate() {
-            // '!'..='~' is printable ASCII less the space: what fits a header
-            // value and a `Bearer` credential unquoted.
+            // A token `Authorization: Bearer` cannot carry could only ever
+            // be sent as `?token=`, percent-encoded: refused so that it is
+            // noticed at start rather than as a client's mysterious 401.
             let reason = if token.is_empty() {
                 "is empty"
-            } else if !token.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
-                "must be printable ASCII without spaces (value not shown)"
+            } else if !is_b64token(token) {
+                "must be an RFC 6750 bearer token: letters, digits and - . _ ~ + /, \
+                 optionally ending in = (value not shown)"
             } else {
                 continue;
             };
@@ -1612,6 +1615,27 @@ mod tests {
                 format!("subscribe_tokens = [\"{SECRET}\", 3]"),
                 "auth.subscribe_tokens",
             ),
+            // Printable, but no `Authorization: Bearer` can carry them (RFC 6750 §2.1).
+            (
+                format!("publish_tokens = [\"{SECRET}@x\"]"),
+                "auth.publish_tokens",
+            ),
+            (
+                format!("publish_tokens = [\"{SECRET},x\"]"),
+                "auth.publish_tokens",
+            ),
+            (
+                format!("subscribe_tokens = [\"{SECRET}=x\"]"),
+                "auth.subscribe_tokens",
+            ),
+            (
+                format!("subscribe_tokens = [\"\\\"{SECRET}\\\"\"]"),
+                "auth.subscribe_tokens",
+            ),
+            (
+                "publish_tokens = [\"===\"]".to_owned(),
+                "auth.publish_tokens",
+            ),
         ] {
             let e = err(&format!("[auth]\n{text}\n"));
             assert_eq!(e.key(), Some(key), "{text}: {e}");
@@ -1620,9 +1644,15 @@ mod tests {
         }
         assert_eq!(
             err("[auth]\npublish_tokens = [\"ok\", \"a b\"]").to_string(),
-            "config key `auth.publish_tokens`: token at index 1 must be printable ASCII \
-             without spaces (value not shown)"
+            "config key `auth.publish_tokens`: token at index 1 must be an RFC 6750 bearer \
+             token: letters, digits and - . _ ~ + /, optionally ending in = (value not shown)"
         );
+        // Every b64token character is taken, trailing '=' too.
+        let c = Config::from_toml_str(
+            "[auth]\npublish_tokens = [\"aZ09-._~+/==\", \"x\"]\nsubscribe_tokens = [\"s=\"]",
+        )
+        .unwrap();
+        assert_eq!(c.auth.publish_tokens, ["aZ09-._~+/==", "x"]);
         assert_eq!(
             err("[auth]\nsubscribe_tokens = [\"\"]").to_string(),
             "config key `auth.subscribe_tokens`: token at index 0 is empty"
@@ -1659,12 +1689,17 @@ mod tests {
     fn append_override_adds_to_the_list_and_checks_the_key() {
         let mut table = parse_over_default("[auth]\npublish_tokens = [\"file\"]", "t").unwrap();
         append_override(&mut table, "auth.publish_tokens", "a").unwrap();
-        // Appended raw: no TOML reading, so quotes and numbers stay as typed.
-        append_override(&mut table, "auth.publish_tokens", "\"q\"").unwrap();
+        // Appended raw: no TOML reading, so numbers stay as typed...
+        append_override(&mut table, "auth.publish_tokens", "0x10").unwrap();
         append_override(&mut table, "auth.subscribe_tokens", "7").unwrap();
-        let c = Config::from_table(table).unwrap();
-        assert_eq!(c.auth.publish_tokens, ["file", "a", "\"q\""]);
+        let c = Config::from_table(table.clone()).unwrap();
+        assert_eq!(c.auth.publish_tokens, ["file", "a", "0x10"]);
         assert_eq!(c.auth.subscribe_tokens, ["7"]);
+        // ...and quotes too, which no bearer token may hold: refused, not unquoted.
+        append_override(&mut table, "auth.publish_tokens", "\"q\"").unwrap();
+        let e = Config::from_table(table).unwrap_err();
+        assert_eq!(e.key(), Some("auth.publish_tokens"));
+        assert!(e.to_string().contains("token at index 3"), "{e}");
 
         let mut table = default_table();
         let e = append_override(&mut table, "server.workers", "1").unwrap_err();

@@ -179,13 +179,19 @@ impl<'b> Request<'b> {
             return None;
         }
         let token = token.trim_start_matches(' ');
-        let body = token.trim_end_matches('=');
-        let valid = !body.is_empty()
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
-        valid.then_some(token)
+        is_b64token(token).then_some(token)
     }
+}
+
+/// Whether `token` is an RFC 6750 §2.1 `b64token`, the only form an
+/// `Authorization: Bearer` credential can take:
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+pub fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// The non-empty elements of a comma-separated header value, with optional
