@@ -799,6 +799,38 @@ fn subscribe_requires_token_refuses_the_upgrade_without_one() {
 }
 
 #[test]
+fn subscribe_requires_token_refuses_the_tokenless_upgrade_while_publishing_is_open() {
+    // No publish tokens: publishing is open, yet subscribing needs a token.
+    let broker = Broker::start(&[
+        "--set",
+        "auth.subscribe_requires_token=true",
+        "--subscribe-token",
+        "reader",
+    ]);
+    for target in [WS, "/ws?token=wrong"] {
+        match PsClient::upgrade(broker.tcp(), target, &[]) {
+            Ok(_) => panic!("token-less upgrade at {target} was accepted"),
+            Err(response) => assert_eq!(response.status, 401, "{target}"),
+        }
+    }
+    for target in ["/poll?topic=OPEN&timeout=1", "/sse?topic=OPEN"] {
+        let (response, _) = http_exchange(&broker, &get_request(target));
+        assert_eq!(response.status, 401, "{target}: {}", response.text());
+    }
+    let mut reader = broker.pubsub_with("/ws?token=reader", &[]);
+    reader.subscribe("OPEN");
+    // Open publishing still works without a token over HTTP, and with one over the socket.
+    let (response, _) = http_exchange(
+        &broker,
+        &String::from_utf8(post_request("/publish?topic=OPEN", "", b"1")).unwrap(),
+    );
+    assert_eq!(response.status, 202, "{}", response.text());
+    assert_eq!(reader.expect_tick("HTTP publish").seq, 1);
+    reader.publish("OPEN", "2");
+    assert_eq!(reader.expect_tick("own publish").seq, 2);
+}
+
+#[test]
 fn heartbeats_carry_the_latest_seqs_to_a_quiet_subscriber() {
     let broker = Broker::start(&["--heartbeat-interval-ms", "300"]);
     let mut publisher = broker.pubsub();

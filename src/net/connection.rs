@@ -24,7 +24,7 @@ use super::rate_limit::MessageBudget;
 use super::read_buf::ReadBuf;
 use super::session::Session;
 use super::settings::Settings;
-use crate::broker::auth::Rights;
+use crate::broker::auth::{Access, Rights};
 use crate::broker::events;
 use crate::broker::tick::{now_micros, Tick, TopicId};
 use crate::config::SlowConsumerPolicy;
@@ -401,7 +401,7 @@ impl Connection {
         let endpoint = match route {
             WebSocketRoute::Echo => Endpoint::Echo,
             WebSocketRoute::PubSub => {
-                let rights = presented_rights(request, ctx)?;
+                let rights = presented_rights(request, Access::Subscribe, ctx)?;
                 Endpoint::PubSub(Box::new(Session::new(
                     rights,
                     settings.max_client_errors,
@@ -738,16 +738,25 @@ fn count_written(stats: &mut WorkerStats, transport: Transport, written: Written
 }
 
 /// The rights of the token a request presents (`Authorization: Bearer` or
-/// `?token=`); a request with none at all is refused with 401.
-fn presented_rights(request: &Request<'_>, ctx: &Ctx<'_>) -> Result<Rights, Response> {
+/// `?token=`); a request whose rights do not admit `access` is refused
+/// with 401 (the one place that answer is built).
+fn presented_rights(
+    request: &Request<'_>,
+    access: Access,
+    ctx: &Ctx<'_>,
+) -> Result<Rights, Response> {
     let query_token = request
         .query_params()
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v);
     let token = request.bearer_token().map(Cow::Borrowed).or(query_token);
     let rights = ctx.auth.rights(token.as_deref());
-    if !rights.subscribe && !rights.publish {
-        return Err(Response::error(401, "a valid token is required"));
+    if !rights.admit(access) {
+        let message = match access {
+            Access::Publish => "publishing needs a publisher token",
+            Access::Subscribe => "subscribing needs a token",
+        };
+        return Err(Response::error(401, message));
     }
     Ok(rights)
 }

@@ -3,7 +3,7 @@
 //! parts (routes, queries, bodies, answers) live in `crate::http`.
 
 use super::{presented_rights, route_error_response, Connection, Flow, Phase};
-use crate::broker::auth::Rights;
+use crate::broker::auth::{Access, Rights};
 use crate::broker::topic_table::Start;
 use crate::http::publish::parse_publish_body;
 use crate::http::query::{parse_stream_request, QueryLimits, StreamRequest};
@@ -118,17 +118,9 @@ impl Connection {
             self.http_wanted = total;
             return (0, Flow::NeedMore);
         }
-        let rights = match presented_rights(request, ctx) {
-            Ok(rights) if rights.publish => rights,
-            _ => {
-                return self.refuse_request(
-                    Response::error(401, "publishing needs a publisher token"),
-                    bytes.len(),
-                    ctx,
-                )
-            }
-        };
-        debug_assert!(rights.publish);
+        if let Err(refusal) = presented_rights(request, Access::Publish, ctx) {
+            return self.refuse_request(refusal, bytes.len(), ctx);
+        }
         let topic = request
             .query_params()
             .find(|(k, _)| k == "topic")
@@ -186,15 +178,9 @@ impl Connection {
                 return self.refuse_request(Response::error(400, &message), available, ctx)
             }
         };
-        let rights = match presented_rights(request, ctx) {
-            Ok(rights) if rights.subscribe => rights,
-            _ => {
-                return self.refuse_request(
-                    Response::error(401, "subscribing needs a token"),
-                    available,
-                    ctx,
-                )
-            }
+        let rights = match presented_rights(request, Access::Subscribe, ctx) {
+            Ok(rights) => rights,
+            Err(refusal) => return self.refuse_request(refusal, available, ctx),
         };
         self.http_wanted = 0;
         if route == HttpRoute::Poll {
