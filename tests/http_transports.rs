@@ -992,6 +992,88 @@ fn publish_body_over_the_limit_is_413() {
     assert_eq!(publish(&mut publisher, "big", "2"), 2);
 }
 
+/// The head of `POST {target}` announcing `len` body bytes, with `Expect: {expect}`.
+fn expecting_head(target: &str, len: usize, expect: &str, version: &str) -> String {
+    format!(
+        "POST {target} HTTP/{version}\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\
+         Content-Length: {len}\r\nExpect: {expect}\r\n\r\n"
+    )
+}
+
+#[test]
+fn expect_100_continue_gets_one_100_before_the_body_or_the_refusal_at_once() {
+    let broker = Broker::start(&["--publish-token", "s3cret", "--max-body-bytes", "4096"]);
+    let body = format!("\"{}\"", "x".repeat(998));
+    let mut stream = broker.tcp();
+    // Twice on one connection: the second request gets its own 100.
+    for seq in 1..=2 {
+        let head = expecting_head("/publish?topic=X", body.len(), "100-continue", "1.1");
+        stream.write_all(head.as_bytes()).unwrap();
+        let interim = read_response_head(&mut stream);
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        // Byte by byte, so the broker sees the body incomplete many times
+        // over; it must not answer 100 again.
+        for byte in body.as_bytes() {
+            stream.write_all(&[*byte]).unwrap();
+        }
+        let response = read_http_response(&mut stream);
+        assert_eq!(response.status, 202, "{}", response.text());
+        assert_eq!(response.json(), json!({"topic": "X", "seq": seq}));
+    }
+
+    // Whatever the head alone shows is refused is refused at once, without 100.
+    let prompt = Duration::from_secs(5);
+    let refused = [
+        (
+            expecting_head("/publish?topic=X", 5000, "100-continue", "1.1"),
+            413,
+        ),
+        (
+            expecting_head("/publish?topic=X", 10, "100-continue", "1.1")
+                .replace("Bearer s3cret", "Bearer wrong"),
+            401,
+        ),
+        (
+            expecting_head("/publish?topic=X", 10, "100-continue", "1.1")
+                .replace("Authorization: Bearer s3cret\r\n", ""),
+            401,
+        ),
+        (
+            expecting_head("/publishx?topic=X", 10, "100-continue", "1.1"),
+            404,
+        ),
+        (
+            expecting_head("/poll?topic=X", 10, "100-continue", "1.1"),
+            405,
+        ),
+        (
+            expecting_head("/publish?topic=X", 10, "fast-please", "1.1"),
+            417,
+        ),
+        (
+            expecting_head("/publish?topic=X", 10, "fast-please", "1.0"),
+            417,
+        ),
+    ];
+    for (head, status) in refused {
+        let mut stream = broker.tcp();
+        stream.set_read_timeout(Some(prompt)).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let response = read_http_response(&mut stream);
+        assert_eq!(response.status, status, "{head:?}: {}", response.text());
+        assert_eq!(response.header("connection"), Some("close"), "{head:?}");
+    }
+
+    // HTTP/1.0 clients get no 100 (RFC 9110 §10.1.1: the server MUST ignore it).
+    let mut stream = broker.tcp();
+    let head = expecting_head("/publish?topic=X", 1, "100-continue", "1.0");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(b"3").unwrap();
+    let response = read_http_response(&mut stream);
+    assert_eq!(response.status, 202, "{}", response.text());
+    assert_eq!(response.json(), json!({"topic": "X", "seq": 3}));
+}
+
 #[test]
 fn unknown_paths_are_404_and_wrong_methods_405() {
     let broker = Broker::start(&[]);

@@ -152,6 +152,26 @@ impl<'b> Request<'b> {
         !close && (self.version_minor >= 1 || keep_alive)
     }
 
+    /// Whether the client waits for `100 Continue` before it sends the body
+    /// (RFC 9110 §10.1.1).
+    ///
+    /// `Expect: 100-continue` (case-insensitive) is `true` on HTTP/1.1; on
+    /// HTTP/1.0 it is `false`, as "a server that receives a 100-continue
+    /// expectation in an HTTP/1.0 request MUST ignore that expectation".
+    /// Any other expectation is [`HttpError::UnsupportedExpectation`] (417).
+    pub fn expects_continue(&self) -> Result<bool, HttpError> {
+        let mut wants = false;
+        for value in self.headers_named("expect") {
+            for expectation in header_tokens(value) {
+                if !expectation.eq_ignore_ascii_case(b"100-continue") {
+                    return Err(HttpError::UnsupportedExpectation);
+                }
+                wants = true;
+            }
+        }
+        Ok(wants && self.version_minor >= 1)
+    }
+
     /// The query's `key=value` pairs, percent-decoded as
     /// `application/x-www-form-urlencoded` (see [`percent_decode`]).
     ///
@@ -472,6 +492,31 @@ mod tests {
     }
 
     #[test]
+    fn expectations() {
+        let expects = |version: &str, headers: &str| {
+            let buf = format!("POST / HTTP/{version}\r\nHost: a\r\n{headers}\r\n");
+            complete(buf.as_bytes()).expects_continue()
+        };
+        assert_eq!(expects("1.1", ""), Ok(false));
+        assert_eq!(expects("1.1", "Expect: 100-continue\r\n"), Ok(true));
+        assert_eq!(expects("1.1", "expect: 100-Continue \r\n"), Ok(true));
+        assert_eq!(expects("1.1", "Expect:\r\n"), Ok(false));
+        assert_eq!(expects("1.0", "Expect: 100-continue\r\n"), Ok(false));
+        for bad in [
+            "Expect: 200-ok\r\n",
+            "Expect: 100-continue, x=1\r\n",
+            "Expect: 100-continue\r\nExpect: fast\r\n",
+        ] {
+            assert_eq!(
+                expects("1.1", bad),
+                Err(HttpError::UnsupportedExpectation),
+                "{bad}"
+            );
+            assert_eq!(expects("1.0", bad), Err(HttpError::UnsupportedExpectation));
+        }
+    }
+
+    #[test]
     fn tokens() {
         assert!(header_has_token(b"keep-alive, Upgrade", "upgrade"));
         assert!(header_has_token(b"Upgrade", "upgrade"));
@@ -563,7 +608,7 @@ mod tests {
         ) {
             if let Ok(Parsed::Complete(r)) = parse_request(&buf, limit) {
                 prop_assert!(r.head_len <= buf.len().min(limit));
-                let _ = (r.content_length(), r.keep_alive(), r.bearer_token());
+                let _ = (r.content_length(), r.keep_alive(), r.bearer_token(), r.expects_continue());
                 for _ in r.query_params() {}
             }
         }
@@ -577,7 +622,7 @@ mod tests {
             buf.extend_from_slice(b"\r\n\r\n");
             if let Ok(Parsed::Complete(r)) = parse_request(&buf, LIMIT) {
                 prop_assert!(r.head_len <= buf.len());
-                let _ = (r.content_length(), r.keep_alive(), r.bearer_token());
+                let _ = (r.content_length(), r.keep_alive(), r.bearer_token(), r.expects_continue());
                 for _ in r.query_params() {}
             }
         }

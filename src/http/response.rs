@@ -17,6 +17,7 @@
 /// yields a valid status line.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         202 => "Accepted",
@@ -28,6 +29,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        417 => "Expectation Failed",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -219,6 +221,11 @@ mod tests {
     }
 
     #[test]
+    fn continue_is_a_bare_status_line() {
+        assert_eq!(bytes(&Response::new(100)), "HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
     fn allow_and_websocket_version() {
         let s = bytes(&Response::error(405, "use GET").allow("GET"));
         assert!(s.contains("\r\nAllow: GET\r\n"), "{s}");
@@ -236,7 +243,8 @@ mod tests {
     #[test]
     fn every_listed_status_has_a_reason() {
         for code in [
-            101, 200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 500, 501, 503,
+            100, 101, 200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 417, 426, 429, 431, 500,
+            501, 503,
         ] {
             assert!(!reason_phrase(code).is_empty(), "{code}");
         }

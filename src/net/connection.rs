@@ -114,6 +114,10 @@ pub struct Connection {
     /// Bytes an HTTP request with a body needs in all (head + body), so the
     /// read buffer grows to it at once.
     http_wanted: usize,
+    /// `100 Continue` was sent for the request whose body is awaited: its
+    /// head is parsed again on every read until the body is in, and must
+    /// get one `100` in all.
+    continue_sent: bool,
     /// Reading is paused until then: mailboxes are backed up and this
     /// connection may publish.
     read_paused_until: Option<Instant>,
@@ -142,6 +146,7 @@ impl Connection {
             over_limit,
             transport: Transport::Http,
             http_wanted: 0,
+            continue_sent: false,
             pending_unprocessed: false,
             read_paused_until: None,
             timer_at: None,

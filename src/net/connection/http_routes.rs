@@ -42,9 +42,15 @@ impl Connection {
             Ok(len) => len.unwrap_or(0),
             Err(error) => return self.refuse_request(error.response(), bytes.len(), ctx),
         };
+        let expects_continue = match request.expects_continue() {
+            Ok(expects) => expects,
+            Err(error) => return self.refuse_request(error.response(), bytes.len(), ctx),
+        };
         if route == HttpRoute::Publish {
-            return self.on_publish(request, body_len, bytes, ctx);
+            return self.on_publish(request, body_len, expects_continue, bytes, ctx);
         }
+        // A route that takes no body is answered (or refused, below) at
+        // once, so `Expect: 100-continue` needs no 100 there (RFC 9110 §10.1.1).
         if body_len > 0 {
             return self.refuse_request(
                 Response::error(400, "this route takes no request body"),
@@ -76,7 +82,7 @@ impl Connection {
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
         ctx.stats.handshakes[Transport::Http as usize] += 1;
-        self.http_wanted = 0;
+        self.end_request();
         if request.keep_alive() {
             self.out.append(|buf| response.write_to(buf));
             self.phase_since = ctx.now;
@@ -95,17 +101,26 @@ impl Connection {
         available: usize,
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
-        self.http_wanted = 0;
+        self.end_request();
         self.refuse(response, ctx);
         (available, Flow::NeedMore)
     }
 
-    /// `POST /publish`: waits for the whole body, then publishes every tick
+    /// Forgets what was kept about a request that waited for its body.
+    fn end_request(&mut self) {
+        self.http_wanted = 0;
+        self.continue_sent = false;
+    }
+
+    /// `POST /publish`: refuses on the head what the head shows cannot be
+    /// accepted (size, token), waits for the whole body (after `100
+    /// Continue` when the client asked for it), then publishes every tick
     /// in it (a batch is checked whole before any tick is published).
     fn on_publish(
         &mut self,
         request: &Request<'_>,
         body_len: usize,
+        expects_continue: bool,
         bytes: &[u8],
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
@@ -113,13 +128,19 @@ impl Connection {
             let message = format!("body over {} bytes", ctx.settings.max_body_bytes);
             return self.refuse_request(Response::error(413, &message), bytes.len(), ctx);
         }
-        let total = request.head_len + body_len;
-        if bytes.len() < total {
-            self.http_wanted = total;
-            return (0, Flow::NeedMore);
-        }
         if let Err(refusal) = presented_rights(request, Access::Publish, ctx) {
             return self.refuse_request(refusal, bytes.len(), ctx);
+        }
+        let total = request.head_len + body_len;
+        if bytes.len() < total {
+            // RFC 9110 §10.1.1: a server that will accept the content
+            // "ought to" send 100 (curl waits a second for it otherwise).
+            if expects_continue && !self.continue_sent {
+                self.continue_sent = true;
+                self.out.append(|buf| Response::new(100).write_to(buf));
+            }
+            self.http_wanted = total;
+            return (0, Flow::NeedMore);
         }
         let topic = request
             .query_params()
@@ -182,7 +203,7 @@ impl Connection {
             Ok(rights) => rights,
             Err(refusal) => return self.refuse_request(refusal, available, ctx),
         };
-        self.http_wanted = 0;
+        self.end_request();
         if route == HttpRoute::Poll {
             return self.start_poll(request, stream, ctx);
         }
