@@ -1127,6 +1127,43 @@ fn health_ready_and_metrics_answer() {
     });
 }
 
+#[test]
+fn http10_keep_alive_is_announced_and_the_connection_kept() {
+    let broker = Broker::start(&[]);
+    let mut stream = broker.tcp();
+    let keep = "Connection: keep-alive\r\n";
+    let requests = [
+        format!("GET /healthz HTTP/1.0\r\n{keep}\r\n"),
+        format!("POST /publish?topic=OLD HTTP/1.0\r\n{keep}Content-Length: 1\r\n\r\n1"),
+        // Answered at once from the history ring.
+        format!("GET /poll?topic=OLD&since=OLD:0 HTTP/1.0\r\n{keep}\r\n"),
+        format!("GET /poll?topic=OLD&since=OLD:1&timeout=1 HTTP/1.0\r\n{keep}\r\n"),
+    ];
+    let mut statuses = Vec::new();
+    for request in &requests {
+        stream.write_all(request.as_bytes()).unwrap();
+        let response = read_http_response(&mut stream);
+        assert_eq!(
+            response.header("connection"),
+            Some("keep-alive"),
+            "{request:?}: {} {}",
+            response.status,
+            response.text()
+        );
+        statuses.push(response.status);
+    }
+    // The held poll (the last) timed out with 204 and kept the connection too.
+    assert_eq!(statuses, [200, 202, 200, 204]);
+    // Without the token, an HTTP/1.0 answer closes.
+    stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let response = read_http_response(&mut stream);
+    assert_eq!(response.header("connection"), Some("close"));
+    expect_eof(&mut stream);
+    // HTTP/1.1 keeps the connection without saying so.
+    let mut stream = broker.tcp();
+    assert_eq!(http_get(&mut stream, "/healthz").header("connection"), None);
+}
+
 /// Shutdown stops accepting, so `/readyz` answering 503 can only be seen on
 /// a connection opened before. Idle keep-alive connections are closed at
 /// once when shutdown begins (asserted here), but a held long-poll lives on

@@ -152,6 +152,13 @@ impl<'b> Request<'b> {
         !close && (self.version_minor >= 1 || keep_alive)
     }
 
+    /// Whether a response that keeps the connection must say so with
+    /// `Connection: keep-alive`: an HTTP/1.0 client closes otherwise
+    /// (RFC 9112 Appendix C.2.2).
+    pub fn needs_keep_alive_header(&self) -> bool {
+        self.version_minor == 0 && self.keep_alive()
+    }
+
     /// Whether the client waits for `100 Continue` before it sends the body
     /// (RFC 9110 §10.1.1).
     ///
@@ -489,6 +496,14 @@ mod tests {
         assert!(!ka("1.0", ""));
         assert!(ka("1.0", "Connection: Keep-Alive\r\n"));
         assert!(!ka("1.0", "Connection: keep-alive, close\r\n"));
+        let announce = |version: &str, headers: &str| {
+            let buf = format!("GET / HTTP/{version}\r\nHost: a\r\n{headers}\r\n");
+            complete(buf.as_bytes()).needs_keep_alive_header()
+        };
+        assert!(announce("1.0", "Connection: keep-alive\r\n"));
+        assert!(!announce("1.0", ""));
+        assert!(!announce("1.1", ""));
+        assert!(!announce("1.1", "Connection: keep-alive\r\n"));
     }
 
     #[test]

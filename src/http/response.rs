@@ -50,6 +50,8 @@ pub struct Response {
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
     close: bool,
+    /// Write `Connection: keep-alive` (unless `close`).
+    keep_alive: bool,
 }
 
 impl Response {
@@ -60,6 +62,7 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             close: false,
+            keep_alive: false,
         }
     }
 
@@ -100,6 +103,15 @@ impl Response {
     /// Marks the connection as ending after this response (`Connection: close`).
     pub fn close(mut self) -> Self {
         self.close = true;
+        self
+    }
+
+    /// Says the connection stays open (`Connection: keep-alive`), which an
+    /// HTTP/1.0 client must hear to keep it (RFC 9112 §9.3 and Appendix
+    /// C.2.2: 1.0 persistence is opt-in on both sides); HTTP/1.1 needs
+    /// nothing. [`Response::close`] wins over it.
+    pub fn keep_alive(mut self) -> Self {
+        self.keep_alive = true;
         self
     }
 
@@ -151,6 +163,8 @@ impl Response {
         }
         if self.close {
             write_header(out, "Connection", b"close");
+        } else if self.keep_alive {
+            write_header(out, "Connection", b"keep-alive");
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body);
@@ -201,6 +215,18 @@ mod tests {
              {\"ok\":true}"
         );
         assert!(r.closes_connection());
+    }
+
+    #[test]
+    fn keep_alive_is_announced_unless_closing() {
+        assert_eq!(
+            bytes(&Response::new(202).keep_alive()),
+            "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+        assert_eq!(
+            bytes(&Response::new(202).keep_alive().close()),
+            "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
     }
 
     #[test]

@@ -84,6 +84,11 @@ impl Connection {
         ctx.stats.handshakes[Transport::Http as usize] += 1;
         self.end_request();
         if request.keep_alive() {
+            let response = if request.needs_keep_alive_header() {
+                response.keep_alive()
+            } else {
+                response
+            };
             self.out.append(|buf| response.write_to(buf));
             self.phase_since = ctx.now;
             (request.head_len, Flow::Continue)
