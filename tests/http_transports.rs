@@ -1164,6 +1164,36 @@ fn http10_keep_alive_is_announced_and_the_connection_kept() {
     assert_eq!(http_get(&mut stream, "/healthz").header("connection"), None);
 }
 
+#[test]
+fn absolute_form_targets_are_routed_by_their_path_and_query() {
+    let broker = Broker::start(&[]);
+    let origin = format!("http://{}", broker.addr());
+    let mut stream = broker.tcp();
+    let response = http_get(&mut stream, &format!("{origin}/healthz"));
+    assert_eq!((response.status, response.text().as_str()), (200, "ok\n"));
+    let response = http_post(
+        &mut stream,
+        &format!("{origin}/publish?topic=ABS"),
+        "",
+        b"7",
+    );
+    assert_eq!(response.status, 202, "{}", response.text());
+    assert_eq!(response.json(), json!({"topic": "ABS", "seq": 1}));
+    let answer = poll_answer(&http_get(
+        &mut stream,
+        &format!("{origin}/poll?topic=ABS&since=ABS:0"),
+    ));
+    assert_eq!(topic_seqs(&answer.ticks), [("ABS".to_owned(), 1)]);
+    assert_eq!(get_once(&broker, "HTTP://elsewhere/nope").status, 404);
+
+    // A WebSocket upgrade in absolute form reaches the pub/sub route.
+    let mut stream = broker.tcp();
+    stream
+        .write_all(upgrade_request(&format!("{origin}{WS}"), SAMPLE_KEY).as_bytes())
+        .unwrap();
+    assert_switching_protocols(&read_response_head(&mut stream));
+}
+
 /// Shutdown stops accepting, so `/readyz` answering 503 can only be seen on
 /// a connection opened before. Idle keep-alive connections are closed at
 /// once when shutdown begins (asserted here), but a held long-poll lives on

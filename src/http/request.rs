@@ -33,7 +33,8 @@ pub enum Parsed<'b> {
 pub struct Request<'b> {
     /// The method, e.g. `GET`; case-sensitive (RFC 9110 §9.1).
     pub method: &'b str,
-    /// The request target up to (not including) the first `?`.
+    /// The request target up to (not including) the first `?`; for an
+    /// absolute-form target (`http://host/path`), its path alone.
     pub path: &'b str,
     /// The request target after the first `?`, still percent-encoded; `""` if none.
     pub query: &'b str,
@@ -78,6 +79,7 @@ pub fn parse_request(buf: &[u8], max_header_bytes: usize) -> Result<Parsed<'_>, 
         return Err(HttpError::Malformed("incomplete request line"));
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = absolute_form_path(path);
     let request = Request {
         method,
         path,
@@ -221,6 +223,31 @@ pub fn is_b64token(token: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
+/// The path of an absolute-form request target (query already split off),
+/// or the target as it is when it is not one.
+///
+/// RFC 9112 §3.2.2: "a server MUST accept the use of the absolute-form in
+/// requests", which proxies send: `http://host:port/path` routes as `/path`,
+/// and `http://host` as `/`. The authority is not checked against `Host`;
+/// routing does not depend on either. A target that is neither origin-form
+/// nor `scheme://...` (`*`, `host:port`) is left alone and matches no route.
+fn absolute_form_path(target: &str) -> &str {
+    if target.starts_with('/') {
+        return target;
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target;
+    };
+    // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+    let mut chars = scheme.bytes();
+    let valid_scheme = chars.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && chars.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !valid_scheme {
+        return target;
+    }
+    rest.find('/').map_or("/", |start| &rest[start..])
+}
+
 /// The non-empty elements of a comma-separated header value, with optional
 /// whitespace around each removed (RFC 9110 §5.6.1).
 pub fn header_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -341,6 +368,28 @@ mod tests {
         assert_eq!(r.header("x-a"), Some(&b"1"[..]));
         assert_eq!(r.headers_named("X-A").collect::<Vec<_>>(), [b"1", b"2"]);
         assert_eq!(r.header("missing"), None);
+    }
+
+    #[test]
+    fn absolute_form_routes_by_its_path_and_query() {
+        let r = complete(b"GET http://example.com:9001/poll?topic=A&since=A:1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!((r.path, r.query), ("/poll", "topic=A&since=A:1"));
+        for (target, path, query) in [
+            ("HTTPS://h/healthz", "/healthz", ""),
+            ("http://h", "/", ""),
+            ("http://h?x=1", "/", "x=1"),
+            ("http://user@h:1/a/b", "/a/b", ""),
+            ("ws+x.y-z://h/ws", "/ws", ""),
+            // Not absolute-form: left as sent, so no route matches.
+            ("*", "*", ""),
+            ("h:80", "h:80", ""),
+            ("1http://h/healthz", "1http://h/healthz", ""),
+            ("://h/healthz", "://h/healthz", ""),
+        ] {
+            let buf = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = complete(buf.as_bytes());
+            assert_eq!((r.path, r.query), (path, query), "{target}");
+        }
     }
 
     #[test]
