@@ -483,10 +483,10 @@ fn check_route_paths(ws: &WebSocketConfig, http: &HttpConfig) -> Result<(), Conf
     ];
     for (i, &(key, path)) in configured.iter().enumerate() {
         let Some(path) = path else { continue };
-        if let Some((_, _, method)) = FIXED_ROUTES.iter().find(|(p, _, _)| *p == path) {
+        if FIXED_ROUTES.iter().any(|(p, _, _)| *p == path) {
             return Err(ConfigError::invalid(
                 key.to_owned(),
-                format!("{path:?} is the path of the {method} {path} route; choose another"),
+                format!("{path:?} is the path of a built-in route; choose another"),
             ));
         }
         let earlier = configured[..i].iter().find(|(_, p)| *p == Some(path));
@@ -1505,8 +1505,8 @@ mod tests {
         }
         assert_eq!(
             err("[http]\nmetrics_path = \"/publish\"").to_string(),
-            "config key `http.metrics_path`: \"/publish\" is the path of the POST /publish \
-             route; choose another"
+            "config key `http.metrics_path`: \"/publish\" is the path of a built-in route; \
+             choose another"
         );
         assert_eq!(
             err("[http]\nmetrics_path = \"/ws\"").to_string(),

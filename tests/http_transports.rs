@@ -1084,10 +1084,56 @@ fn unknown_paths_are_404_and_wrong_methods_405() {
     assert_eq!(response.status, 405, "{}", response.text());
     assert_eq!(response.header("allow"), Some("POST"));
 
-    for target in ["/poll?topic=A", "/sse?topic=A", "/healthz"] {
+    for (target, allow) in [
+        ("/poll?topic=A", "GET"),
+        ("/sse?topic=A", "GET"),
+        ("/healthz", "GET, HEAD"),
+    ] {
         let (response, _) = http_exchange_bytes(&broker, &post_request(target, "", b"1"));
         assert_eq!(response.status, 405, "POST {target}: {}", response.text());
-        assert_eq!(response.header("allow"), Some("GET"), "POST {target}");
+        assert_eq!(response.header("allow"), Some(allow), "POST {target}");
+    }
+}
+
+#[test]
+fn head_is_answered_like_get_without_a_body() {
+    let broker = Broker::start(&[]);
+    let mut stream = broker.tcp();
+    for target in ["/healthz", "/readyz", "/metrics"] {
+        let get = http_get(&mut stream, target);
+        assert_eq!(get.status, 200, "GET {target}");
+        stream
+            .write_all(format!("HEAD {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let head = read_head_only(&mut stream);
+        assert_eq!(head.status, 200, "HEAD {target}");
+        assert_eq!(head.header("content-type"), get.header("content-type"));
+        let length: usize = head
+            .header("content-length")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("HEAD {target}: no Content-Length: {head:?}"));
+        if target == "/metrics" {
+            // The exposition changes between scrapes, its length only a little.
+            assert!(length > 0);
+        } else {
+            assert_eq!(length, get.body.len(), "HEAD {target}");
+        }
+    }
+    // No body followed any HEAD answer: the next answer on the connection
+    // starts right after the last head.
+    let response = http_get(&mut stream, "/healthz");
+    assert_eq!((response.status, response.text().as_str()), (200, "ok\n"));
+
+    // The streams have no bodiless answer: 405 naming GET, and no body either.
+    for target in ["/poll?topic=A", "/sse?topic=A"] {
+        let mut stream = broker.tcp();
+        stream
+            .write_all(format!("HEAD {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let response = read_head_only(&mut stream);
+        assert_eq!(response.status, 405, "HEAD {target}");
+        assert_eq!(response.header("allow"), Some("GET"), "HEAD {target}");
+        expect_eof(&mut stream);
     }
 }
 

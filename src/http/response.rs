@@ -52,6 +52,8 @@ pub struct Response {
     close: bool,
     /// Write `Connection: keep-alive` (unless `close`).
     keep_alive: bool,
+    /// The answer to a `HEAD`: `Content-Length` of `body`, but not the body.
+    head: bool,
 }
 
 impl Response {
@@ -63,6 +65,7 @@ impl Response {
             body: Vec::new(),
             close: false,
             keep_alive: false,
+            head: false,
         }
     }
 
@@ -115,6 +118,15 @@ impl Response {
         self
     }
 
+    /// Makes this the answer to a `HEAD` request: the same status and
+    /// headers, `Content-Length` of the body included, but no body (RFC 9110
+    /// §9.3.2: the headers "as it would have sent if the request method had
+    /// been GET").
+    pub fn head(mut self) -> Self {
+        self.head = true;
+        self
+    }
+
     /// Adds `Allow: <methods>`, which a 405 must carry (RFC 9110 §15.5.6).
     pub fn allow(self, methods: &'static str) -> Self {
         self.header("Allow", methods)
@@ -145,7 +157,8 @@ impl Response {
     ///
     /// `Content-Length` is always written, except for 1xx and 204 responses,
     /// which must carry neither it nor a body (RFC 9110 §8.6, §15.3.5); their
-    /// body, if one was set, is dropped.
+    /// body, if one was set, is dropped. An answer to `HEAD` ([`Self::head`])
+    /// has its `Content-Length` but not its body.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let bodyless = self.status < 200 || self.status == 204;
         let body: &[u8] = if bodyless { &[] } else { &self.body };
@@ -167,7 +180,9 @@ impl Response {
             write_header(out, "Connection", b"keep-alive");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
+        if !self.head {
+            out.extend_from_slice(body);
+        }
     }
 }
 
@@ -227,6 +242,16 @@ mod tests {
             bytes(&Response::new(202).keep_alive().close()),
             "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn head_keeps_the_length_and_drops_the_body() {
+        let get = Response::error(200, "ok");
+        assert_eq!(
+            bytes(&get.clone().head()),
+            bytes(&get).strip_suffix("ok\n").unwrap()
+        );
+        assert!(bytes(&Response::error(200, "ok").head()).contains("\r\nContent-Length: 3\r\n"));
     }
 
     #[test]

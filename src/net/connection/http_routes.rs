@@ -19,6 +19,16 @@ use crate::net::session::Session;
 /// (no Content-Length); `X-Accel-Buffering` keeps nginx from buffering it.
 const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\nretry: 2000\n\n";
 
+/// `response` as the answer to `request`'s method: without its body for
+/// `HEAD` (RFC 9110 §9.3.2), so a kept connection stays in step.
+fn for_method(request: &Request<'_>, response: Response) -> Response {
+    if request.method == "HEAD" {
+        response.head()
+    } else {
+        response
+    }
+}
+
 impl Connection {
     /// Answers a non-upgrade request. `bytes` holds the request head and
     /// whatever followed it (a body, or the next pipelined request).
@@ -35,7 +45,8 @@ impl Connection {
         ) {
             Ok(route) => route,
             Err(error) => {
-                return self.refuse_request(route_error_response(error), bytes.len(), ctx)
+                let refusal = for_method(request, route_error_response(error));
+                return self.refuse_request(refusal, bytes.len(), ctx);
             }
         };
         let body_len = match request.content_length() {
@@ -52,11 +63,8 @@ impl Connection {
         // A route that takes no body is answered (or refused, below) at
         // once, so `Expect: 100-continue` needs no 100 there (RFC 9110 §10.1.1).
         if body_len > 0 {
-            return self.refuse_request(
-                Response::error(400, "this route takes no request body"),
-                bytes.len(),
-                ctx,
-            );
+            let refusal = Response::error(400, "this route takes no request body");
+            return self.refuse_request(for_method(request, refusal), bytes.len(), ctx);
         }
         let response = match route {
             HttpRoute::Health => Response::error(200, "ok"),
@@ -70,7 +78,7 @@ impl Connection {
             }
             HttpRoute::Publish => unreachable!("handled above"),
         };
-        self.answer(request, response, ctx)
+        self.answer(request, for_method(request, response), ctx)
     }
 
     /// Sends a successful answer, keeping the connection for the next request
