@@ -180,6 +180,9 @@ pub enum ConfigError {
     Syntax {
         /// Where the text came from (a file path, or `config`).
         origin: String,
+        /// The dotted key whose value the error is in, when the error lies
+        /// after the `=` of a `key = value` line (a number too large, say).
+        key: Option<String>,
         /// toml's message, with line and column.
         message: String,
     },
@@ -215,7 +218,8 @@ impl ConfigError {
     /// Returns the dotted config key the error is about, if it is about one.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { key, .. } => key.as_deref(),
             ConfigError::UnknownKey { key }
             | ConfigError::Missing { key }
             | ConfigError::WrongType { key, .. }
@@ -249,9 +253,16 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { path, message } => {
                 write!(f, "cannot read config file {}: {message}", path.display())
             }
-            ConfigError::Syntax { origin, message } => {
-                write!(f, "invalid TOML in {origin}: {message}")
-            }
+            ConfigError::Syntax {
+                origin,
+                key: None,
+                message,
+            } => write!(f, "invalid TOML in {origin}: {message}"),
+            ConfigError::Syntax {
+                origin,
+                key: Some(key),
+                message,
+            } => write!(f, "invalid TOML in {origin}, config key `{key}`: {message}"),
             ConfigError::UnknownKey { key } => write!(f, "unknown config key `{key}`"),
             ConfigError::Missing { key } => write!(f, "config key `{key}` is missing"),
             ConfigError::WrongType {
@@ -868,10 +879,14 @@ fn override_value(raw: &str, template: &Value) -> Value {
 ///
 /// A syntax error gives toml's message and the line and column, but not the
 /// quoted source line toml would add: that line may hold a token from `[auth]`.
+/// An error in a value (`max_connections = 99999999999999999999` is too
+/// large for TOML's 64-bit integers) also names the dotted key, found from
+/// the text around it ([`key_at`]), as toml's message does not.
 fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
     text.parse::<Table>().map_err(|e| {
         // One line: toml puts its "expected ..." hint on a line of its own.
         let message = e.message().trim_end().replace('\n', "; ");
+        let key = e.span().and_then(|span| key_at(text, span.start));
         let message = match e.span() {
             Some(span) => {
                 let before = &text.as_bytes()[..span.start.min(text.len())];
@@ -890,9 +905,56 @@ fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
         };
         ConfigError::Syntax {
             origin: origin.to_owned(),
+            key,
             message,
         }
     })
+}
+
+/// The dotted key whose value holds byte `offset` of `text`: the bare key
+/// before the `=` of offset's line, under the nearest `[section]` header
+/// above it. `None` when offset's line is no `key = value` line (a header,
+/// a continued array) or the offset is not after its `=` (the error is in
+/// the key itself). Only bare keys are read: tickfan's keys need no quotes.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let bytes = text.as_bytes();
+    let offset = offset.min(bytes.len());
+    let line_start = bytes[..offset]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line_end = bytes[offset..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| offset + i);
+    // '\n' and '=' are ASCII, so these slices fall on character boundaries.
+    let line = text.get(line_start..line_end)?;
+    let equals = line.find('=')?;
+    if offset <= line_start + equals {
+        return None;
+    }
+    let key = dotted_bare_key(&line[..equals])?;
+    let section = text[..line_start].lines().rev().find_map(|l| {
+        let header = l.trim_start().strip_prefix('[')?;
+        let header = header.strip_prefix('[').unwrap_or(header);
+        dotted_bare_key(&header[..header.find(']')?])
+    });
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key,
+    })
+}
+
+/// `a.b . c` as `a.b.c` when every part is a non-empty bare key (TOML's
+/// `A-Za-z0-9_-`), else `None`.
+fn dotted_bare_key(text: &str) -> Option<String> {
+    let parts: Vec<&str> = text.split('.').map(str::trim).collect();
+    let bare = |p: &&str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    parts.iter().all(bare).then(|| parts.join("."))
 }
 
 /// Merges `overlay` into `base` key by key; a key `base` lacks is unknown.
@@ -1669,6 +1731,7 @@ mod tests {
         assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
         assert!(!e.to_string().contains(SECRET), "{e}");
         assert!(e.to_string().contains("line 2, column"), "{e}");
+        assert_eq!(e.key(), Some("auth.publish_tokens"));
     }
 
     #[test]
@@ -1719,6 +1782,47 @@ mod tests {
         let e = append_override(&mut table, "auth.publish_tokens", "a").unwrap_err();
         assert_eq!(e.key(), Some("auth.publish_tokens"));
         assert!(!e.to_string().contains(SECRET), "{e}");
+    }
+
+    #[test]
+    fn value_errors_name_the_key() {
+        let e = err("[server]\nmax_connections = 99999999999999999999\n");
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+        assert_eq!(e.key(), Some("server.max_connections"));
+        assert_eq!(
+            e.to_string(),
+            "invalid TOML in config, config key `server.max_connections`: line 2, column 19: \
+             number too large to fit in target type"
+        );
+        for (text, key) in [
+            ("[server] # s\n\nworkers = 1x\n", "server.workers"),
+            (
+                "[websocket]\n  max_frame_bytes=9e99999\n",
+                "websocket.max_frame_bytes",
+            ),
+            (
+                "[[ server ]]\n a . b = 99999999999999999999\n",
+                "server.a.b",
+            ),
+            ("server.backlog = 99999999999999999999", "server.backlog"),
+            (
+                "[server]\nworkers = 1\n[broker]\nshards = 99999999999999999999",
+                "broker.shards",
+            ),
+        ] {
+            assert_eq!(err(text).key(), Some(key), "{text:?}: {}", err(text));
+        }
+        // Errors outside a value name no key.
+        for text in [
+            "[server\nworkers = 1",
+            "[server]\nwor kers = 1",
+            "[server]\n\"workers\" = 99999999999999999999",
+            "[server]\nlisten = [\n  99999999999999999999]",
+        ] {
+            let e = err(text);
+            assert!(matches!(e, ConfigError::Syntax { .. }), "{text:?}: {e}");
+            assert_eq!(e.key(), None, "{text:?}: {e}");
+        }
     }
 
     #[test]
