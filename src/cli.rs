@@ -285,7 +285,8 @@ pub const SHORTHANDS: &[Shorthand] = &[
         flag: "log-level",
         key: "log.level",
         value_name: "LEVEL",
-        help: "error|warn|info|debug|trace, or a tracing filter such as info,tickfan::net=debug",
+        help: "trace|debug|info|warn|error|off, or a list with target=level filters such as \
+               info,tickfan::net=debug",
         mode: ShorthandMode::Set,
     },
 ];
@@ -726,6 +727,18 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.key(), Some("auth.publish_tokens"));
         assert!(!e.to_string().contains("a b"), "{e}");
+        // Printable but not a bearer token (RFC 6750 §2.1): refused too, unseen.
+        for token in ["tok@SECRET", "SECRET\"", "SECRET=x", "SECRET;"] {
+            let e = parse(&["--publish-token", "ok", "--subscribe-token", token])
+                .load_config()
+                .unwrap_err();
+            assert_eq!(e.key(), Some("auth.subscribe_tokens"), "{token}");
+            assert!(!e.to_string().contains("SECRET"), "{e}");
+            let e = parse(&["--publish-token", token])
+                .load_config()
+                .unwrap_err();
+            assert_eq!(e.key(), Some("auth.publish_tokens"), "{token}");
+        }
 
         // Set flags stay single: repeating one is a usage error.
         assert!(Cli::try_parse_from(["tickfan", "--shards", "1", "--shards", "2"]).is_err());

@@ -27,6 +27,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use crate::http::request::is_b64token;
+use crate::http::router::FIXED_ROUTES;
+
 /// The default configuration file, compiled into the binary; it documents every key.
 pub const DEFAULT_TOML: &str = include_str!("../config/tickfan.toml");
 
@@ -180,6 +183,9 @@ pub enum ConfigError {
     Syntax {
         /// Where the text came from (a file path, or `config`).
         origin: String,
+        /// The dotted key whose value the error is in, when the error lies
+        /// after the `=` of a `key = value` line (a number too large, say).
+        key: Option<String>,
         /// toml's message, with line and column.
         message: String,
     },
@@ -215,7 +221,8 @@ impl ConfigError {
     /// Returns the dotted config key the error is about, if it is about one.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { key, .. } => key.as_deref(),
             ConfigError::UnknownKey { key }
             | ConfigError::Missing { key }
             | ConfigError::WrongType { key, .. }
@@ -249,9 +256,16 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { path, message } => {
                 write!(f, "cannot read config file {}: {message}", path.display())
             }
-            ConfigError::Syntax { origin, message } => {
-                write!(f, "invalid TOML in {origin}: {message}")
-            }
+            ConfigError::Syntax {
+                origin,
+                key: None,
+                message,
+            } => write!(f, "invalid TOML in {origin}: {message}"),
+            ConfigError::Syntax {
+                origin,
+                key: Some(key),
+                message,
+            } => write!(f, "invalid TOML in {origin}, config key `{key}`: {message}"),
             ConfigError::UnknownKey { key } => write!(f, "unknown config key `{key}`"),
             ConfigError::Missing { key } => write!(f, "config key `{key}` is missing"),
             ConfigError::WrongType {
@@ -292,6 +306,7 @@ impl Config {
             auth: AuthConfig::from_section(Section::take(&mut table, "auth")?)?,
             log: LogConfig::from_section(Section::take(&mut table, "log")?)?,
         };
+        check_route_paths(&config.websocket, &config.http)?;
         match table.keys().next() {
             Some(name) => Err(ConfigError::UnknownKey { key: name.clone() }),
             None => Ok(config),
@@ -470,6 +485,36 @@ impl HttpConfig {
     }
 }
 
+/// Refuses configurable route paths that equal a fixed route's path or each
+/// other: one of the two routes would shadow the other (a plain `GET` to
+/// `websocket.path` = `/healthz` would be health, an upgrade there pub/sub).
+///
+/// `websocket.path` against `websocket.echo_path` is checked in its section.
+fn check_route_paths(ws: &WebSocketConfig, http: &HttpConfig) -> Result<(), ConfigError> {
+    let configured = [
+        ("websocket.path", Some(ws.path.as_str())),
+        ("websocket.echo_path", ws.echo_path.as_deref()),
+        ("http.metrics_path", http.metrics_path.as_deref()),
+    ];
+    for (i, &(key, path)) in configured.iter().enumerate() {
+        let Some(path) = path else { continue };
+        if FIXED_ROUTES.iter().any(|(p, _, _)| *p == path) {
+            return Err(ConfigError::invalid(
+                key.to_owned(),
+                format!("{path:?} is the path of a built-in route; choose another"),
+            ));
+        }
+        let earlier = configured[..i].iter().find(|(_, p)| *p == Some(path));
+        if let Some((other, _)) = earlier {
+            return Err(ConfigError::invalid(
+                key.to_owned(),
+                format!("{path:?} must differ from {other} ({path:?})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a route path that carries more than a path: whitespace, control characters, a query or a fragment.
 fn check_bare_path(s: &Section, key: &str, path: &str) -> Result<(), ConfigError> {
     if path
@@ -629,6 +674,20 @@ impl LogConfig {
                 "must not be empty; use error, warn, info, debug or trace",
             ));
         }
+        // EnvFilter reads a bare word it does not know as a target name
+        // (`inof` = "trace for target inof"), which silently turns every
+        // other log line off; so only levels and `target=level` pass.
+        if let Some(bad) = level.trim().split(',').find(|d| !is_level_directive(d)) {
+            return Err(ConfigError::invalid(
+                s.key("level"),
+                format!(
+                    "{level:?} is not a log level or filter: {:?} is neither one of \
+                     {} nor `target=level`, e.g. \"warn,tickfan::net=trace\"",
+                    bad,
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
             return Err(ConfigError::invalid(
                 s.key("level"),
@@ -638,6 +697,29 @@ impl LogConfig {
         let config = LogConfig { level };
         s.finish()?;
         Ok(config)
+    }
+}
+
+/// The level names `log.level` takes, alone or after `target=`; case-insensitive.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Whether one comma-separated element of `log.level` is a level or `target=level`,
+/// without spaces (EnvFilter takes none inside the list).
+///
+/// A target is a module path such as `tickfan::net`: letters, digits, `_`,
+/// `-`, `.` and `::`. Span and field filters (`target[span]=level`) are not
+/// taken: they are rarely wanted, and a typo in them fails just as silently.
+fn is_level_directive(directive: &str) -> bool {
+    let is_level = |word: &str| LOG_LEVELS.iter().any(|l| word.eq_ignore_ascii_case(l));
+    match directive.split_once('=') {
+        None => is_level(directive),
+        Some((target, level)) => {
+            !target.is_empty()
+                && target
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+                && is_level(level)
+        }
     }
 }
 
@@ -801,10 +883,14 @@ fn override_value(raw: &str, template: &Value) -> Value {
 ///
 /// A syntax error gives toml's message and the line and column, but not the
 /// quoted source line toml would add: that line may hold a token from `[auth]`.
+/// An error in a value (`max_connections = 99999999999999999999` is too
+/// large for TOML's 64-bit integers) also names the dotted key, found from
+/// the text around it ([`key_at`]), as toml's message does not.
 fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
     text.parse::<Table>().map_err(|e| {
         // One line: toml puts its "expected ..." hint on a line of its own.
         let message = e.message().trim_end().replace('\n', "; ");
+        let key = e.span().and_then(|span| key_at(text, span.start));
         let message = match e.span() {
             Some(span) => {
                 let before = &text.as_bytes()[..span.start.min(text.len())];
@@ -823,9 +909,56 @@ fn parse_table(text: &str, origin: &str) -> Result<Table, ConfigError> {
         };
         ConfigError::Syntax {
             origin: origin.to_owned(),
+            key,
             message,
         }
     })
+}
+
+/// The dotted key whose value holds byte `offset` of `text`: the bare key
+/// before the `=` of offset's line, under the nearest `[section]` header
+/// above it. `None` when offset's line is no `key = value` line (a header,
+/// a continued array) or the offset is not after its `=` (the error is in
+/// the key itself). Only bare keys are read: tickfan's keys need no quotes.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let bytes = text.as_bytes();
+    let offset = offset.min(bytes.len());
+    let line_start = bytes[..offset]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line_end = bytes[offset..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| offset + i);
+    // '\n' and '=' are ASCII, so these slices fall on character boundaries.
+    let line = text.get(line_start..line_end)?;
+    let equals = line.find('=')?;
+    if offset <= line_start + equals {
+        return None;
+    }
+    let key = dotted_bare_key(&line[..equals])?;
+    let section = text[..line_start].lines().rev().find_map(|l| {
+        let header = l.trim_start().strip_prefix('[')?;
+        let header = header.strip_prefix('[').unwrap_or(header);
+        dotted_bare_key(&header[..header.find(']')?])
+    });
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key,
+    })
+}
+
+/// `a.b . c` as `a.b.c` when every part is a non-empty bare key (TOML's
+/// `A-Za-z0-9_-`), else `None`.
+fn dotted_bare_key(text: &str) -> Option<String> {
+    let parts: Vec<&str> = text.split('.').map(str::trim).collect();
+    let bare = |p: &&str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    parts.iter().all(bare).then(|| parts.join("."))
 }
 
 /// Merges `overlay` into `base` key by key; a key `base` lacks is unknown.
@@ -941,18 +1074,20 @@ impl Section {
             .collect()
     }
 
-    /// Reads an array of secret tokens: each non-empty printable ASCII without spaces.
+    /// Reads an array of secret tokens: each an RFC 6750 `b64token`.
     ///
     /// Errors give the token's index, never its value.
     fn tokens(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
         let tokens = self.strings(key)?;
         for (i, token) in tokens.iter().enumerate() {
-            // '!'..='~' is printable ASCII less the space: what fits a header
-            // value and a `Bearer` credential unquoted.
+            // A token `Authorization: Bearer` cannot carry could only ever
+            // be sent as `?token=`, percent-encoded: refused so that it is
+            // noticed at start rather than as a client's mysterious 401.
             let reason = if token.is_empty() {
                 "is empty"
-            } else if !token.bytes().all(|b| (b'!'..=b'~').contains(&b)) {
-                "must be printable ASCII without spaces (value not shown)"
+            } else if !is_b64token(token) {
+                "must be an RFC 6750 bearer token: letters, digits and - . _ ~ + /, \
+                 optionally ending in = (value not shown)"
             } else {
                 continue;
             };
@@ -1284,6 +1419,8 @@ mod tests {
             ),
             ("[log]\nlevel = \"\"", "log.level"),
             ("[log]\nlevel = \"info,=[\"", "log.level"),
+            ("[log]\nlevel = \"inof\"", "log.level"),
+            ("[log]\nlevel = \"warning\"", "log.level"),
         ] {
             let e = err(text);
             assert_eq!(e.key(), Some(key), "{text}: {e}");
@@ -1298,6 +1435,50 @@ mod tests {
             "config key `websocket.idle_timeout_ms`: 100 must be greater than \
              websocket.ping_interval_ms (200)"
         );
+    }
+
+    #[test]
+    fn log_level_takes_levels_and_target_directives_only() {
+        for good in [
+            "trace",
+            "DEBUG",
+            " Info ",
+            "warn",
+            "error",
+            "off",
+            "warn,tickfan::net=trace",
+            "info,tickfan=DEBUG,hyper-util=off",
+            "tickfan::net::worker=debug",
+        ] {
+            let c = Config::from_toml_str(&format!("[log]\nlevel = {good:?}"))
+                .unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(c.log.level, good);
+        }
+        // EnvFilter would take each of these as a target name and log nothing else.
+        for bad in [
+            "inof",
+            "warning",
+            "information",
+            "info,tickfan",
+            "info, tickfan=debug",
+            "tickfan::net",
+            "info,",
+            "tickfan=verbose",
+            "=info",
+            "tickfan[conn]=debug",
+        ] {
+            let e = err(&format!("[log]\nlevel = {bad:?}"));
+            assert_eq!(e.key(), Some("log.level"), "{bad:?}: {e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{bad:?}: {e}");
+        }
+        assert_eq!(
+            err("[log]\nlevel = \"inof\"").to_string(),
+            "config key `log.level`: \"inof\" is not a log level or filter: \"inof\" is \
+             neither one of trace, debug, info, warn, error, off nor `target=level`, \
+             e.g. \"warn,tickfan::net=trace\""
+        );
+        let e = override_then_load(&[("log.level", "warning")]).unwrap_err();
+        assert_eq!(e.key(), Some("log.level"));
     }
 
     #[test]
@@ -1363,6 +1544,50 @@ mod tests {
             e.to_string(),
             "config key `websocket.echo_path`: \"/echo\" must differ from websocket.path (\"/echo\")"
         );
+    }
+
+    #[test]
+    fn route_paths_must_not_collide() {
+        for (text, key) in [
+            ("[http]\nmetrics_path = \"/publish\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/healthz\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/readyz\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/poll\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/sse\"", "http.metrics_path"),
+            ("[http]\nmetrics_path = \"/ws\"", "http.metrics_path"),
+            (
+                "[http]\nmetrics_path = \"/echo\"\n[websocket]\necho_path = \"/echo\"",
+                "http.metrics_path",
+            ),
+            ("[websocket]\npath = \"/sse\"", "websocket.path"),
+            (
+                "[websocket]\necho_path = \"/publish\"",
+                "websocket.echo_path",
+            ),
+            ("[websocket]\npath = \"/metrics\"", "http.metrics_path"),
+        ] {
+            let e = err(text);
+            assert_eq!(e.key(), Some(key), "{text}: {e}");
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{text}: {e}");
+        }
+        assert_eq!(
+            err("[http]\nmetrics_path = \"/publish\"").to_string(),
+            "config key `http.metrics_path`: \"/publish\" is the path of a built-in route; \
+             choose another"
+        );
+        assert_eq!(
+            err("[http]\nmetrics_path = \"/ws\"").to_string(),
+            "config key `http.metrics_path`: \"/ws\" must differ from websocket.path (\"/ws\")"
+        );
+        // Off paths collide with nothing; near misses are fine.
+        let c = Config::from_toml_str(
+            "[http]\nmetrics_path = \"\"\n[websocket]\npath = \"/metrics\"\necho_path = \"/pollx\"",
+        )
+        .unwrap();
+        assert_eq!(c.websocket.path, "/metrics");
+        Config::from_toml_str("[http]\nmetrics_path = \"/publish/metrics\"").unwrap();
+        let e = override_then_load(&[("http.metrics_path", "/healthz")]).unwrap_err();
+        assert_eq!(e.key(), Some("http.metrics_path"));
     }
 
     #[test]
@@ -1457,6 +1682,27 @@ mod tests {
                 format!("subscribe_tokens = [\"{SECRET}\", 3]"),
                 "auth.subscribe_tokens",
             ),
+            // Printable, but no `Authorization: Bearer` can carry them (RFC 6750 §2.1).
+            (
+                format!("publish_tokens = [\"{SECRET}@x\"]"),
+                "auth.publish_tokens",
+            ),
+            (
+                format!("publish_tokens = [\"{SECRET},x\"]"),
+                "auth.publish_tokens",
+            ),
+            (
+                format!("subscribe_tokens = [\"{SECRET}=x\"]"),
+                "auth.subscribe_tokens",
+            ),
+            (
+                format!("subscribe_tokens = [\"\\\"{SECRET}\\\"\"]"),
+                "auth.subscribe_tokens",
+            ),
+            (
+                "publish_tokens = [\"===\"]".to_owned(),
+                "auth.publish_tokens",
+            ),
         ] {
             let e = err(&format!("[auth]\n{text}\n"));
             assert_eq!(e.key(), Some(key), "{text}: {e}");
@@ -1465,9 +1711,15 @@ mod tests {
         }
         assert_eq!(
             err("[auth]\npublish_tokens = [\"ok\", \"a b\"]").to_string(),
-            "config key `auth.publish_tokens`: token at index 1 must be printable ASCII \
-             without spaces (value not shown)"
+            "config key `auth.publish_tokens`: token at index 1 must be an RFC 6750 bearer \
+             token: letters, digits and - . _ ~ + /, optionally ending in = (value not shown)"
         );
+        // Every b64token character is taken, trailing '=' too.
+        let c = Config::from_toml_str(
+            "[auth]\npublish_tokens = [\"aZ09-._~+/==\", \"x\"]\nsubscribe_tokens = [\"s=\"]",
+        )
+        .unwrap();
+        assert_eq!(c.auth.publish_tokens, ["aZ09-._~+/==", "x"]);
         assert_eq!(
             err("[auth]\nsubscribe_tokens = [\"\"]").to_string(),
             "config key `auth.subscribe_tokens`: token at index 0 is empty"
@@ -1484,6 +1736,7 @@ mod tests {
         assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
         assert!(!e.to_string().contains(SECRET), "{e}");
         assert!(e.to_string().contains("line 2, column"), "{e}");
+        assert_eq!(e.key(), Some("auth.publish_tokens"));
     }
 
     #[test]
@@ -1504,12 +1757,17 @@ mod tests {
     fn append_override_adds_to_the_list_and_checks_the_key() {
         let mut table = parse_over_default("[auth]\npublish_tokens = [\"file\"]", "t").unwrap();
         append_override(&mut table, "auth.publish_tokens", "a").unwrap();
-        // Appended raw: no TOML reading, so quotes and numbers stay as typed.
-        append_override(&mut table, "auth.publish_tokens", "\"q\"").unwrap();
+        // Appended raw: no TOML reading, so numbers stay as typed...
+        append_override(&mut table, "auth.publish_tokens", "0x10").unwrap();
         append_override(&mut table, "auth.subscribe_tokens", "7").unwrap();
-        let c = Config::from_table(table).unwrap();
-        assert_eq!(c.auth.publish_tokens, ["file", "a", "\"q\""]);
+        let c = Config::from_table(table.clone()).unwrap();
+        assert_eq!(c.auth.publish_tokens, ["file", "a", "0x10"]);
         assert_eq!(c.auth.subscribe_tokens, ["7"]);
+        // ...and quotes too, which no bearer token may hold: refused, not unquoted.
+        append_override(&mut table, "auth.publish_tokens", "\"q\"").unwrap();
+        let e = Config::from_table(table).unwrap_err();
+        assert_eq!(e.key(), Some("auth.publish_tokens"));
+        assert!(e.to_string().contains("token at index 3"), "{e}");
 
         let mut table = default_table();
         let e = append_override(&mut table, "server.workers", "1").unwrap_err();
@@ -1529,6 +1787,47 @@ mod tests {
         let e = append_override(&mut table, "auth.publish_tokens", "a").unwrap_err();
         assert_eq!(e.key(), Some("auth.publish_tokens"));
         assert!(!e.to_string().contains(SECRET), "{e}");
+    }
+
+    #[test]
+    fn value_errors_name_the_key() {
+        let e = err("[server]\nmax_connections = 99999999999999999999\n");
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+        assert_eq!(e.key(), Some("server.max_connections"));
+        assert_eq!(
+            e.to_string(),
+            "invalid TOML in config, config key `server.max_connections`: line 2, column 19: \
+             number too large to fit in target type"
+        );
+        for (text, key) in [
+            ("[server] # s\n\nworkers = 1x\n", "server.workers"),
+            (
+                "[websocket]\n  max_frame_bytes=9e99999\n",
+                "websocket.max_frame_bytes",
+            ),
+            (
+                "[[ server ]]\n a . b = 99999999999999999999\n",
+                "server.a.b",
+            ),
+            ("server.backlog = 99999999999999999999", "server.backlog"),
+            (
+                "[server]\nworkers = 1\n[broker]\nshards = 99999999999999999999",
+                "broker.shards",
+            ),
+        ] {
+            assert_eq!(err(text).key(), Some(key), "{text:?}: {}", err(text));
+        }
+        // Errors outside a value name no key.
+        for text in [
+            "[server\nworkers = 1",
+            "[server]\nwor kers = 1",
+            "[server]\n\"workers\" = 99999999999999999999",
+            "[server]\nlisten = [\n  99999999999999999999]",
+        ] {
+            let e = err(text);
+            assert!(matches!(e, ConfigError::Syntax { .. }), "{text:?}: {e}");
+            assert_eq!(e.key(), None, "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -185,12 +185,12 @@ fn post_upgrade_is_405_allowing_get() {
 }
 
 #[test]
-fn post_to_healthz_is_405_allowing_get() {
+fn post_to_healthz_is_405_allowing_get_and_head() {
     let broker = Broker::start(&[]);
     let req = request("POST", "/healthz", "Content-Length: 0\r\n");
     let (response, _stream) = http_exchange(&broker, &req);
     assert_eq!(response.status, 405, "{response:?}");
-    assert_eq!(response.header("allow"), Some("GET"));
+    assert_eq!(response.header("allow"), Some("GET, HEAD"));
 }
 
 #[test]

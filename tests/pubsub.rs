@@ -689,19 +689,27 @@ fn topic_limits_give_too_many_topics() {
     subscriber.expect_event("unsubscribed");
     subscriber.subscribe("T3");
 
-    // T1, T2, T3 exist: a fourth topic is refused broker-wide.
+    // Only published topics count broker-wide: T1, T2, T3 fill the limit
+    // and a fourth is refused.
     let mut publisher = broker.pubsub();
+    publisher.publish("T1", "1");
+    assert_eq!(subscriber.expect_tick("T1 tick").seq, 1);
+    publisher.publish("T2", "2");
+    publisher.publish("T3", "3");
+    let tick = subscriber.expect_tick("T3 tick");
+    assert_eq!((tick.topic.as_str(), tick.seq), ("T3", 1));
     expect_error(
         &mut publisher,
         &pub_frame("T4", "1"),
         "too_many_topics",
         Some("T4"),
     );
-    expect_error(&mut publisher, &sub("T4"), "too_many_topics", Some("T4"));
+    // Subscribing to a topic nobody published to takes no place in it.
+    publisher.subscribe("T4");
     // Existing topics still work.
-    publisher.publish("T3", "3");
+    publisher.publish("T3", "4");
     let tick = subscriber.expect_tick("T3 tick");
-    assert_eq!((tick.topic.as_str(), tick.seq), ("T3", 1));
+    assert_eq!((tick.topic.as_str(), tick.seq), ("T3", 2));
 }
 
 #[test]
@@ -796,6 +804,38 @@ fn subscribe_requires_token_refuses_the_upgrade_without_one() {
         let tick = client.expect_tick("published by the writer");
         assert_eq!((tick.seq, tick.data.as_str()), (1, "2"));
     }
+}
+
+#[test]
+fn subscribe_requires_token_refuses_the_tokenless_upgrade_while_publishing_is_open() {
+    // No publish tokens: publishing is open, yet subscribing needs a token.
+    let broker = Broker::start(&[
+        "--set",
+        "auth.subscribe_requires_token=true",
+        "--subscribe-token",
+        "reader",
+    ]);
+    for target in [WS, "/ws?token=wrong"] {
+        match PsClient::upgrade(broker.tcp(), target, &[]) {
+            Ok(_) => panic!("token-less upgrade at {target} was accepted"),
+            Err(response) => assert_eq!(response.status, 401, "{target}"),
+        }
+    }
+    for target in ["/poll?topic=OPEN&timeout=1", "/sse?topic=OPEN"] {
+        let (response, _) = http_exchange(&broker, &get_request(target));
+        assert_eq!(response.status, 401, "{target}: {}", response.text());
+    }
+    let mut reader = broker.pubsub_with("/ws?token=reader", &[]);
+    reader.subscribe("OPEN");
+    // Open publishing still works without a token over HTTP, and with one over the socket.
+    let (response, _) = http_exchange(
+        &broker,
+        &String::from_utf8(post_request("/publish?topic=OPEN", "", b"1")).unwrap(),
+    );
+    assert_eq!(response.status, 202, "{}", response.text());
+    assert_eq!(reader.expect_tick("HTTP publish").seq, 1);
+    reader.publish("OPEN", "2");
+    assert_eq!(reader.expect_tick("own publish").seq, 2);
 }
 
 #[test]

@@ -16,6 +16,30 @@ pub struct Rights {
     pub subscribe: bool,
 }
 
+/// What a request is admitted for, which decides the right it must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `POST /publish`.
+    Publish,
+    /// A pub/sub WebSocket upgrade, `GET /poll` or `GET /sse`: a
+    /// subscriber's connection. A pub/sub WebSocket may publish too when its
+    /// rights allow, but it is admitted only as a subscriber: with
+    /// `auth.subscribe_requires_token` a client without a valid token is
+    /// refused at the upgrade even while publishing is open, and can still
+    /// publish over `POST /publish`.
+    Subscribe,
+}
+
+impl Rights {
+    /// Whether these rights admit a request for `access`.
+    pub fn admit(self, access: Access) -> bool {
+        match access {
+            Access::Publish => self.publish,
+            Access::Subscribe => self.subscribe,
+        }
+    }
+}
+
 /// The configured tokens, as hashes.
 pub struct Auth {
     publish: Vec<[u8; 20]>,
@@ -121,5 +145,21 @@ mod tests {
             }
         );
         assert!(!format!("{auth:?}").contains("pubtok"));
+    }
+
+    #[test]
+    fn subscribe_requirement_holds_while_publishing_is_open() {
+        // No publish tokens: anyone may publish, but only token holders subscribe.
+        let auth = Auth::new(&[], &["subtok".into()], true);
+        let anonymous = auth.rights(None);
+        assert!(anonymous.admit(Access::Publish));
+        assert!(!anonymous.admit(Access::Subscribe));
+        assert!(!auth.rights(Some("wrong")).admit(Access::Subscribe));
+        let reader = auth.rights(Some("subtok"));
+        assert!(reader.admit(Access::Subscribe) && reader.admit(Access::Publish));
+        // Without the requirement every connection is admitted as a subscriber.
+        let auth = Auth::new(&["pubtok".into()], &[], false);
+        assert!(auth.rights(None).admit(Access::Subscribe));
+        assert!(!auth.rights(None).admit(Access::Publish));
     }
 }

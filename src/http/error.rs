@@ -31,6 +31,9 @@ pub enum HttpError {
     /// The request carries `Transfer-Encoding`; tickfan reads no chunked or
     /// otherwise coded request bodies (501, RFC 9112 §6.1).
     UnsupportedTransferEncoding,
+    /// `Expect` names something other than `100-continue`, the only
+    /// expectation HTTP defines (417, RFC 9110 §10.1.1).
+    UnsupportedExpectation,
 }
 
 impl HttpError {
@@ -40,6 +43,7 @@ impl HttpError {
             HttpError::HeadersTooLarge | HttpError::TooManyHeaders => 431,
             HttpError::Malformed(_) | HttpError::BadHost | HttpError::BadContentLength => 400,
             HttpError::UnsupportedTransferEncoding => 501,
+            HttpError::UnsupportedExpectation => 417,
         }
     }
 
@@ -60,6 +64,9 @@ impl fmt::Display for HttpError {
             HttpError::BadContentLength => f.write_str("invalid Content-Length"),
             HttpError::UnsupportedTransferEncoding => {
                 f.write_str("Transfer-Encoding is not supported on requests")
+            }
+            HttpError::UnsupportedExpectation => {
+                f.write_str("the only expectation supported is 100-continue")
             }
         }
     }
@@ -93,6 +100,7 @@ mod tests {
         assert_eq!(HttpError::BadHost.status(), 400);
         assert_eq!(HttpError::BadContentLength.status(), 400);
         assert_eq!(HttpError::UnsupportedTransferEncoding.status(), 501);
+        assert_eq!(HttpError::UnsupportedExpectation.status(), 417);
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub enum Parsed<'b> {
 pub struct Request<'b> {
     /// The method, e.g. `GET`; case-sensitive (RFC 9110 §9.1).
     pub method: &'b str,
-    /// The request target up to (not including) the first `?`.
+    /// The request target up to (not including) the first `?`; for an
+    /// absolute-form target (`http://host/path`), its path alone.
     pub path: &'b str,
     /// The request target after the first `?`, still percent-encoded; `""` if none.
     pub query: &'b str,
@@ -78,6 +79,7 @@ pub fn parse_request(buf: &[u8], max_header_bytes: usize) -> Result<Parsed<'_>, 
         return Err(HttpError::Malformed("incomplete request line"));
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = absolute_form_path(path);
     let request = Request {
         method,
         path,
@@ -152,6 +154,33 @@ impl<'b> Request<'b> {
         !close && (self.version_minor >= 1 || keep_alive)
     }
 
+    /// Whether a response that keeps the connection must say so with
+    /// `Connection: keep-alive`: an HTTP/1.0 client closes otherwise
+    /// (RFC 9112 Appendix C.2.2).
+    pub fn needs_keep_alive_header(&self) -> bool {
+        self.version_minor == 0 && self.keep_alive()
+    }
+
+    /// Whether the client waits for `100 Continue` before it sends the body
+    /// (RFC 9110 §10.1.1).
+    ///
+    /// `Expect: 100-continue` (case-insensitive) is `true` on HTTP/1.1; on
+    /// HTTP/1.0 it is `false`, as "a server that receives a 100-continue
+    /// expectation in an HTTP/1.0 request MUST ignore that expectation".
+    /// Any other expectation is [`HttpError::UnsupportedExpectation`] (417).
+    pub fn expects_continue(&self) -> Result<bool, HttpError> {
+        let mut wants = false;
+        for value in self.headers_named("expect") {
+            for expectation in header_tokens(value) {
+                if !expectation.eq_ignore_ascii_case(b"100-continue") {
+                    return Err(HttpError::UnsupportedExpectation);
+                }
+                wants = true;
+            }
+        }
+        Ok(wants && self.version_minor >= 1)
+    }
+
     /// The query's `key=value` pairs, percent-decoded as
     /// `application/x-www-form-urlencoded` (see [`percent_decode`]).
     ///
@@ -179,13 +208,44 @@ impl<'b> Request<'b> {
             return None;
         }
         let token = token.trim_start_matches(' ');
-        let body = token.trim_end_matches('=');
-        let valid = !body.is_empty()
-            && body
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
-        valid.then_some(token)
+        is_b64token(token).then_some(token)
     }
+}
+
+/// Whether `token` is an RFC 6750 §2.1 `b64token`, the only form an
+/// `Authorization: Bearer` credential can take:
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+pub fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// The path of an absolute-form request target (query already split off),
+/// or the target as it is when it is not one.
+///
+/// RFC 9112 §3.2.2: "a server MUST accept the use of the absolute-form in
+/// requests", which proxies send: `http://host:port/path` routes as `/path`,
+/// and `http://host` as `/`. The authority is not checked against `Host`;
+/// routing does not depend on either. A target that is neither origin-form
+/// nor `scheme://...` (`*`, `host:port`) is left alone and matches no route.
+fn absolute_form_path(target: &str) -> &str {
+    if target.starts_with('/') {
+        return target;
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target;
+    };
+    // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+    let mut chars = scheme.bytes();
+    let valid_scheme = chars.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && chars.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !valid_scheme {
+        return target;
+    }
+    rest.find('/').map_or("/", |start| &rest[start..])
 }
 
 /// The non-empty elements of a comma-separated header value, with optional
@@ -308,6 +368,28 @@ mod tests {
         assert_eq!(r.header("x-a"), Some(&b"1"[..]));
         assert_eq!(r.headers_named("X-A").collect::<Vec<_>>(), [b"1", b"2"]);
         assert_eq!(r.header("missing"), None);
+    }
+
+    #[test]
+    fn absolute_form_routes_by_its_path_and_query() {
+        let r = complete(b"GET http://example.com:9001/poll?topic=A&since=A:1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!((r.path, r.query), ("/poll", "topic=A&since=A:1"));
+        for (target, path, query) in [
+            ("HTTPS://h/healthz", "/healthz", ""),
+            ("http://h", "/", ""),
+            ("http://h?x=1", "/", "x=1"),
+            ("http://user@h:1/a/b", "/a/b", ""),
+            ("ws+x.y-z://h/ws", "/ws", ""),
+            // Not absolute-form: left as sent, so no route matches.
+            ("*", "*", ""),
+            ("h:80", "h:80", ""),
+            ("1http://h/healthz", "1http://h/healthz", ""),
+            ("://h/healthz", "://h/healthz", ""),
+        ] {
+            let buf = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            let r = complete(buf.as_bytes());
+            assert_eq!((r.path, r.query), (path, query), "{target}");
+        }
     }
 
     #[test]
@@ -463,6 +545,39 @@ mod tests {
         assert!(!ka("1.0", ""));
         assert!(ka("1.0", "Connection: Keep-Alive\r\n"));
         assert!(!ka("1.0", "Connection: keep-alive, close\r\n"));
+        let announce = |version: &str, headers: &str| {
+            let buf = format!("GET / HTTP/{version}\r\nHost: a\r\n{headers}\r\n");
+            complete(buf.as_bytes()).needs_keep_alive_header()
+        };
+        assert!(announce("1.0", "Connection: keep-alive\r\n"));
+        assert!(!announce("1.0", ""));
+        assert!(!announce("1.1", ""));
+        assert!(!announce("1.1", "Connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn expectations() {
+        let expects = |version: &str, headers: &str| {
+            let buf = format!("POST / HTTP/{version}\r\nHost: a\r\n{headers}\r\n");
+            complete(buf.as_bytes()).expects_continue()
+        };
+        assert_eq!(expects("1.1", ""), Ok(false));
+        assert_eq!(expects("1.1", "Expect: 100-continue\r\n"), Ok(true));
+        assert_eq!(expects("1.1", "expect: 100-Continue \r\n"), Ok(true));
+        assert_eq!(expects("1.1", "Expect:\r\n"), Ok(false));
+        assert_eq!(expects("1.0", "Expect: 100-continue\r\n"), Ok(false));
+        for bad in [
+            "Expect: 200-ok\r\n",
+            "Expect: 100-continue, x=1\r\n",
+            "Expect: 100-continue\r\nExpect: fast\r\n",
+        ] {
+            assert_eq!(
+                expects("1.1", bad),
+                Err(HttpError::UnsupportedExpectation),
+                "{bad}"
+            );
+            assert_eq!(expects("1.0", bad), Err(HttpError::UnsupportedExpectation));
+        }
     }
 
     #[test]
@@ -557,7 +672,7 @@ mod tests {
         ) {
             if let Ok(Parsed::Complete(r)) = parse_request(&buf, limit) {
                 prop_assert!(r.head_len <= buf.len().min(limit));
-                let _ = (r.content_length(), r.keep_alive(), r.bearer_token());
+                let _ = (r.content_length(), r.keep_alive(), r.bearer_token(), r.expects_continue());
                 for _ in r.query_params() {}
             }
         }
@@ -571,7 +686,7 @@ mod tests {
             buf.extend_from_slice(b"\r\n\r\n");
             if let Ok(Parsed::Complete(r)) = parse_request(&buf, LIMIT) {
                 prop_assert!(r.head_len <= buf.len());
-                let _ = (r.content_length(), r.keep_alive(), r.bearer_token());
+                let _ = (r.content_length(), r.keep_alive(), r.bearer_token(), r.expects_continue());
                 for _ in r.query_params() {}
             }
         }

@@ -17,6 +17,7 @@
 /// yields a valid status line.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         202 => "Accepted",
@@ -28,6 +29,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        417 => "Expectation Failed",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -48,6 +50,10 @@ pub struct Response {
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
     close: bool,
+    /// Write `Connection: keep-alive` (unless `close`).
+    keep_alive: bool,
+    /// The answer to a `HEAD`: `Content-Length` of `body`, but not the body.
+    head: bool,
 }
 
 impl Response {
@@ -58,6 +64,8 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             close: false,
+            keep_alive: false,
+            head: false,
         }
     }
 
@@ -101,6 +109,24 @@ impl Response {
         self
     }
 
+    /// Says the connection stays open (`Connection: keep-alive`), which an
+    /// HTTP/1.0 client must hear to keep it (RFC 9112 §9.3 and Appendix
+    /// C.2.2: 1.0 persistence is opt-in on both sides); HTTP/1.1 needs
+    /// nothing. [`Response::close`] wins over it.
+    pub fn keep_alive(mut self) -> Self {
+        self.keep_alive = true;
+        self
+    }
+
+    /// Makes this the answer to a `HEAD` request: the same status and
+    /// headers, `Content-Length` of the body included, but no body (RFC 9110
+    /// §9.3.2: the headers "as it would have sent if the request method had
+    /// been GET").
+    pub fn head(mut self) -> Self {
+        self.head = true;
+        self
+    }
+
     /// Adds `Allow: <methods>`, which a 405 must carry (RFC 9110 §15.5.6).
     pub fn allow(self, methods: &'static str) -> Self {
         self.header("Allow", methods)
@@ -131,7 +157,8 @@ impl Response {
     ///
     /// `Content-Length` is always written, except for 1xx and 204 responses,
     /// which must carry neither it nor a body (RFC 9110 §8.6, §15.3.5); their
-    /// body, if one was set, is dropped.
+    /// body, if one was set, is dropped. An answer to `HEAD` ([`Self::head`])
+    /// has its `Content-Length` but not its body.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let bodyless = self.status < 200 || self.status == 204;
         let body: &[u8] = if bodyless { &[] } else { &self.body };
@@ -149,9 +176,13 @@ impl Response {
         }
         if self.close {
             write_header(out, "Connection", b"close");
+        } else if self.keep_alive {
+            write_header(out, "Connection", b"keep-alive");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
+        if !self.head {
+            out.extend_from_slice(body);
+        }
     }
 }
 
@@ -202,6 +233,28 @@ mod tests {
     }
 
     #[test]
+    fn keep_alive_is_announced_unless_closing() {
+        assert_eq!(
+            bytes(&Response::new(202).keep_alive()),
+            "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+        assert_eq!(
+            bytes(&Response::new(202).keep_alive().close()),
+            "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn head_keeps_the_length_and_drops_the_body() {
+        let get = Response::error(200, "ok");
+        assert_eq!(
+            bytes(&get.clone().head()),
+            bytes(&get).strip_suffix("ok\n").unwrap()
+        );
+        assert!(bytes(&Response::error(200, "ok").head()).contains("\r\nContent-Length: 3\r\n"));
+    }
+
+    #[test]
     fn empty_body_still_has_content_length() {
         assert_eq!(
             bytes(&Response::new(202)),
@@ -216,6 +269,11 @@ mod tests {
             bytes(&r),
             "HTTP/1.1 204 No Content\r\nContent-Type: text/plain\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn continue_is_a_bare_status_line() {
+        assert_eq!(bytes(&Response::new(100)), "HTTP/1.1 100 Continue\r\n\r\n");
     }
 
     #[test]
@@ -236,7 +294,8 @@ mod tests {
     #[test]
     fn every_listed_status_has_a_reason() {
         for code in [
-            101, 200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 500, 501, 503,
+            100, 101, 200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 417, 426, 429, 431, 500,
+            501, 503,
         ] {
             assert!(!reason_phrase(code).is_empty(), "{code}");
         }

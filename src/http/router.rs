@@ -52,20 +52,34 @@ pub fn websocket_route(
     }
 }
 
+/// The routes whose paths are fixed, with the methods each takes.
+///
+/// The configurable paths (`websocket.path`, `websocket.echo_path`,
+/// `http.metrics_path`) must differ from these and from each other, so that
+/// no route shadows another; the config checks them against this list.
+///
+/// `HEAD` is taken where the answer is cheap and has a fixed length (RFC
+/// 9110 §9.3.2: answered as `GET`, without the body); a long-poll or an SSE
+/// stream has no such answer, so there `HEAD` is a 405.
+pub const FIXED_ROUTES: [(&str, HttpRoute, &str); 5] = [
+    ("/healthz", HttpRoute::Health, "GET, HEAD"),
+    ("/readyz", HttpRoute::Ready, "GET, HEAD"),
+    ("/publish", HttpRoute::Publish, "POST"),
+    ("/poll", HttpRoute::Poll, "GET"),
+    ("/sse", HttpRoute::Sse, "GET"),
+];
+
 /// The HTTP route for a plain (non-upgrade) request.
 pub fn http_route(
     method: &str,
     path: &str,
     metrics_path: Option<&str>,
 ) -> Result<HttpRoute, RouteError> {
-    let (route, allow) = match path {
-        "/healthz" => (HttpRoute::Health, "GET"),
-        "/readyz" => (HttpRoute::Ready, "GET"),
-        "/publish" => (HttpRoute::Publish, "POST"),
-        "/poll" => (HttpRoute::Poll, "GET"),
-        "/sse" => (HttpRoute::Sse, "GET"),
-        _ if metrics_path == Some(path) => (HttpRoute::Metrics, "GET"),
-        _ => return Err(RouteError::NotFound),
+    let fixed = FIXED_ROUTES.iter().find(|(p, _, _)| *p == path);
+    let (route, allow) = match fixed {
+        Some(&(_, route, allow)) => (route, allow),
+        None if metrics_path == Some(path) => (HttpRoute::Metrics, "GET, HEAD"),
+        None => return Err(RouteError::NotFound),
     };
     if allow.split(", ").any(|m| m == method) {
         Ok(route)
@@ -91,7 +105,24 @@ mod tests {
         assert_eq!(http_route("GET", "/healthz", None), Ok(HttpRoute::Health));
         assert_eq!(
             http_route("POST", "/healthz", None),
-            Err(RouteError::MethodNotAllowed { allow: "GET" })
+            Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        assert_eq!(http_route("HEAD", "/healthz", None), Ok(HttpRoute::Health));
+        assert_eq!(http_route("HEAD", "/readyz", None), Ok(HttpRoute::Ready));
+        assert_eq!(
+            http_route("HEAD", "/metrics", Some("/metrics")),
+            Ok(HttpRoute::Metrics)
+        );
+        for path in ["/poll", "/sse"] {
+            assert_eq!(
+                http_route("HEAD", path, None),
+                Err(RouteError::MethodNotAllowed { allow: "GET" })
+            );
+        }
+        // Methods are case-sensitive (RFC 9110 §9.1).
+        assert_eq!(
+            http_route("head", "/healthz", None),
+            Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" })
         );
         assert_eq!(http_route("GET", "/nope", None), Err(RouteError::NotFound));
         assert_eq!(

@@ -25,7 +25,7 @@ use super::rate_limit::MessageBudget;
 use super::read_buf::ReadBuf;
 use super::session::Session;
 use super::settings::Settings;
-use crate::broker::auth::Rights;
+use crate::broker::auth::{Access, Rights};
 use crate::broker::events;
 use crate::broker::tick::{now_micros, Tick, TopicId};
 use crate::config::SlowConsumerPolicy;
@@ -141,6 +141,10 @@ pub struct Connection {
     /// Bytes an HTTP request with a body needs in all (head + body), so the
     /// read buffer grows to it at once.
     http_wanted: usize,
+    /// `100 Continue` was sent for the request whose body is awaited: its
+    /// head is parsed again on every read until the body is in, and must
+    /// get one `100` in all.
+    continue_sent: bool,
     /// Reading is paused until then: mailboxes are backed up and this
     /// connection may publish.
     read_paused_until: Option<Instant>,
@@ -175,6 +179,7 @@ impl Connection {
             counted_peer,
             transport: Transport::Http,
             http_wanted: 0,
+            continue_sent: false,
             pending_unprocessed: false,
             read_paused_until: None,
             timer_at: None,
@@ -463,7 +468,7 @@ impl Connection {
         let endpoint = match route {
             WebSocketRoute::Echo => Endpoint::Echo,
             WebSocketRoute::PubSub => {
-                let rights = presented_rights(request, ctx)?;
+                let rights = presented_rights(request, Access::Subscribe, ctx)?;
                 Endpoint::PubSub(Box::new(Session::new(
                     rights,
                     settings.max_client_errors,
@@ -800,16 +805,25 @@ fn count_written(stats: &mut WorkerStats, transport: Transport, written: Written
 }
 
 /// The rights of the token a request presents (`Authorization: Bearer` or
-/// `?token=`); a request with none at all is refused with 401.
-fn presented_rights(request: &Request<'_>, ctx: &Ctx<'_>) -> Result<Rights, Response> {
+/// `?token=`); a request whose rights do not admit `access` is refused
+/// with 401 (the one place that answer is built).
+fn presented_rights(
+    request: &Request<'_>,
+    access: Access,
+    ctx: &Ctx<'_>,
+) -> Result<Rights, Response> {
     let query_token = request
         .query_params()
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v);
     let token = request.bearer_token().map(Cow::Borrowed).or(query_token);
     let rights = ctx.auth.rights(token.as_deref());
-    if !rights.subscribe && !rights.publish {
-        return Err(Response::error(401, "a valid token is required"));
+    if !rights.admit(access) {
+        let message = match access {
+            Access::Publish => "publishing needs a publisher token",
+            Access::Subscribe => "subscribing needs a token",
+        };
+        return Err(Response::error(401, message));
     }
     Ok(rights)
 }

@@ -32,6 +32,8 @@ pub(super) struct HeldPoll {
     ticks: Vec<Tick>,
     gaps: Vec<Gap>,
     keep_alive: bool,
+    /// The answer must say `Connection: keep-alive` (an HTTP/1.0 client).
+    announce_keep_alive: bool,
     pub(super) expires: Instant,
 }
 
@@ -69,6 +71,7 @@ impl Connection {
             ticks: Vec::new(),
             gaps: Vec::new(),
             keep_alive: request.keep_alive(),
+            announce_keep_alive: request.needs_keep_alive_header(),
             expires: ctx.now + stream.timeout,
         };
         for wanted in &stream.topics {
@@ -125,6 +128,7 @@ impl Connection {
                 ticks: Vec::new(),
                 gaps: Vec::new(),
                 keep_alive: false,
+                announce_keep_alive: false,
                 expires: ctx.now,
             }),
         );
@@ -145,6 +149,11 @@ impl Connection {
         };
         poll.topics.clear();
         if poll.keep_alive {
+            let response = if poll.announce_keep_alive {
+                response.keep_alive()
+            } else {
+                response
+            };
             self.out.append(|buf| response.write_to(buf));
             self.enter(Phase::Http, ctx.now);
             if !self.pending.is_empty() {

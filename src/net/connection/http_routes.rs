@@ -3,7 +3,7 @@
 //! parts (routes, queries, bodies, answers) live in `crate::http`.
 
 use super::{presented_rights, route_error_response, Connection, Flow, Phase};
-use crate::broker::auth::Rights;
+use crate::broker::auth::{Access, Rights};
 use crate::broker::topic_table::{BatchItem, Start};
 use crate::http::publish::parse_publish_body;
 use crate::http::query::{parse_stream_request, QueryLimits, StreamRequest};
@@ -18,6 +18,16 @@ use crate::net::session::Session;
 /// The head of an SSE response. The stream ends when the connection does
 /// (no Content-Length); `X-Accel-Buffering` keeps nginx from buffering it.
 const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\nretry: 2000\n\n";
+
+/// `response` as the answer to `request`'s method: without its body for
+/// `HEAD` (RFC 9110 §9.3.2), so a kept connection stays in step.
+fn for_method(request: &Request<'_>, response: Response) -> Response {
+    if request.method == "HEAD" {
+        response.head()
+    } else {
+        response
+    }
+}
 
 impl Connection {
     /// Answers a non-upgrade request. `bytes` holds the request head and
@@ -36,22 +46,26 @@ impl Connection {
         ) {
             Ok(route) => route,
             Err(error) => {
-                return self.refuse_request(route_error_response(error), bytes.len(), ctx)
+                let refusal = for_method(request, route_error_response(error));
+                return self.refuse_request(refusal, bytes.len(), ctx);
             }
         };
         let body_len = match request.content_length() {
             Ok(len) => len.unwrap_or(0),
             Err(error) => return self.refuse_request(error.response(), bytes.len(), ctx),
         };
+        let expects_continue = match request.expects_continue() {
+            Ok(expects) => expects,
+            Err(error) => return self.refuse_request(error.response(), bytes.len(), ctx),
+        };
         if route == HttpRoute::Publish {
-            return self.on_publish(request, body_len, bytes, ctx);
+            return self.on_publish(request, body_len, expects_continue, bytes, ctx);
         }
+        // A route that takes no body is answered (or refused, below) at
+        // once, so `Expect: 100-continue` needs no 100 there (RFC 9110 §10.1.1).
         if body_len > 0 {
-            return self.refuse_request(
-                Response::error(400, "this route takes no request body"),
-                bytes.len(),
-                ctx,
-            );
+            let refusal = Response::error(400, "this route takes no request body");
+            return self.refuse_request(for_method(request, refusal), bytes.len(), ctx);
         }
         let response = match route {
             HttpRoute::Health | HttpRoute::Ready if ctx.unhealthy => {
@@ -68,7 +82,7 @@ impl Connection {
             }
             HttpRoute::Publish => unreachable!("handled above"),
         };
-        self.answer(request, response, ctx)
+        self.answer(request, for_method(request, response), ctx)
     }
 
     /// Sends a successful answer, keeping the connection for the next request
@@ -80,8 +94,13 @@ impl Connection {
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
         ctx.stats.handshakes[Transport::Http as usize] += 1;
-        self.http_wanted = 0;
+        self.end_request();
         if request.keep_alive() {
+            let response = if request.needs_keep_alive_header() {
+                response.keep_alive()
+            } else {
+                response
+            };
             self.out.append(|buf| response.write_to(buf));
             self.phase_since = ctx.now;
             (request.head_len, Flow::Continue)
@@ -99,17 +118,26 @@ impl Connection {
         available: usize,
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
-        self.http_wanted = 0;
+        self.end_request();
         self.refuse(response, ctx);
         (available, Flow::NeedMore)
     }
 
-    /// `POST /publish`: waits for the whole body, then publishes every tick
+    /// Forgets what was kept about a request that waited for its body.
+    fn end_request(&mut self) {
+        self.http_wanted = 0;
+        self.continue_sent = false;
+    }
+
+    /// `POST /publish`: refuses on the head what the head shows cannot be
+    /// accepted (size, token), waits for the whole body (after `100
+    /// Continue` when the client asked for it), then publishes every tick
     /// in it (a batch is checked whole before any tick is published).
     fn on_publish(
         &mut self,
         request: &Request<'_>,
         body_len: usize,
+        expects_continue: bool,
         bytes: &[u8],
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
@@ -117,22 +145,20 @@ impl Connection {
             let message = format!("body over {} bytes", ctx.settings.max_body_bytes);
             return self.refuse_request(Response::error(413, &message), bytes.len(), ctx);
         }
+        if let Err(refusal) = presented_rights(request, Access::Publish, ctx) {
+            return self.refuse_request(refusal, bytes.len(), ctx);
+        }
         let total = request.head_len + body_len;
         if bytes.len() < total {
+            // RFC 9110 §10.1.1: a server that will accept the content
+            // "ought to" send 100 (curl waits a second for it otherwise).
+            if expects_continue && !self.continue_sent {
+                self.continue_sent = true;
+                self.out.append(|buf| Response::new(100).write_to(buf));
+            }
             self.http_wanted = total;
             return (0, Flow::NeedMore);
         }
-        let rights = match presented_rights(request, ctx) {
-            Ok(rights) if rights.publish => rights,
-            _ => {
-                return self.refuse_request(
-                    Response::error(401, "publishing needs a publisher token"),
-                    bytes.len(),
-                    ctx,
-                )
-            }
-        };
-        debug_assert!(rights.publish);
         let topic = request
             .query_params()
             .find(|(k, _)| k == "topic")
@@ -199,17 +225,11 @@ impl Connection {
                 return self.refuse_request(Response::error(400, &message), available, ctx)
             }
         };
-        let rights = match presented_rights(request, ctx) {
-            Ok(rights) if rights.subscribe => rights,
-            _ => {
-                return self.refuse_request(
-                    Response::error(401, "subscribing needs a token"),
-                    available,
-                    ctx,
-                )
-            }
+        let rights = match presented_rights(request, Access::Subscribe, ctx) {
+            Ok(rights) => rights,
+            Err(refusal) => return self.refuse_request(refusal, available, ctx),
         };
-        self.http_wanted = 0;
+        self.end_request();
         if route == HttpRoute::Poll {
             return self.start_poll(request, stream, ctx);
         }
