@@ -3,13 +3,14 @@
 //! shutdown every worker carries out (close 1001, grace period, exit).
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,7 @@ impl Server {
         {
             workers.push(Worker::new(id, poll, listener, inbox, Arc::clone(&shared))?);
         }
+        install_worker_panic_hook();
         let (ended_tx, ended) = channel();
         let threads = workers
             .into_iter()
@@ -238,19 +240,48 @@ impl Server {
     }
 }
 
+thread_local! {
+    /// On a worker thread, the state its panic must mark as unhealthy.
+    static WORKER_SHARED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// Installs (once per process) a panic hook that marks the broker
+/// unhealthy the moment a worker thread panics: before the unwind drops its
+/// connections, so no client can see its socket close and then hear 200
+/// from `/healthz`. Other threads' panics pass through to the previous hook.
+fn install_worker_panic_hook() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = WORKER_SHARED.try_with(|shared| {
+                if let Ok(shared) = shared.try_borrow() {
+                    if let Some(shared) = shared.as_ref() {
+                        shared.dead_workers.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+            });
+            previous(info);
+        }));
+    });
+}
+
 /// A worker thread's body: runs the worker, and whatever way it ends —
-/// returning, failing or panicking — marks a death and says how it ended.
-fn run_worker(id: usize, worker: Worker, shared: &Shared, ended: &Sender<WorkerEnd>) {
+/// returning, failing or panicking — says how it ended; a death is marked
+/// (by the panic hook for a panic, here for a failed event loop).
+fn run_worker(id: usize, worker: Worker, shared: &Arc<Shared>, ended: &Sender<WorkerEnd>) {
+    WORKER_SHARED.with(|slot| *slot.borrow_mut() = Some(Arc::clone(shared)));
     // The worker's state is dropped during the unwind; nothing of it is
     // used afterwards, and the shared table's locks survive poisoning.
     let outcome = match catch_unwind(AssertUnwindSafe(|| worker.run())) {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(format!("event loop failed: {error}")),
+        Ok(Err(error)) => {
+            shared.dead_workers.fetch_add(1, Ordering::AcqRel);
+            Err(format!("event loop failed: {error}"))
+        }
         Err(panic) => Err(format!("panicked: {}", panic_message(&*panic))),
     };
-    if outcome.is_err() {
-        shared.dead_workers.fetch_add(1, Ordering::AcqRel);
-    }
+    WORKER_SHARED.with(|slot| slot.borrow_mut().take());
     let _ = ended.send(WorkerEnd {
         worker: id,
         outcome,

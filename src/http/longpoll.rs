@@ -16,10 +16,14 @@ pub struct Gap {
 
 /// Builds the JSON body of a long-poll answer.
 pub fn poll_body(ticks: &[Tick], gaps: &[Gap], cursor: &str) -> Vec<u8> {
-    let size: usize = ticks.iter().map(|t| t.envelope().len() + 1).sum::<usize>()
-        + 64 * gaps.len()
-        + cursor.len()
-        + 48;
+    // A capacity estimate only: saturating, as it can never be exact anyway.
+    let size = ticks
+        .iter()
+        .fold(48usize, |n, t| {
+            n.saturating_add(t.envelope().len()).saturating_add(1)
+        })
+        .saturating_add(gaps.len().saturating_mul(64))
+        .saturating_add(cursor.len());
     let mut body = Vec::with_capacity(size);
     body.extend_from_slice(b"{\"ticks\":[");
     for (i, tick) in ticks.iter().enumerate() {

@@ -40,11 +40,10 @@ pub fn parse_publish_body<'a>(
         }]);
     }
     let mut items = Vec::new();
-    for (index, line) in text.lines().enumerate() {
+    for (line, number) in text.lines().zip(1usize..) {
         if line.trim().is_empty() {
             continue;
         }
-        let number = index + 1;
         let parsed: BatchLine<'a> =
             serde_json::from_str(line).map_err(|e| format!("line {number}: {e}"))?;
         validate_topic(&parsed.topic).map_err(|e| format!("line {number}: {e}"))?;

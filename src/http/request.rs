@@ -63,7 +63,7 @@ pub struct Request<'b> {
 /// answered and the connection reused safely. More than [`MAX_HEADERS`]
 /// header lines is [`HttpError::TooManyHeaders`].
 pub fn parse_request(buf: &[u8], max_header_bytes: usize) -> Result<Parsed<'_>, HttpError> {
-    let window = &buf[..buf.len().min(max_header_bytes)];
+    let window = buf.get(..max_header_bytes).unwrap_or(buf);
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut raw = httparse::Request::new(&mut slots);
     let head_len = match raw.parse(window)? {
@@ -273,25 +273,22 @@ pub fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
         return Cow::Borrowed(s);
     }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).and_then(|&b| hex_value(b)),
-                bytes.get(i + 2).and_then(|&b| hex_value(b)),
-            ) {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        rest = tail;
+        let decoded = match (byte, tail) {
+            (b'+', _) => b' ',
+            (b'%', [hi, lo, after @ ..]) => match (hex_value(*hi), hex_value(*lo)) {
                 (Some(hi), Some(lo)) => {
-                    out.push((hi << 4) | lo);
-                    i += 2;
+                    rest = after;
+                    hi.checked_shl(4).unwrap_or(0) | lo
                 }
-                _ => out.push(b'%'),
+                _ => b'%',
             },
-            b => out.push(b),
-        }
-        i += 1;
+            (other, _) => other,
+        };
+        out.push(decoded);
     }
     match String::from_utf8(out) {
         Ok(s) => Cow::Owned(s),
@@ -301,12 +298,9 @@ pub fn percent_decode(s: &str) -> Cow<'_, str> {
 
 /// The value of one hex digit.
 fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 /// Parses `1*DIGIT` without sign or whitespace, refusing overflow.
@@ -315,11 +309,8 @@ fn parse_decimal(digits: &[u8]) -> Option<usize> {
         return None;
     }
     digits.iter().try_fold(0usize, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(usize::from(b - b'0'))
-        } else {
-            None
-        }
+        let digit = usize::try_from(char::from(b).to_digit(10)?).ok()?;
+        n.checked_mul(10)?.checked_add(digit)
     })
 }
 

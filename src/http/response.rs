@@ -71,7 +71,7 @@ impl Response {
 
     /// A `text/plain; charset=utf-8` response whose body is `message` and a newline.
     pub fn error(status: u16, message: &str) -> Self {
-        let mut body = Vec::with_capacity(message.len() + 1);
+        let mut body = Vec::with_capacity(message.len().saturating_add(1));
         body.extend_from_slice(message.as_bytes());
         body.push(b'\n');
         Response::new(status).body("text/plain; charset=utf-8", body)
@@ -162,7 +162,11 @@ impl Response {
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let bodyless = self.status < 200 || self.status == 204;
         let body: &[u8] = if bodyless { &[] } else { &self.body };
-        out.reserve(64 + body.len() + self.headers.len() * 32);
+        out.reserve(
+            body.len()
+                .saturating_add(self.headers.len().saturating_mul(32))
+                .saturating_add(64),
+        );
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(self.status.to_string().as_bytes());
         out.push(b' ');

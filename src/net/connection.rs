@@ -5,6 +5,23 @@
 //! (`http`, `protocol`) and owns the resulting writes. Its worker tells it
 //! when the socket is readable or writable and when its deadline passes; it
 //! answers whether it wants to live on.
+//!
+//! A connection acts on bytes a client sent, so this module and its phases
+//! are held to the lints that keep a panic from being reachable from the
+//! network (tests are exempt). Its arithmetic is on monotonic `Instant`s
+//! plus configured `Duration`s (at most `u64::MAX` ms, which an `Instant`'s
+//! 64-bit seconds hold) and on `u64` counters (which a broker cannot wrap in
+//! centuries), so `arithmetic_side_effects` is left out; lengths use
+//! saturating operations.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::cast_possible_truncation,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 mod fault_injection;
 mod held_poll;
@@ -479,7 +496,7 @@ impl Connection {
         self.out.append(|buf| {
             write_switching_protocols(buf, &accept_key(upgrade.key), upgrade.subprotocol)
         });
-        ctx.stats.handshakes[Transport::WebSocket as usize] += 1;
+        ctx.stats.count_handshake(Transport::WebSocket);
         self.transport = Transport::WebSocket;
         self.enter(
             Phase::WebSocket {
@@ -801,7 +818,7 @@ impl Connection {
 fn count_written(stats: &mut WorkerStats, transport: Transport, written: Written) {
     stats.write_syscalls += written.syscalls as u64;
     stats.bytes_out += written.bytes as u64;
-    stats.delivered[transport as usize] += written.ticks as u64;
+    stats.count_delivered(transport, written.ticks);
 }
 
 /// The rights of the token a request presents (`Authorization: Bearer` or

@@ -87,6 +87,20 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
+    /// Counts an accepted upgrade or request of `transport`.
+    pub fn count_handshake(&mut self, transport: Transport) {
+        if let Some(count) = self.handshakes.get_mut(transport as usize) {
+            *count += 1;
+        }
+    }
+
+    /// Counts `ticks` written to clients of `transport`.
+    pub fn count_delivered(&mut self, transport: Transport, ticks: usize) {
+        if let Some(count) = self.delivered.get_mut(transport as usize) {
+            *count += ticks as u64;
+        }
+    }
+
     /// Counts a refused request by the status it was answered with.
     pub fn count_refusal(&mut self, status: u16) {
         if let Some(i) = FAILURE_REASONS.iter().position(|(_, s)| *s == status) {

@@ -94,7 +94,7 @@ impl Connection {
                 cursor: wanted.since.unwrap_or(subscribed.seq).min(subscribed.seq),
             });
         }
-        ctx.stats.handshakes[Transport::LongPoll as usize] += 1;
+        ctx.stats.count_handshake(Transport::LongPoll);
         let answer_now = poll.is_ready() || !poll.gaps.is_empty();
         self.transport = Transport::LongPoll;
         self.enter(Phase::Polling(Box::new(poll)), ctx.now);
@@ -143,7 +143,8 @@ impl Connection {
             advance_cursors(&mut poll.topics, &poll.ticks, kept);
             poll.ticks.truncate(kept);
             let cursor = format_cursor(poll.topics.iter().map(|t| (&*t.name, t.cursor)));
-            ctx.stats.delivered[Transport::LongPoll as usize] += poll.ticks.len() as u64;
+            ctx.stats
+                .count_delivered(Transport::LongPoll, poll.ticks.len());
             Response::json(200, poll_body(&poll.ticks, &poll.gaps, &cursor))
                 .header("Cache-Control", "no-store")
         };

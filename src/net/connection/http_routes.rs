@@ -93,7 +93,7 @@ impl Connection {
         response: Response,
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
-        ctx.stats.handshakes[Transport::Http as usize] += 1;
+        ctx.stats.count_handshake(Transport::Http);
         self.end_request();
         if request.keep_alive() {
             let response = if request.needs_keep_alive_header() {
@@ -163,7 +163,9 @@ impl Connection {
             .query_params()
             .find(|(k, _)| k == "topic")
             .map(|(_, v)| v);
-        let body = &bytes[request.head_len..total];
+        let Some(body) = bytes.get(request.head_len..total) else {
+            return (0, Flow::NeedMore); // not reached: the length was checked above
+        };
         let items = match parse_publish_body(topic.as_deref(), body) {
             Ok(items) => items,
             Err(message) => {
@@ -248,7 +250,7 @@ impl Connection {
             // Refusals (topic limits) arrive as `error` events on the stream.
             let _ = session.subscribe(&mut self.out, &wanted.topic, start, None, ctx);
         }
-        ctx.stats.handshakes[Transport::Sse as usize] += 1;
+        ctx.stats.count_handshake(Transport::Sse);
         self.transport = Transport::Sse;
         self.enter(Phase::Sse(Box::new(session)), ctx.now);
     }
