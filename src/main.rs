@@ -108,7 +108,7 @@ fn raise_open_files_limit(max_connections: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             tracing::info!(open_files = limit, "open-files limit");
-            if limit < max_connections as u64 + 64 {
+            if limit < (max_connections as u64).saturating_add(64) {
                 tracing::warn!(
                     open_files = limit,
                     max_connections,
