@@ -169,10 +169,14 @@ impl TopicTable {
         let mut to_wake = WakeList::default();
         let published = {
             let mut shard = self.shard(topic);
-            if !shard.get(topic).is_some_and(Topic::is_counted) {
-                self.reserve_topics(1)?;
-            }
             let entry = self.topic_entry(&mut shard, topic);
+            if !entry.is_counted() && self.reserve_topics(1).is_err() {
+                // Refused: an entry made just now for it leaves no trace.
+                if !entry.has_subscribers() {
+                    shard.remove(topic);
+                }
+                return Err(TooManyTopics);
+            }
             self.publish_locked(entry, topic, data, ts, &mut to_wake)
         };
         to_wake.wake(&self.mailboxes);
@@ -342,19 +346,22 @@ impl TopicTable {
     /// The entry of `topic`, made (uncounted, see [`Topic::is_counted`])
     /// when it does not exist yet.
     fn topic_entry<'s>(&self, shard: &'s mut Shard, topic: &str) -> &'s mut Topic {
-        let workers = self.mailboxes.len();
-        shard.entry(topic.into()).or_insert_with(|| {
+        // Two lookups rather than `entry()`, which would allocate the key
+        // on every publish to an existing topic.
+        if !shard.contains_key(topic) {
             let id = TopicId(self.next_id.fetch_add(1, Ordering::Relaxed));
-            Topic {
+            let entry = Topic {
                 id,
                 epoch: format!("{:x}-{:x}", self.boot % (1 << 40), id.0),
                 seq: 0,
                 last: None,
                 history: VecDeque::new(),
-                subscribers: vec![0; workers].into_boxed_slice(),
+                subscribers: vec![0; self.mailboxes.len()].into_boxed_slice(),
                 last_active: Instant::now(),
-            }
-        })
+            };
+            shard.insert(topic.into(), entry);
+        }
+        shard.get_mut(topic).expect("present or just inserted")
     }
 }
 
