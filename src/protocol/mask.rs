@@ -33,9 +33,12 @@ pub fn apply_mask(payload: &mut [u8], key: [u8; 4], offset: usize) {
         chunk.copy_from_slice(&value.to_ne_bytes());
     }
     // The word loop consumed a multiple of 8 (and so of 4) bytes: the key
-    // phase of the tail is the same as at the start, and the tail (under 8
-    // bytes) is covered by the word's own bytes.
-    for (byte, key_byte) in chunks.into_remainder().iter_mut().zip(word.to_ne_bytes()) {
+    // phase of the tail is the same as at the start.
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        // `& 3` keeps the index below 4 = rotated.len(). Kept as an index:
+        // zipping with the key bytes measured 1.5-2x slower on 100 B.
+        #[allow(clippy::indexing_slicing)]
+        let key_byte = rotated[i & 3];
         *byte ^= key_byte;
     }
 }
