@@ -1,6 +1,18 @@
 //! Server → client events other than ticks (`subscribed`, `gap`, `error`,
 //! `heartbeat`, `unsubscribed`), as JSON text. These are rare next to ticks,
 //! so they are built per connection with serde_json.
+//!
+//! Its input comes from the network, so it is held to the lints that
+//! rule out panics and silent wrapping (Hardening II: nothing reachable
+//! from network input may panic); any `allow` says why its site is safe.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use serde_json::json;
 
@@ -28,8 +40,10 @@ pub fn gap(topic: &str, from: u64, to: u64) -> Vec<u8> {
 /// `{"event":"error","code":..,"message":..}`, naming the topic when there is one.
 pub fn error(code: &str, message: &str, topic: Option<&str>) -> Vec<u8> {
     let mut event = json!({"event": "error", "code": code, "message": message});
-    if let Some(topic) = topic {
-        event["topic"] = topic.into();
+    // `event` is an object, so `as_object_mut` always gives its map (and,
+    // unlike `event["topic"]`, has no panicking case).
+    if let (Some(topic), Some(fields)) = (topic, event.as_object_mut()) {
+        fields.insert("topic".to_owned(), topic.into());
     }
     event.to_string().into_bytes()
 }
@@ -42,4 +56,24 @@ pub fn heartbeat<'a>(seqs: impl Iterator<Item = (&'a str, u64)>) -> Vec<u8> {
     json!({"event": "heartbeat", "seqs": seqs})
         .to_string()
         .into_bytes()
+}
+
+#[cfg(test)]
+// Tests unwrap freely: a panic there is a failed test.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_the_topic_only_when_there_is_one() {
+        let parse = |bytes: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
+        assert_eq!(
+            parse(error("bad_topic", "no", Some("A"))),
+            json!({"event": "error", "code": "bad_topic", "message": "no", "topic": "A"})
+        );
+        assert_eq!(
+            parse(error("bad_json", "no", None)),
+            json!({"event": "error", "code": "bad_json", "message": "no"})
+        );
+    }
 }

@@ -11,6 +11,18 @@
 //! can still find and replace them. Past its bound the connection's
 //! slow-consumer policy decides what happens to a new tick; the queue
 //! itself never grows without bound.
+//!
+//! Its input comes from the network, so it is held to the lints that
+//! rule out panics and silent wrapping (Hardening II: nothing reachable
+//! from network input may panic); any `allow` says why its site is safe.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, IoSlice, Write};
@@ -147,19 +159,26 @@ impl OutQueue {
     }
 
     fn append_counted(&mut self, ticks_added: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        if !matches!(self.chunks.back(), Some(Chunk::Owned { .. })) {
-            self.chunks.push_back(Chunk::Owned {
-                bytes: buffer_pool::take(OWNED_CHUNK_START_BYTES),
-                ticks: 0,
-            });
-        }
-        let Some(Chunk::Owned { bytes, ticks }) = self.chunks.back_mut() else {
-            unreachable!("an owned chunk was just ensured");
+        // Byte counts are of bytes in memory, so the sums never saturate.
+        let added = match self.chunks.back_mut() {
+            Some(Chunk::Owned { bytes, ticks }) => {
+                let before = bytes.len();
+                write(bytes);
+                *ticks = ticks.saturating_add(ticks_added);
+                bytes.len().saturating_sub(before)
+            }
+            _ => {
+                let mut bytes = buffer_pool::take(OWNED_CHUNK_START_BYTES);
+                write(&mut bytes);
+                let added = bytes.len();
+                self.chunks.push_back(Chunk::Owned {
+                    bytes,
+                    ticks: ticks_added,
+                });
+                added
+            }
         };
-        let before = bytes.len();
-        write(bytes);
-        *ticks += ticks_added;
-        self.pending += bytes.len() - before;
+        self.pending = self.pending.saturating_add(added);
     }
 
     /// Queues a JSON event (`subscribed`, `gap`, `error`, `heartbeat`): a
@@ -193,7 +212,7 @@ impl OutQueue {
     /// the client asked for explicitly).
     pub fn push_tick_unbounded(&mut self, tick: Tick) {
         self.oldest_tick_ts.get_or_insert(tick.ts);
-        self.pending += self.wire.bytes(&tick).len();
+        self.pending = self.pending.saturating_add(self.wire.bytes(&tick).len());
         self.chunks.push_back(Chunk::Tick(tick, self.wire));
     }
 
@@ -203,7 +222,8 @@ impl OutQueue {
     pub fn push_tick(&mut self, tick: &Tick, bound: usize, policy: SlowConsumerPolicy) -> Pushed {
         let bytes = self.wire.bytes(tick);
         let size = bytes.len();
-        if self.pending + size <= bound {
+        let after = self.pending.saturating_add(size);
+        if after <= bound {
             self.oldest_tick_ts.get_or_insert(tick.ts);
             if size <= COPY_MAX_BYTES {
                 self.append_counted(1, |buf| buf.extend_from_slice(bytes));
@@ -214,9 +234,7 @@ impl OutQueue {
         }
         match policy {
             SlowConsumerPolicy::Drop => Pushed::Dropped,
-            SlowConsumerPolicy::Disconnect if self.pending + size > bound.saturating_mul(2) => {
-                Pushed::Overflow
-            }
+            SlowConsumerPolicy::Disconnect if after > bound.saturating_mul(2) => Pushed::Overflow,
             SlowConsumerPolicy::Disconnect => {
                 self.push_tick_unbounded(tick.clone());
                 Pushed::Queued
@@ -242,12 +260,17 @@ impl OutQueue {
     /// before it, which replaced would reach the client ahead of them.
     fn replace_pending(&mut self, tick: &Tick, scan: usize) -> bool {
         let first_replaceable = usize::from(self.front_sent > 0);
-        let len = self.chunks.len();
-        for index in (first_replaceable..len).rev().take(scan) {
-            match &mut self.chunks[index] {
+        let candidates = self.chunks.iter_mut().skip(first_replaceable);
+        for chunk in candidates.rev().take(scan) {
+            match chunk {
                 Chunk::Owned { .. } => return false,
                 Chunk::Tick(old, wire) if old.topic == tick.topic => {
-                    self.pending = self.pending - wire.bytes(old).len() + wire.bytes(tick).len();
+                    // `old` is not the partly sent front chunk, so all its
+                    // bytes are in `pending`.
+                    self.pending = self
+                        .pending
+                        .saturating_sub(wire.bytes(old).len())
+                        .saturating_add(wire.bytes(tick).len());
                     *old = tick.clone();
                     return true;
                 }
@@ -261,43 +284,43 @@ impl OutQueue {
     fn compact(&mut self) {
         let mut seen = HashSet::new();
         let keep_front = self.front_sent > 0;
-        let mut index = self.chunks.len();
-        let mut removed_bytes = 0;
+        let mut removed_bytes: usize = 0;
         let mut kept = VecDeque::with_capacity(self.chunks.len());
-        while index > 0 {
-            index -= 1;
-            let chunk = self.chunks.pop_back().expect("index < len");
+        while let Some(chunk) = self.chunks.pop_back() {
+            // Popped from the back: the last one out was the front.
+            let is_front = self.chunks.is_empty();
             let drop_it = match &chunk {
-                Chunk::Tick(tick, _) if !(keep_front && index == 0) => !seen.insert(tick.topic),
+                Chunk::Tick(tick, _) if !(keep_front && is_front) => !seen.insert(tick.topic),
                 _ => false,
             };
             if drop_it {
-                removed_bytes += chunk.bytes().len();
+                removed_bytes = removed_bytes.saturating_add(chunk.bytes().len());
             } else {
                 kept.push_front(chunk);
             }
         }
         self.chunks = kept;
-        self.pending -= removed_bytes;
+        // Only whole, unsent chunks were removed: all counted in `pending`.
+        self.pending = self.pending.saturating_sub(removed_bytes);
     }
 
     /// Drops pending ticks of `topic` (after an unsubscribe).
     pub fn purge_topic(&mut self, topic: TopicId) {
         let keep_front = self.front_sent > 0;
-        let mut removed = 0;
-        let mut index = 0;
+        let mut removed: usize = 0;
+        let mut is_front = true;
         self.chunks.retain(|chunk| {
-            let is_front = index == 0;
-            index += 1;
+            let was_front = std::mem::replace(&mut is_front, false);
             match chunk {
-                Chunk::Tick(tick, wire) if tick.topic == topic && !(keep_front && is_front) => {
-                    removed += wire.bytes(tick).len();
+                Chunk::Tick(tick, wire) if tick.topic == topic && !(keep_front && was_front) => {
+                    removed = removed.saturating_add(wire.bytes(tick).len());
                     false
                 }
                 _ => true,
             }
         });
-        self.pending -= removed;
+        // Only whole, unsent chunks were removed: all counted in `pending`.
+        self.pending = self.pending.saturating_sub(removed);
     }
 
     /// Forgets everything unsent (the connection is being failed).
@@ -311,35 +334,36 @@ impl OutQueue {
         self.pending = self
             .chunks
             .front()
-            .map_or(0, |c| c.bytes().len() - self.front_sent);
+            .map_or(0, |c| c.bytes().len().saturating_sub(self.front_sent));
     }
 
     /// Writes until the queue is empty or the socket would block.
     pub fn write_to(&mut self, socket: &mut impl Write) -> io::Result<Written> {
         let mut written = Written::default();
-        while !self.chunks.is_empty() {
-            written.syscalls += 1;
+        while let Some(front) = self.chunks.front() {
+            written.syscalls = written.syscalls.saturating_add(1);
+            // `front_sent` is less than the front chunk's length (`advance`
+            // pops a chunk once it is all sent): the fallback is never taken.
+            let front = front.bytes().get(self.front_sent..).unwrap_or_default();
             let result = if self.chunks.len() == 1 {
                 // The common case once small ticks are copied: one buffer,
                 // and no iovec array to fill.
-                socket.write(&self.chunks[0].bytes()[self.front_sent..])
+                socket.write(front)
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
                 let count = self.chunks.len().min(MAX_IOVECS);
-                for (i, chunk) in self.chunks.iter().take(count).enumerate() {
-                    let bytes = chunk.bytes();
-                    slices[i] = IoSlice::new(if i == 0 {
-                        &bytes[self.front_sent..]
-                    } else {
-                        bytes
-                    });
+                let rest = self.chunks.iter().skip(1).map(Chunk::bytes);
+                for (slot, bytes) in slices.iter_mut().zip(std::iter::once(front).chain(rest)) {
+                    *slot = IoSlice::new(bytes);
                 }
-                socket.write_vectored(&slices[..count])
+                // `count` is at most MAX_IOVECS = slices.len(), by the `min`.
+                let (filled, _) = slices.split_at(count);
+                socket.write_vectored(filled)
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    written.bytes += n;
+                    written.bytes = written.bytes.saturating_add(n);
                     self.advance(n, &mut written);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
@@ -351,19 +375,25 @@ impl OutQueue {
         Ok(written)
     }
 
+    /// Drops the `n` bytes the socket took from the front of the queue.
     fn advance(&mut self, mut n: usize, written: &mut Written) {
-        self.pending -= n;
+        // A socket reports at most the bytes it was given, all of them
+        // counted in `pending`.
+        self.pending = self.pending.saturating_sub(n);
         while n > 0 {
-            let front_len = self.chunks.front().map_or(0, |c| c.bytes().len());
-            let left = front_len - self.front_sent;
+            let Some(front) = self.chunks.front() else {
+                return;
+            };
+            let left = front.bytes().len().saturating_sub(self.front_sent);
             if n < left {
-                self.front_sent += n;
+                // Below the front chunk's length, since n < left.
+                self.front_sent = self.front_sent.saturating_add(n);
                 return;
             }
-            n -= left;
+            n = n.saturating_sub(left);
             self.front_sent = 0;
             if let Some(chunk) = self.chunks.pop_front() {
-                written.ticks += chunk.ticks();
+                written.ticks = written.ticks.saturating_add(chunk.ticks());
                 chunk.recycle();
             }
         }
@@ -379,4 +409,11 @@ impl Drop for OutQueue {
 }
 
 #[cfg(test)]
+// Tests index and unwrap freely: a panic there is a failed test.
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used
+)]
 mod tests;

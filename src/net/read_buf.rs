@@ -4,10 +4,23 @@
 //! read buffer while it has nothing pending: the worker reads into one shared
 //! scratch buffer, and only the tail of an incomplete request or frame is
 //! kept here, grown to the size the frame header announced.
+//!
+//! Its input comes from the network, so it is held to the lints that
+//! rule out panics and silent wrapping (Hardening II: nothing reachable
+//! from network input may panic); any `allow` says why its site is safe.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 /// Bytes are stored initialised (`storage.len()` is the capacity in use) so
 /// reads can go straight into the spare part without unsafe code; `start..end`
-/// is the part not consumed yet.
+/// is the part not consumed yet, and `start <= end <= storage.len()` always
+/// (every method keeps it, clamping a caller's count that would break it).
 #[derive(Debug, Default)]
 pub struct ReadBuf {
     storage: Vec<u8>,
@@ -35,13 +48,16 @@ impl ReadBuf {
 
     /// The unconsumed bytes.
     pub fn filled_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.end]
+        // In range by the invariant on the fields: the fallback is never taken.
+        self.storage
+            .get_mut(self.start..self.end)
+            .unwrap_or_default()
     }
 
     /// Drops `n` bytes from the front; an emptied buffer starts over at 0.
     pub fn consume(&mut self, n: usize) {
-        self.start += n;
-        debug_assert!(self.start <= self.end);
+        debug_assert!(n <= self.end.saturating_sub(self.start));
+        self.start = self.start.saturating_add(n).min(self.end);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -51,33 +67,37 @@ impl ReadBuf {
     /// Room to read into, making at least `want` bytes (and at least enough
     /// for `total` unconsumed bytes in all) available.
     pub fn spare_mut(&mut self, want: usize, total: usize) -> &mut [u8] {
-        let pending = self.end - self.start;
-        let needed = (pending + want).max(total);
-        if self.storage.len() - self.start < needed {
+        // start <= end <= storage.len(): the subtractions never saturate.
+        let pending = self.end.saturating_sub(self.start);
+        let needed = pending.saturating_add(want).max(total);
+        if self.storage.len().saturating_sub(self.start) < needed {
             if self.start > 0 {
                 self.storage.copy_within(self.start..self.end, 0);
                 self.end = pending;
                 self.start = 0;
             }
             if self.storage.len() < needed {
-                let grown = needed.max(self.storage.len() * 2).max(SMALL_BYTES);
+                let grown = needed
+                    .max(self.storage.len().saturating_mul(2))
+                    .max(SMALL_BYTES);
                 self.storage.resize(grown, 0);
             }
         }
-        &mut self.storage[self.end..]
+        // end <= storage.len(): the fallback is never taken.
+        self.storage.get_mut(self.end..).unwrap_or_default()
     }
 
     /// Records that `n` bytes were read into [`Self::spare_mut`].
     pub fn commit(&mut self, n: usize) {
-        self.end += n;
-        debug_assert!(self.end <= self.storage.len());
+        debug_assert!(n <= self.storage.len().saturating_sub(self.end));
+        self.end = self.end.saturating_add(n).min(self.storage.len());
     }
 
     /// Replaces the content with `bytes`, sized to hold at least `total`.
     pub fn keep(&mut self, bytes: &[u8], total: usize) {
         self.storage.clear();
+        self.storage.extend_from_slice(bytes);
         self.storage.resize(total.max(bytes.len()), 0);
-        self.storage[..bytes.len()].copy_from_slice(bytes);
         self.start = 0;
         self.end = bytes.len();
     }
@@ -96,6 +116,8 @@ impl ReadBuf {
 }
 
 #[cfg(test)]
+// Tests index freely: a panic there is a failed test.
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -9,6 +9,18 @@
 //! connection as soon as it arrives, even in the middle of a frame. It does
 //! no I/O: it says what arrived, and the connection decides what to send
 //! (pong, close echo), as fastwebsockets and tungstenite do.
+//!
+//! Its input comes from the network, so it is held to the lints that
+//! rule out panics and silent wrapping (Hardening II: nothing reachable
+//! from network input may panic); any `allow` says why its site is safe.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use super::close::ClosePayload;
 use super::error::ProtocolError;
@@ -124,19 +136,27 @@ impl Decoder {
         if first_sight && header.opcode == OpCode::Text {
             self.utf8.reset();
         }
-        let available = buf.len() - header.header_len;
-        if available < header.payload_len {
-            self.advance_partial_frame(&header, kind, &mut buf[header.header_len..])?;
+        // parse_header returns a header only when all of it is in `buf`, so
+        // this split never fails.
+        let Some((_, after_header)) = buf.split_at_mut_checked(header.header_len) else {
+            return Ok(NEED_MORE);
+        };
+        if after_header.len() < header.payload_len {
+            self.advance_partial_frame(&header, kind, after_header)?;
             return Ok(NEED_MORE);
         }
 
         let done = self.front_progress.take().unwrap_or(0);
         let frame_len = header.frame_len();
-        let payload = &mut buf[header.header_len..frame_len];
-        apply_mask(&mut payload[done..], header.mask, done);
+        // The whole payload has arrived: checked just above.
+        let (payload, _) = after_header.split_at_mut(header.payload_len);
+        // `done` counts payload bytes that had arrived (fewer than all) when
+        // an earlier call saw this frame, so it is within the payload.
+        let fresh = payload.get_mut(done..).unwrap_or_default();
+        apply_mask(fresh, header.mask, done);
         if kind == Some(DataKind::Text) {
             self.utf8
-                .feed(&payload[done..])
+                .feed(fresh)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
             if header.fin {
                 self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -155,7 +175,8 @@ impl Decoder {
                 None
             }
             OpCode::Continuation => {
-                self.assembly.frames += 1;
+                // check_sequence keeps `frames` below max_fragments_per_message.
+                self.assembly.frames = self.assembly.frames.saturating_add(1);
                 self.assembly.payload.extend_from_slice(payload);
                 if header.fin {
                     self.assembly.delivered = true;
@@ -184,8 +205,11 @@ impl Decoder {
             (_, None) => DataKind::Binary,
         };
         let assembled = self.assembly.payload.len();
-        if assembled + header.payload_len > self.limits.max_message_bytes {
-            return Err(ProtocolError::MessageTooLarge);
+        // Checked: on a 32-bit target a large `max_frame_bytes` could make
+        // the sum wrap and pass the limit.
+        match assembled.checked_add(header.payload_len) {
+            Some(total) if total <= self.limits.max_message_bytes => {}
+            _ => return Err(ProtocolError::MessageTooLarge),
         }
         if in_progress.is_some() && self.assembly.frames >= self.limits.max_fragments_per_message {
             return Err(ProtocolError::TooManyFragments);
@@ -208,14 +232,17 @@ impl Decoder {
             self.front_progress = Some(0);
             return Ok(());
         }
-        let fresh = &mut arrived[done..];
+        let arrived_len = arrived.len();
+        // The buffer only grows between calls for the same frame, so the
+        // bytes unmasked last time are still all there.
+        let fresh = arrived.get_mut(done..).unwrap_or_default();
         apply_mask(fresh, header.mask, done);
         if kind == Some(DataKind::Text) {
             self.utf8
                 .feed(fresh)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        self.front_progress = Some(done + fresh.len());
+        self.front_progress = Some(arrived_len);
         Ok(())
     }
 
@@ -245,4 +272,6 @@ fn data_message(kind: Option<DataKind>, payload: &[u8]) -> Message<'_> {
 }
 
 #[cfg(test)]
+// Tests index and count freely: a panic there is a failed test.
+#[allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
 mod tests;

@@ -6,6 +6,18 @@
 //! rules that can be checked from the header alone are checked here, before
 //! any payload is buffered, so an oversized or malformed frame is refused
 //! from its first bytes.
+//!
+//! Its input comes from the network, so it is held to the lints that
+//! rule out panics and silent wrapping (Hardening II: nothing reachable
+//! from network input may panic); any `allow` says why its site is safe.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use super::error::ProtocolError;
 
@@ -72,8 +84,13 @@ pub struct FrameHeader {
 
 impl FrameHeader {
     /// Header plus payload: the bytes the whole frame occupies.
+    ///
+    /// Saturates rather than wraps: on a 32-bit target a `max_frame_bytes`
+    /// near `usize::MAX` could otherwise make a huge frame look short. A
+    /// saturated length is never reached by a buffer, so such a frame only
+    /// ever needs more bytes.
     pub fn frame_len(&self) -> usize {
-        self.header_len + self.payload_len
+        self.header_len.saturating_add(self.payload_len)
     }
 }
 
@@ -104,116 +121,140 @@ pub fn parse_header(
         if !fin {
             return Err(ProtocolError::FragmentedControlFrame);
         }
-        if short_len as usize > MAX_CONTROL_PAYLOAD {
+        if usize::from(short_len) > MAX_CONTROL_PAYLOAD {
             return Err(ProtocolError::ControlFrameTooLong);
         }
     }
-    let (payload_len, len_bytes) = match short_len {
+    // The announced length, where the mask key starts, and where the
+    // payload starts (the header's length), for each length form.
+    let (payload_len, mask_at, header_len) = match short_len {
         126 => {
-            let Some(bytes) = buf.get(2..4) else {
+            let Some(&[hi, lo]) = buf.get(2..4) else {
                 return Ok(None);
             };
-            let len = u16::from_be_bytes([bytes[0], bytes[1]]) as u64;
+            let len = u64::from(u16::from_be_bytes([hi, lo]));
             if len < 126 {
                 return Err(ProtocolError::NonMinimalLength);
             }
-            (len, 2)
+            (len, 4, 8)
         }
         127 => {
-            let Some(bytes) = buf.get(2..10) else {
+            let Some(Ok(word)) = buf.get(2..10).map(<[u8; 8]>::try_from) else {
                 return Ok(None);
             };
-            let mut word = [0u8; 8];
-            word.copy_from_slice(bytes);
             let len = u64::from_be_bytes(word);
             if len >> 63 != 0 {
                 return Err(ProtocolError::LengthTopBitSet);
             }
-            if len <= u16::MAX as u64 {
+            if len <= u64::from(u16::MAX) {
                 return Err(ProtocolError::NonMinimalLength);
             }
-            (len, 8)
+            (len, 10, 14)
         }
-        len => (len as u64, 0),
+        len => (u64::from(len), 2, 6),
     };
-    if payload_len > max_frame_bytes as u64 {
-        return Err(ProtocolError::FrameTooLarge);
-    }
-    let mask_at = 2 + len_bytes;
-    let Some(key) = buf.get(mask_at..mask_at + 4) else {
+    // A length that does not fit a usize (32-bit targets) is over any
+    // `max_frame_bytes` too.
+    let payload_len = match usize::try_from(payload_len) {
+        Ok(len) if len <= max_frame_bytes => len,
+        _ => return Err(ProtocolError::FrameTooLarge),
+    };
+    let Some(&[k0, k1, k2, k3]) = buf.get(mask_at..header_len) else {
         return Ok(None);
     };
     Ok(Some(FrameHeader {
         fin,
         opcode,
-        mask: [key[0], key[1], key[2], key[3]],
-        payload_len: payload_len as usize,
-        header_len: mask_at + 4,
+        mask: [k0, k1, k2, k3],
+        payload_len,
+        header_len,
     }))
 }
 
 /// Writes an unmasked server frame header (§5.2) for a payload of `len`
 /// bytes into `out`, returning how many bytes it used.
 pub fn encode_header(out: &mut [u8; 10], fin: bool, opcode: OpCode, len: usize) -> usize {
+    header_bytes(out, fin, opcode, len).len()
+}
+
+/// [`encode_header`], returning the header itself: the first 2, 4 or 10
+/// bytes of `out`, so callers need not slice `out` by the returned length.
+pub fn header_bytes(out: &mut [u8; 10], fin: bool, opcode: OpCode, len: usize) -> &[u8] {
     out[0] = (u8::from(fin) << 7) | opcode.bits();
-    if len < 126 {
-        out[1] = len as u8;
-        2
-    } else if len <= u16::MAX as usize {
+    if let Ok(short @ 0..=125) = u8::try_from(len) {
+        out[1] = short;
+        &out[..2]
+    } else if let Ok(medium) = u16::try_from(len) {
         out[1] = 126;
-        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
+        out[2..4].copy_from_slice(&medium.to_be_bytes());
+        &out[..4]
     } else {
         out[1] = 127;
-        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
+        // A usize is at most 64 bits on every target Rust supports, so the
+        // fallback is never taken; it keeps the conversion panic-free.
+        let long = u64::try_from(len).unwrap_or(u64::MAX);
+        out[2..10].copy_from_slice(&long.to_be_bytes());
+        &out[..]
     }
 }
 
 /// Appends a whole unfragmented server frame to `out`.
 pub fn write_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     let mut header = [0u8; 10];
-    let header_len = encode_header(&mut header, true, opcode, payload.len());
-    out.reserve(header_len + payload.len());
-    out.extend_from_slice(&header[..header_len]);
+    let header = header_bytes(&mut header, true, opcode, payload.len());
+    // A slice is at most isize::MAX bytes, so 10 more never saturates.
+    out.reserve(header.len().saturating_add(payload.len()));
+    out.extend_from_slice(header);
     out.extend_from_slice(payload);
 }
 
 /// Appends a close frame with `code` and a reason cut to fit §5.5's 125 bytes.
 pub fn write_close_frame(out: &mut Vec<u8>, code: u16, reason: &str) {
-    let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
-    payload[..2].copy_from_slice(&code.to_be_bytes());
+    let code = code.to_be_bytes();
     let reason = truncate_utf8(reason, MAX_CONTROL_PAYLOAD - 2);
-    payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
-    write_frame(out, OpCode::Close, &payload[..2 + reason.len()]);
+    let mut header = [0u8; 10];
+    // At most 2 + 123 bytes: the reason was just cut to fit.
+    let payload_len = code.len().saturating_add(reason.len());
+    out.extend_from_slice(header_bytes(&mut header, true, OpCode::Close, payload_len));
+    out.extend_from_slice(&code);
+    out.extend_from_slice(reason.as_bytes());
 }
 
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
 fn truncate_utf8(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    // 0 is always a boundary, so the search always finds one.
+    let end = (0..=max)
+        .rev()
+        .find(|&end| text.is_char_boundary(end))
+        .unwrap_or(0);
+    text.get(..end).unwrap_or_default()
 }
 
 /// Test support: encodes a masked client frame, as a client library would.
 pub fn encode_client_frame(fin: bool, opcode: OpCode, mask: [u8; 4], payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + MAX_HEADER_BYTES);
+    let mut out = Vec::with_capacity(payload.len().saturating_add(MAX_HEADER_BYTES));
     let mut header = [0u8; 10];
-    let len = encode_header(&mut header, fin, opcode, payload.len());
-    header[1] |= 0x80;
-    out.extend_from_slice(&header[..len]);
+    out.extend_from_slice(header_bytes(&mut header, fin, opcode, payload.len()));
+    // The MASK bit, in the second header byte.
+    if let Some(b1) = out.get_mut(1) {
+        *b1 |= 0x80;
+    }
     out.extend_from_slice(&mask);
     let start = out.len();
     out.extend_from_slice(payload);
-    super::mask::apply_mask(&mut out[start..], mask, 0);
+    // `start` was the length before the payload was appended.
+    let (_, masked) = out.split_at_mut(start);
+    super::mask::apply_mask(masked, mask, 0);
     out
 }
 
 #[cfg(test)]
+// Tests index and unwrap freely: a panic there is a failed test.
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -314,5 +355,60 @@ mod tests {
         assert_eq!(out[1] as usize, out.len() - 2);
         assert!(out.len() - 2 <= MAX_CONTROL_PAYLOAD);
         assert!(std::str::from_utf8(&out[4..]).is_ok());
+    }
+
+    #[test]
+    fn close_frame_layout() {
+        let mut out = Vec::new();
+        write_close_frame(&mut out, 1000, "bye");
+        assert_eq!(out, [0x88, 0x05, 0x03, 0xe8, b'b', b'y', b'e']);
+        out.clear();
+        write_close_frame(&mut out, 1001, "");
+        assert_eq!(out, [0x88, 0x02, 0x03, 0xe9]);
+    }
+
+    #[test]
+    fn truncation_edges() {
+        assert_eq!(truncate_utf8("abc", 0), "");
+        assert_eq!(truncate_utf8("é", 1), "");
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("aé", 3), "aé");
+    }
+
+    #[test]
+    fn header_bytes_agrees_with_encode_header() {
+        for len in [0, 1, 125, 126, 255, 256, 65_535, 65_536, usize::MAX] {
+            let (mut a, mut b) = ([0u8; 10], [0u8; 10]);
+            let used = encode_header(&mut a, false, OpCode::Ping, len);
+            let header = header_bytes(&mut b, false, OpCode::Ping, len);
+            assert_eq!(header, &a[..used], "len {len}");
+        }
+    }
+
+    /// The largest lengths a header can announce, under the loosest limit:
+    /// nothing wraps, and the frame only ever needs more bytes.
+    #[test]
+    fn largest_lengths_do_not_overflow() {
+        let mut largest = vec![0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        largest.extend_from_slice(&[1, 2, 3, 4]);
+        match usize::try_from(u64::MAX >> 1) {
+            Ok(len) => {
+                let header = parse_header(&largest, usize::MAX).unwrap().unwrap();
+                assert_eq!(header.payload_len, len);
+                assert_eq!(header.frame_len(), len.saturating_add(14));
+            }
+            Err(_) => assert_eq!(
+                parse_header(&largest, usize::MAX),
+                Err(ProtocolError::FrameTooLarge)
+            ),
+        }
+        let saturated = FrameHeader {
+            fin: true,
+            opcode: OpCode::Binary,
+            mask: [0; 4],
+            payload_len: usize::MAX,
+            header_len: MAX_HEADER_BYTES,
+        };
+        assert_eq!(saturated.frame_len(), usize::MAX);
     }
 }

@@ -11,6 +11,18 @@
 //!
 //! No extension is ever negotiated (`Sec-WebSocket-Extensions` is ignored,
 //! RFC 6455 §9.1), so the frame layer keeps all RSV bits forbidden.
+//!
+//! Its input comes from the network, so it is held to the lints that
+//! rule out panics and silent wrapping (Hardening II: nothing reachable
+//! from network input may panic); any `allow` says why its site is safe.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::fmt;
 
@@ -258,6 +270,8 @@ pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, subprotocol: O
 }
 
 #[cfg(test)]
+// Tests index and unwrap freely: a panic there is a failed test.
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::http::request::{parse_request, Parsed};

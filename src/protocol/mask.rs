@@ -4,6 +4,18 @@
 //! the XOR runs eight bytes at a time on `u64` words (the measured ceiling in
 //! DESIGN.md is ~25× a byte loop). Kept separate so the word loop can be
 //! tested against the byte-at-a-time reference for every length and offset.
+//!
+//! Its input comes from the network, so it is held to the lints that
+//! rule out panics and silent wrapping (Hardening II: nothing reachable
+//! from network input may panic); any `allow` says why its site is safe.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 /// XORs `payload` with `key`, as if the payload started `offset` bytes into
 /// the masked data (so a frame can be unmasked in pieces as it arrives).
@@ -23,7 +35,11 @@ pub fn apply_mask(payload: &mut [u8], key: [u8; 4], offset: usize) {
     // The word loop consumed a multiple of 8 (and so of 4) bytes: the key
     // phase of the tail is the same as at the start.
     for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
-        *byte ^= rotated[i & 3];
+        // `& 3` keeps the index below 4 = rotated.len(). Kept as an index:
+        // zipping with the key bytes measured 1.5-2x slower on 100 B.
+        #[allow(clippy::indexing_slicing)]
+        let key_byte = rotated[i & 3];
+        *byte ^= key_byte;
     }
 }
 
@@ -31,18 +47,20 @@ pub fn apply_mask(payload: &mut [u8], key: [u8; 4], offset: usize) {
 /// [`apply_mask`] is tested (and benchmarked) against.
 pub fn apply_mask_reference(payload: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, byte) in payload.iter_mut().enumerate() {
-        *byte ^= key[(offset + i) & 3];
+        // The RFC's `j = i MOD 4`, kept literal. `& 3` keeps the index below
+        // 4 = key.len(), and wrapping is harmless: 4 divides 2^usize::BITS.
+        #[allow(clippy::indexing_slicing)]
+        let key_byte = key[offset.wrapping_add(i) & 3];
+        *byte ^= key_byte;
     }
 }
 
+/// The key as seen from `offset` bytes into the masked data.
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let shift = offset & 3;
-    [
-        key[shift],
-        key[(shift + 1) & 3],
-        key[(shift + 2) & 3],
-        key[(shift + 3) & 3],
-    ]
+    let mut rotated = key;
+    // `& 3` is at most 3, within the key's 4 bytes.
+    rotated.rotate_left(offset & 3);
+    rotated
 }
 
 #[cfg(test)]

@@ -5,6 +5,18 @@
 //! arrives, not when the message ends. The standard library's validator does
 //! the bulk work (it has a word-at-a-time ASCII fast path); this module only
 //! carries the at most three bytes of an unfinished code point across calls.
+//!
+//! Its input comes from the network, so it is held to the lints that
+//! rule out panics and silent wrapping (Hardening II: nothing reachable
+//! from network input may panic); any `allow` says why its site is safe.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 /// The bytes seen so far do not start a valid UTF-8 sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,12 +40,19 @@ impl Utf8Validator {
     /// even when the code point it belongs to is not complete yet.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), InvalidUtf8> {
         if self.pending_len > 0 {
-            let needed = sequence_len(self.pending[0]) - self.pending_len;
-            let take = needed.min(chunk.len());
+            // The pending bytes are a valid prefix, shorter than the sequence
+            // their lead byte starts, so `needed` is 1 to 3.
+            let needed = sequence_len(self.pending[0]).saturating_sub(self.pending_len);
+            let (head, rest) = chunk.split_at(needed.min(chunk.len()));
             let mut joined = self.pending;
-            joined[self.pending_len..self.pending_len + take].copy_from_slice(&chunk[..take]);
-            let joined_len = self.pending_len + take;
-            match std::str::from_utf8(&joined[..joined_len]) {
+            // At most sequence_len (≤ 4 = joined.len()): `head` is at most `needed`.
+            let joined_len = self.pending_len.saturating_add(head.len());
+            let Some(room) = joined.get_mut(self.pending_len..joined_len) else {
+                return Err(InvalidUtf8);
+            };
+            room.copy_from_slice(head);
+            let (candidate, _) = joined.split_at(joined_len);
+            match std::str::from_utf8(candidate) {
                 Ok(_) => self.pending_len = 0,
                 Err(e) if e.error_len().is_none() => {
                     // Still a valid prefix; the chunk ended before the code point did.
@@ -43,13 +62,20 @@ impl Utf8Validator {
                 }
                 Err(_) => return Err(InvalidUtf8),
             }
-            chunk = &chunk[take..];
+            chunk = rest;
         }
         match std::str::from_utf8(chunk) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_none() => {
-                let tail = &chunk[e.valid_up_to()..];
-                self.pending[..tail.len()].copy_from_slice(tail);
+                // An unfinished code point: at most 3 bytes, after the valid
+                // prefix std reported, so neither lookup fails.
+                let Some((_, tail)) = chunk.split_at_checked(e.valid_up_to()) else {
+                    return Err(InvalidUtf8);
+                };
+                let Some(pending) = self.pending.get_mut(..tail.len()) else {
+                    return Err(InvalidUtf8);
+                };
+                pending.copy_from_slice(tail);
                 self.pending_len = tail.len();
                 Ok(())
             }
@@ -82,6 +108,8 @@ fn sequence_len(lead: u8) -> usize {
 }
 
 #[cfg(test)]
+// Tests index and unwrap freely: a panic there is a failed test.
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
