@@ -106,15 +106,7 @@ fn plain(broker: &Broker) -> TcpStream {
 }
 
 fn websocket(path: &str) -> impl FnOnce(&Broker) -> TcpStream + '_ {
-    move |broker| {
-        let mut stream = broker.tcp_small_rcvbuf(4096);
-        stream
-            .write_all(upgrade_request(path, SAMPLE_KEY).as_bytes())
-            .unwrap();
-        let head = read_response_head(&mut stream);
-        assert_switching_protocols(&head);
-        stream
-    }
+    move |broker| raw_upgrade(broker.tcp_small_rcvbuf(4096), path)
 }
 
 #[test]

@@ -1,6 +1,20 @@
 //! Topics: the only code that knows about them. The sharded topic table
 //! assigns each publish its seq and hands the tick, encoded once, to the
 //! workers with subscribers; each worker keeps its own subscriber lists.
+//!
+//! Topic names, ops and publish data arrive from the network, so the whole
+//! layer is held to the lints that rule out panics and silent wrapping
+//! (tests are exempt); any `allow` says why its site is safe.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 pub mod auth;
 pub mod client_op;

@@ -157,7 +157,9 @@ impl TopicTable {
             .unwrap_or(0)
     }
 
-    /// The mailbox of worker `worker`.
+    /// The mailbox of worker `worker` (a worker's own id: one mailbox was
+    /// made per worker, so the index is in range).
+    #[allow(clippy::indexing_slicing)]
     pub fn mailbox(&self, worker: usize) -> &Mailbox {
         &self.mailboxes[worker]
     }
@@ -189,6 +191,9 @@ impl TopicTable {
     /// add are checked against `max_topics` and reserved, and only then is
     /// anything published. A refused batch published nothing, so retrying it
     /// cannot deliver a tick twice.
+    // Shard ids come from `shard_index` (below the shard count) and every
+    // item's shard is in `shard_ids`, so the indexing and the `expect` hold.
+    #[allow(clippy::indexing_slicing, clippy::expect_used)]
     pub fn publish_batch(&self, items: &[BatchItem<'_>]) -> Result<Vec<Published>, TooManyTopics> {
         let ts = now_micros();
         let mut shard_ids: Vec<usize> = items.iter().map(|i| self.shard_index(i.topic)).collect();
@@ -253,11 +258,17 @@ impl TopicTable {
         ts: u64,
         to_wake: &mut WakeList,
     ) -> Published {
-        entry.seq += 1;
+        // A u64 seq cannot wrap: it would take 584,000 years at a million
+        // ticks a second on one topic.
+        entry.seq = entry.seq.saturating_add(1);
         entry.last_active = Instant::now();
         let tick = Tick::encode(entry.id, topic, entry.seq, ts, data);
-        for (worker, &count) in entry.subscribers.iter().enumerate() {
-            if count > 0 && self.mailboxes[worker].post(Delivery::Tick(tick.clone())) {
+        for (mailbox, (worker, &count)) in self
+            .mailboxes
+            .iter()
+            .zip(entry.subscribers.iter().enumerate())
+        {
+            if count > 0 && mailbox.post(Delivery::Tick(tick.clone())) {
                 to_wake.add(worker);
             }
         }
@@ -280,7 +291,9 @@ impl TopicTable {
     pub fn subscribe(&self, topic: &str, worker: usize, start: Start<'_>) -> Subscribed {
         let mut shard = self.shard(topic);
         let entry = self.topic_entry(&mut shard, topic);
-        entry.subscribers[worker] += 1;
+        if let Some(count) = entry.subscribers.get_mut(worker) {
+            *count = count.saturating_add(1);
+        }
         let (gap, ticks) = match start {
             Start::Latest => (None, entry.last.iter().cloned().collect()),
             Start::After { since, epoch } => replay(entry, since, epoch),
@@ -319,12 +332,12 @@ impl TopicTable {
     /// from the shards `part` of every `parts` (so workers can share the sweep).
     pub fn reclaim(&self, now: Instant, part: usize, parts: usize) -> usize {
         let ttl = self.limits.topic_ttl;
-        let mut removed = 0;
+        let mut removed = 0usize;
         for shard in self.shards.iter().skip(part).step_by(parts.max(1)) {
             lock(shard).retain(|_, t| {
                 let keep =
                     t.has_subscribers() || now.saturating_duration_since(t.last_active) < ttl;
-                removed += usize::from(!keep && t.is_counted());
+                removed = removed.saturating_add(usize::from(!keep && t.is_counted()));
                 keep
             });
         }
@@ -332,6 +345,8 @@ impl TopicTable {
         removed
     }
 
+    // `shard_index` is below the shard count.
+    #[allow(clippy::indexing_slicing)]
     fn shard(&self, topic: &str) -> MutexGuard<'_, Shard> {
         lock(&self.shards[self.shard_index(topic)])
     }
@@ -339,8 +354,13 @@ impl TopicTable {
     fn shard_index(&self, topic: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         topic.hash(&mut hasher);
-        // The remainder is below the shard count, a usize.
-        (hasher.finish() % self.shards.len() as u64) as usize
+        let shards = u64::try_from(self.shards.len()).unwrap_or(u64::MAX);
+        // The remainder is below the shard count, itself a usize.
+        hasher
+            .finish()
+            .checked_rem(shards)
+            .and_then(|index| usize::try_from(index).ok())
+            .unwrap_or(0)
     }
 
     /// The entry of `topic`, made (uncounted, see [`Topic::is_counted`])
@@ -361,6 +381,7 @@ impl TopicTable {
             };
             shard.insert(topic.into(), entry);
         }
+        #[allow(clippy::expect_used)] // present, or inserted just above
         shard.get_mut(topic).expect("present or just inserted")
     }
 }
@@ -377,17 +398,22 @@ fn replay(topic: &Topic, since: u64, epoch: Option<&str>) -> (Option<(u64, u64)>
     if since == topic.seq {
         return (None, Vec::new());
     }
-    let oldest = topic.history.front().map_or(topic.seq + 1, |t| t.seq);
+    // `since < topic.seq` here, so `since + 1` and `oldest - 1` (oldest is
+    // at least 1) neither wrap nor saturate.
+    let oldest = topic
+        .history
+        .front()
+        .map_or(topic.seq.saturating_add(1), |t| t.seq);
     let ticks: Vec<Tick> = topic
         .history
         .iter()
         .filter(|t| t.seq > since)
         .cloned()
         .collect();
-    if since + 1 >= oldest {
+    if since.saturating_add(1) >= oldest {
         return (None, ticks);
     }
-    let gap = Some((since + 1, oldest - 1));
+    let gap = Some((since.saturating_add(1), oldest.saturating_sub(1)));
     if ticks.is_empty() {
         (gap, topic.last.iter().cloned().collect())
     } else {
@@ -416,7 +442,9 @@ impl WakeList {
 
     fn wake(self, mailboxes: &[Mailbox]) {
         for worker in self.workers {
-            mailboxes[worker].wake();
+            if let Some(mailbox) = mailboxes.get(worker) {
+                mailbox.wake();
+            }
         }
     }
 }

