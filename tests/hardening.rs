@@ -31,6 +31,8 @@ fn a_tiny_max_hz_is_refused_and_the_only_worker_lives_on() {
     assert_eq!(health.status, 200);
 }
 
+// Fault injection exists in debug builds only (see net::connection::fault_injection).
+#[cfg(debug_assertions)]
 #[test]
 fn a_dead_worker_turns_health_503_and_the_broker_exits_non_zero() {
     let mut broker = Broker::start_with_env(
@@ -92,6 +94,8 @@ fn a_dead_worker_turns_health_503_and_the_broker_exits_non_zero() {
     assert!(log.contains("fault injection"), "{log}");
 }
 
+// Fault injection exists in debug builds only (see net::connection::fault_injection).
+#[cfg(debug_assertions)]
 #[test]
 fn a_dead_only_worker_ends_the_process_at_once() {
     let mut broker =
