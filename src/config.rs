@@ -27,8 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::{Table, Value};
 
-use crate::http::request::is_b64token;
-use crate::http::router::FIXED_ROUTES;
+use crate::wire::{is_b64token, BUILT_IN_PATHS};
 
 /// The default configuration file, compiled into the binary; it documents every key.
 pub const DEFAULT_TOML: &str = include_str!("../config/tickfan.toml");
@@ -498,7 +497,7 @@ fn check_route_paths(ws: &WebSocketConfig, http: &HttpConfig) -> Result<(), Conf
     ];
     for (i, &(key, path)) in configured.iter().enumerate() {
         let Some(path) = path else { continue };
-        if FIXED_ROUTES.iter().any(|(p, _, _)| *p == path) {
+        if BUILT_IN_PATHS.contains(&path) {
             return Err(ConfigError::invalid(
                 key.to_owned(),
                 format!("{path:?} is the path of a built-in route; choose another"),

@@ -16,3 +16,6 @@ pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod server;
+pub mod tick;
+pub mod topic;
+pub mod wire;

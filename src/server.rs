@@ -25,7 +25,6 @@ use crate::net::listener::bind_listeners;
 use crate::net::peer_limit::PeerLimit;
 use crate::net::settings::Settings;
 use crate::net::worker::{Shared, Worker, WAKER};
-use crate::protocol::decoder::Limits;
 
 /// A running broker.
 #[derive(Debug)]
@@ -129,7 +128,7 @@ impl Server {
         );
         let auth = &config.auth;
         let shared = Arc::new(Shared {
-            settings: settings_from(config),
+            settings: Settings::from_config(config),
             table,
             auth: Auth::new(
                 &auth.publish_tokens,
@@ -295,40 +294,4 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(a panic without a message)")
-}
-
-/// The network layer's settings from the configuration.
-pub(crate) fn settings_from(config: &Config) -> Settings {
-    let ws = &config.websocket;
-    Settings {
-        max_connections: config.server.max_connections,
-        max_header_bytes: ws.max_header_bytes,
-        frame_limits: Limits {
-            max_frame_bytes: ws.max_frame_bytes,
-            max_message_bytes: ws.max_message_bytes,
-            max_fragments_per_message: ws.max_fragments_per_message,
-        },
-        handshake_timeout: ws.handshake_timeout(),
-        ping_interval: ws.ping_interval(),
-        idle_timeout: ws.idle_timeout(),
-        close_timeout: ws.close_timeout(),
-        shutdown_grace: config.server.shutdown_grace(),
-        echo_path: ws.echo_path.clone(),
-        ws_path: ws.path.clone(),
-        max_topics_per_connection: config.broker.max_topics_per_connection,
-        max_client_errors: config.broker.max_client_errors,
-        heartbeat_interval: config.broker.heartbeat_interval(),
-        max_queue_bytes: config.broker.max_queue_bytes,
-        slow_consumer: config.broker.slow_consumer,
-        slow_consumer_grace: config.broker.slow_consumer_grace(),
-        max_body_bytes: config.http.max_body_bytes,
-        poll_timeout: Duration::from_secs(config.http.poll_timeout_secs),
-        max_poll_timeout: Duration::from_secs(config.http.max_poll_timeout_secs),
-        max_request_topics: config.http.max_request_topics,
-        metrics_path: config.http.metrics_path.clone(),
-        max_messages_per_sec: ws.max_messages_per_sec,
-        tick_flush_interval: config.broker.flush_interval(),
-        max_mailbox_ticks: config.broker.max_mailbox_ticks,
-        worker_queue_budget: config.broker.max_total_queue_bytes / config.worker_count(),
-    }
 }

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tickfan::broker::client_op::{parse_op, ClientOp, MIN_MAX_HZ};
-use tickfan::broker::topic_name::validate_topic;
+use tickfan::topic::validate_topic;
 
 fuzz_target!(|data: &[u8]| {
     match parse_op(data) {

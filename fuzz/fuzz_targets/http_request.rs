@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tickfan::http::request::{parse_request, Parsed};
-use tickfan::protocol::handshake::upgrade_request;
+use tickfan::http::upgrade::upgrade_request;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(Parsed::Complete(request)) = parse_request(data, 4096) else {

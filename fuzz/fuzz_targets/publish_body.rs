@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tickfan::broker::topic_name::validate_topic;
+use tickfan::topic::validate_topic;
 use tickfan::http::publish::parse_publish_body;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::topic_name::{validate_topic, BadTopic};
+use crate::topic::{validate_topic, BadTopic};
 
 /// The fastest rate a subscription may ask for with `max_hz` that still
 /// means a cap; higher values are the same as no cap.

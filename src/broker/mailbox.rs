@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
-use super::tick::Tick;
+use crate::tick::Tick;
 
 /// What crosses from a publisher's thread to a subscriber's worker.
 #[derive(Debug, Clone)]

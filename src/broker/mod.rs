@@ -21,6 +21,4 @@ pub mod client_op;
 pub mod events;
 pub mod mailbox;
 pub mod subscriptions;
-pub mod tick;
-pub mod topic_name;
 pub mod topic_table;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 
-use super::tick::{Tick, TopicId};
+use crate::tick::{Tick, TopicId};
 
 /// One connection's subscription to one topic on this worker.
 #[derive(Debug)]

@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::mailbox::{Delivery, Mailbox};
-use super::tick::{now_micros, Tick, TopicId};
+use crate::tick::{now_micros, Tick, TopicId};
 
 /// Sizing and limits of the table.
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,7 @@
 //!
 //! `{"ticks":[{"topic":..,"seq":..,...}],"gaps":[{"topic":..,"from":..,"to":..}],"cursor":"A:42,B:7"}`
 
-use crate::broker::tick::Tick;
+use crate::tick::Tick;
 
 /// Ticks `from..=to` of `topic` that can no longer be replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub fn poll_body(ticks: &[Tick], gaps: &[Gap], cursor: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::tick::TopicId;
+    use crate::tick::TopicId;
 
     #[test]
     fn body_is_json_with_envelopes_verbatim() {

@@ -31,3 +31,4 @@ pub mod query;
 pub mod request;
 pub mod response;
 pub mod router;
+pub mod upgrade;

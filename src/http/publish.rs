@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::broker::topic_name::validate_topic;
+use crate::topic::validate_topic;
 
 /// One tick to publish: the topic and the JSON bytes, byte for byte.
 #[derive(Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::request::Request;
-use crate::broker::topic_name::validate_topic;
+use crate::topic::validate_topic;
 
 /// One topic of a request and where the client is in it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! head, or not yet": it tells *need more bytes* ([`Parsed::Partial`]) apart
 //! from *invalid* ([`HttpError`]), consumes nothing on a partial input, and
 //! borrows every string from the caller's buffer. It is separate from the
-//! WebSocket handshake ([`crate::protocol::handshake`]) because the same head
+//! WebSocket upgrade ([`crate::http::upgrade`]) because the same head
 //! may be routed as plain HTTP; it decides nothing about routes.
 //!
 //! A [`Request`] returned by [`parse_request`] has valid message framing: a
@@ -12,6 +12,7 @@
 //! `Transfer-Encoding` (RFC 9112 §6.3), so the caller can always tell where
 //! the next pipelined request starts.
 
+use crate::wire::is_b64token;
 use std::borrow::Cow;
 
 use super::error::HttpError;
@@ -210,17 +211,6 @@ impl<'b> Request<'b> {
         let token = token.trim_start_matches(' ');
         is_b64token(token).then_some(token)
     }
-}
-
-/// Whether `token` is an RFC 6750 §2.1 `b64token`, the only form an
-/// `Authorization: Bearer` credential can take:
-/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-pub fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// The path of an absolute-form request target (query already split off),

@@ -1,6 +1,8 @@
 //! Which route a request's path selects, for WebSocket upgrades and for
 //! plain HTTP requests alike. Pure: the connection acts on the answer.
 
+use crate::wire::{HEALTHZ_PATH, POLL_PATH, PUBLISH_PATH, READYZ_PATH, SSE_PATH};
+
 /// What an upgraded connection does with the messages it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebSocketRoute {
@@ -62,11 +64,11 @@ pub fn websocket_route(
 /// 9110 §9.3.2: answered as `GET`, without the body); a long-poll or an SSE
 /// stream has no such answer, so there `HEAD` is a 405.
 pub const FIXED_ROUTES: [(&str, HttpRoute, &str); 5] = [
-    ("/healthz", HttpRoute::Health, "GET, HEAD"),
-    ("/readyz", HttpRoute::Ready, "GET, HEAD"),
-    ("/publish", HttpRoute::Publish, "POST"),
-    ("/poll", HttpRoute::Poll, "GET"),
-    ("/sse", HttpRoute::Sse, "GET"),
+    (HEALTHZ_PATH, HttpRoute::Health, "GET, HEAD"),
+    (READYZ_PATH, HttpRoute::Ready, "GET, HEAD"),
+    (PUBLISH_PATH, HttpRoute::Publish, "POST"),
+    (POLL_PATH, HttpRoute::Poll, "GET"),
+    (SSE_PATH, HttpRoute::Sse, "GET"),
 ];
 
 /// The HTTP route for a plain (non-upgrade) request.

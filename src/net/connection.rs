@@ -44,15 +44,16 @@ use super::session::Session;
 use super::settings::Settings;
 use crate::broker::auth::{Access, Rights};
 use crate::broker::events;
-use crate::broker::tick::{now_micros, Tick, TopicId};
-use crate::config::SlowConsumerPolicy;
+use crate::tick::{now_micros, Tick, TopicId};
+use super::settings::SlowConsumerPolicy;
 use crate::http::request::{parse_request, Parsed, Request};
 use crate::http::response::Response;
 use crate::http::router::{websocket_route, RouteError, WebSocketRoute};
 use crate::protocol::close::CloseCode;
 use crate::protocol::decoder::{Decoder, Message};
 use crate::protocol::frame::{write_close_frame, write_frame, OpCode};
-use crate::protocol::handshake::{accept_key, upgrade_request, write_switching_protocols, Upgrade};
+use crate::http::upgrade::{upgrade_request, Upgrade};
+use crate::protocol::handshake::{accept_key, write_switching_protocols};
 
 /// Reads per readiness event before the connection yields to the others
 /// (it is then re-queued by the worker, as no new edge will come).

@@ -30,8 +30,8 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, IoSlice, Write};
 
-use crate::broker::tick::{Tick, TopicId};
-use crate::config::SlowConsumerPolicy;
+use crate::tick::{Tick, TopicId};
+use super::settings::SlowConsumerPolicy;
 use crate::net::buffer_pool;
 use crate::protocol::frame::{write_frame, OpCode};
 

@@ -27,7 +27,7 @@ use crate::broker::auth::Rights;
 use crate::broker::client_op::{parse_op, ClientOp};
 use crate::broker::events;
 use crate::broker::subscriptions::RateCap;
-use crate::broker::tick::TopicId;
+use crate::tick::TopicId;
 use crate::broker::topic_table::Start;
 use crate::protocol::close::CloseCode;
 

@@ -18,7 +18,6 @@ use crate::broker::auth::{Auth, Rights};
 use crate::broker::mailbox::{mailbox, Inbox};
 use crate::broker::subscriptions::LocalTopics;
 use crate::broker::topic_table::{TableLimits, TopicTable};
-use crate::config::Config;
 use crate::metrics::Metrics;
 
 /// A session on worker 0 of a one-worker table, with publish rights.
@@ -44,7 +43,6 @@ impl SessionHarness {
     /// A harness with the embedded default configuration, a small history
     /// ring and topic limit so that replays and refusals are reached soon.
     pub fn new() -> std::io::Result<SessionHarness> {
-        let config = Config::embedded_default();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Token(0))?);
         let (mailbox, inbox) = mailbox(waker);
@@ -59,7 +57,7 @@ impl SessionHarness {
         );
         let metrics = Metrics::new();
         let latency = metrics.latency().local();
-        let settings = crate::server::settings_from(&config);
+        let settings = Settings::embedded_default();
         let now = Instant::now();
         let rights = Rights {
             publish: true,

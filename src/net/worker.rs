@@ -31,7 +31,7 @@ use super::timer::Timers;
 use crate::broker::auth::Auth;
 use crate::broker::mailbox::{Delivery, Inbox};
 use crate::broker::subscriptions::LocalTopics;
-use crate::broker::tick::{Tick, TopicId};
+use crate::tick::{Tick, TopicId};
 use crate::broker::topic_table::TopicTable;
 use crate::metrics::{Metrics, WorkerGauges};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Connection, Flow, Phase, Verdict};
-use crate::broker::tick::{Tick, TopicId};
+use crate::tick::{Tick, TopicId};
 use crate::broker::topic_table::Start;
 use crate::http::longpoll::{poll_body, Gap};
 use crate::http::query::{format_cursor, StreamRequest};

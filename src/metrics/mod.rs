@@ -12,7 +12,9 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::net::context::{Transport, WorkerStats, CLOSE_CODES, FAILURE_REASONS};
+pub mod worker_stats;
+
+use self::worker_stats::{Transport, WorkerStats, CLOSE_CODES, FAILURE_REASONS};
 
 /// Per-worker values that are levels, not counts: measured when flushed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

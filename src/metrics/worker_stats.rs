@@ -1,0 +1,109 @@
+//! The counters a worker keeps for itself and flushes into the Prometheus
+//! metrics once a second, and the label values they are kept by: so
+//! counting costs no shared cache line per message. The network layer
+//! counts into [`WorkerStats`]; [`super::Metrics`] reads it. Kept here, below
+//! the network layer, so metrics import none of the layers.
+
+/// What a connection is being used for, as metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A plain HTTP request (or one not yet known to be anything else).
+    Http = 0,
+    WebSocket = 1,
+    Sse = 2,
+    LongPoll = 3,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 4] = [
+        Transport::Http,
+        Transport::WebSocket,
+        Transport::Sse,
+        Transport::LongPoll,
+    ];
+
+    /// The `transport` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::LongPoll => "longpoll",
+        }
+    }
+}
+
+/// Why a request or upgrade was refused, by the status it was answered with.
+pub const FAILURE_REASONS: [(&str, u16); 9] = [
+    ("bad_request", 400),
+    ("unauthorized", 401),
+    ("not_found", 404),
+    ("method_not_allowed", 405),
+    ("timeout", 408),
+    ("body_too_large", 413),
+    ("unsupported_version", 426),
+    ("headers_too_large", 431),
+    ("over_limit", 503),
+];
+
+/// The close codes the broker sends, counted per code.
+pub const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011];
+
+/// Counters a worker keeps for itself, with no shared cache line per
+/// message; they are flushed into the Prometheus metrics once a second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub published_ws: u64,
+    pub published_http: u64,
+    /// Ticks written, by [`Transport`] index.
+    pub delivered: [u64; 4],
+    pub write_syscalls: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub conflated: u64,
+    pub dropped: u64,
+    pub slow_disconnects: u64,
+    /// Accepted upgrades and requests, by [`Transport`] index.
+    pub handshakes: [u64; 4],
+    /// Refusals, by index in [`FAILURE_REASONS`].
+    pub handshake_failures: [u64; 9],
+    /// Close frames sent, by index in [`CLOSE_CODES`].
+    pub closes: [u64; 8],
+    pub accept_errors: u64,
+    /// Reads of a connection that may publish put off because a mailbox
+    /// held over `broker.max_mailbox_ticks`.
+    pub publisher_pauses: u64,
+    /// Time the event loop spent outside `poll`.
+    pub busy_nanos: u64,
+}
+
+impl WorkerStats {
+    /// Counts an accepted upgrade or request of `transport`.
+    pub fn count_handshake(&mut self, transport: Transport) {
+        if let Some(count) = self.handshakes.get_mut(transport as usize) {
+            *count += 1;
+        }
+    }
+
+    /// Counts `ticks` written to clients of `transport`.
+    pub fn count_delivered(&mut self, transport: Transport, ticks: usize) {
+        if let Some(count) = self.delivered.get_mut(transport as usize) {
+            *count += ticks as u64;
+        }
+    }
+
+    /// Counts a refused request by the status it was answered with.
+    pub fn count_refusal(&mut self, status: u16) {
+        if let Some(i) = FAILURE_REASONS.iter().position(|(_, s)| *s == status) {
+            self.handshake_failures[i] += 1;
+        }
+    }
+
+    /// Counts a close frame the broker sent.
+    pub fn count_close(&mut self, code: u16) {
+        if let Some(i) = CLOSE_CODES.iter().position(|c| *c == code) {
+            self.closes[i] += 1;
+        }
+    }
+}
+
