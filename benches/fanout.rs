@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
+use tickfan::topic::TopicName;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tickfan::broker::mailbox::{mailbox, Delivery, Inbox};
@@ -50,7 +51,7 @@ fn rig(subscribers: usize) -> Rig {
         },
         vec![mailbox],
     );
-    table.subscribe("AAPL", 0, Start::Latest);
+    table.subscribe(&TopicName::new("AAPL").unwrap(), 0, Start::Latest);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let mut sockets = Vec::new();
@@ -78,7 +79,9 @@ fn drain(mut socket: TcpStream) {
 
 fn publish_burst(rig: &Rig) {
     for _ in 0..BURST {
-        rig.table.publish("AAPL", DATA).unwrap();
+        rig.table
+            .publish(&TopicName::new("AAPL").unwrap(), DATA)
+            .unwrap();
     }
 }
 

@@ -10,6 +10,7 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::protocol::frame::{header_bytes, OpCode};
+use crate::topic::TopicName;
 
 /// Identifies one incarnation of a topic: a reclaimed and recreated topic
 /// gets a new id, so stale deliveries for the old one cannot match it.
@@ -42,9 +43,15 @@ struct Encoded {
 impl Tick {
     /// Builds the frame for `{"topic":..,"seq":..,"ts":..,"data":..}`.
     ///
-    /// `topic` must be a validated topic name (no JSON escaping needed) and
-    /// `data` valid JSON, which is embedded byte for byte.
-    pub fn encode(topic_id: TopicId, topic: &str, seq: u64, ts_micros: u64, data: &[u8]) -> Tick {
+    /// `topic` is a [`TopicName`], so it needs no JSON escaping; `data` must
+    /// be valid JSON, which is embedded byte for byte.
+    pub fn encode(
+        topic_id: TopicId,
+        topic: &TopicName<'_>,
+        seq: u64,
+        ts_micros: u64,
+        data: &[u8],
+    ) -> Tick {
         let mut seq_digits = itoa::Buffer::new();
         let seq_text = seq_digits.format(seq);
         let mut ts_digits = itoa::Buffer::new();
@@ -82,7 +89,7 @@ impl Tick {
                 frame,
                 envelope_at: header_len,
                 sse: OnceLock::new(),
-                topic_name: topic.into(),
+                topic_name: topic.as_str().into(),
             }),
         }
     }
@@ -153,12 +160,13 @@ pub fn now_micros() -> u64 {
 #[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::topic::TopicName;
 
     #[test]
     fn envelope_and_frame() {
         let tick = Tick::encode(
             TopicId(7),
-            "AAPL",
+            &TopicName::new("AAPL").unwrap(),
             42,
             1_732_190_000_123_456,
             br#"{"bid":1.5}"#,
@@ -177,7 +185,13 @@ mod tests {
 
     #[test]
     fn sse_splits_line_breaks_into_data_lines() {
-        let tick = Tick::encode(TopicId(7), "P", 1, 5, b"{\n  \"b\": 1,\r\n  \"c\": 2\r}");
+        let tick = Tick::encode(
+            TopicId(7),
+            &TopicName::new("P").unwrap(),
+            1,
+            5,
+            b"{\n  \"b\": 1,\r\n  \"c\": 2\r}",
+        );
         let sse = std::str::from_utf8(tick.sse_event()).unwrap();
         assert_eq!(
             sse,
@@ -188,7 +202,13 @@ mod tests {
     #[test]
     fn long_payload_gets_extended_length() {
         let data = format!("\"{}\"", "x".repeat(300));
-        let tick = Tick::encode(TopicId(1), "T", 1, 0, data.as_bytes());
+        let tick = Tick::encode(
+            TopicId(1),
+            &TopicName::new("T").unwrap(),
+            1,
+            0,
+            data.as_bytes(),
+        );
         assert_eq!(tick.frame()[1], 126);
         assert_eq!(tick.frame().len(), 4 + tick.envelope().len());
     }

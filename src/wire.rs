@@ -16,7 +16,8 @@ pub const POLL_PATH: &str = "/poll";
 pub const SSE_PATH: &str = "/sse";
 
 /// Every path a built-in route owns.
-pub const BUILT_IN_PATHS: [&str; 5] = [HEALTHZ_PATH, READYZ_PATH, PUBLISH_PATH, POLL_PATH, SSE_PATH];
+pub const BUILT_IN_PATHS: [&str; 5] =
+    [HEALTHZ_PATH, READYZ_PATH, PUBLISH_PATH, POLL_PATH, SSE_PATH];
 
 /// Whether `token` is an RFC 6750 §2.1 `b64token`, the only form an
 /// `Authorization: Bearer` credential can take:

@@ -22,17 +22,27 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["wire", "topic"]),
     ("metrics", &[]),
     // The pure HTTP layer and the topic layer, side by side.
-    ("http", &["protocol", "wire", "topic", "tick", "config", "metrics"]),
-    ("broker", &["protocol", "wire", "topic", "tick", "config", "metrics"]),
+    (
+        "http",
+        &["protocol", "wire", "topic", "tick", "config", "metrics"],
+    ),
+    (
+        "broker",
+        &["protocol", "wire", "topic", "tick", "config", "metrics"],
+    ),
     // Sockets: everything above, but the configuration only in settings.rs.
     (
         "net",
-        &["protocol", "wire", "topic", "tick", "config", "metrics", "http", "broker"],
+        &[
+            "protocol", "wire", "topic", "tick", "config", "metrics", "http", "broker",
+        ],
     ),
     // Wiring, then the command line on top.
     (
         "server",
-        &["protocol", "wire", "topic", "tick", "config", "metrics", "http", "broker", "net"],
+        &[
+            "protocol", "wire", "topic", "tick", "config", "metrics", "http", "broker", "net",
+        ],
     ),
     ("cli", &["config", "server"]),
 ];
@@ -65,9 +75,7 @@ fn crate_paths(line: &str) -> Vec<&str> {
     let code = line.split("//").next().unwrap_or("");
     code.match_indices("crate::")
         // `crate::` itself, not the tail of `some_crate::`.
-        .filter(|(at, _)| {
-            !code[..*at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        })
+        .filter(|(at, _)| !code[..*at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
         .map(|(at, _)| {
             let rest = &code[at + "crate::".len()..];
             let end = rest
@@ -101,10 +109,15 @@ fn every_import_points_down() {
     let mut violations = Vec::new();
     let mut modules_seen = Vec::new();
     for file in &files {
-        let Some(module) = module_of(file) else { continue };
+        let Some(module) = module_of(file) else {
+            continue;
+        };
         modules_seen.push(module.clone());
         let Some((_, may_use)) = LAYERS.iter().find(|(l, _)| *l == module) else {
-            violations.push(format!("{}: module {module} is not in the layer table", file.display()));
+            violations.push(format!(
+                "{}: module {module} is not in the layer table",
+                file.display()
+            ));
             continue;
         };
         let text = fs::read_to_string(file).expect("read source");
@@ -137,6 +150,9 @@ fn every_import_points_down() {
     );
     // The check looked at every layer (a renamed directory would make it vacuous).
     for (layer, _) in LAYERS {
-        assert!(modules_seen.iter().any(|m| m == layer), "no file of {layer} was read");
+        assert!(
+            modules_seen.iter().any(|m| m == layer),
+            "no file of {layer} was read"
+        );
     }
 }

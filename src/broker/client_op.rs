@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::topic::{validate_topic, BadTopic};
+use crate::topic::{BadTopic, TopicName};
 
 /// The fastest rate a subscription may ask for with `max_hz` that still
 /// means a cap; higher values are the same as no cap.
@@ -25,7 +25,7 @@ pub const MIN_MAX_HZ: f64 = 0.001;
 #[derive(Debug)]
 pub enum ClientOp<'a> {
     Subscribe {
-        topic: Cow<'a, str>,
+        topic: TopicName<'a>,
         /// Resume after this seq (recovery after a reconnect).
         since: Option<u64>,
         /// The epoch `since` belongs to, if the client knows it.
@@ -34,10 +34,10 @@ pub enum ClientOp<'a> {
         max_hz: Option<f64>,
     },
     Unsubscribe {
-        topic: Cow<'a, str>,
+        topic: TopicName<'a>,
     },
     Publish {
-        topic: Cow<'a, str>,
+        topic: TopicName<'a>,
         /// The publisher's JSON, byte for byte.
         data: &'a RawValue,
     },
@@ -110,7 +110,7 @@ pub fn parse_op(message: &[u8]) -> Result<ClientOp<'_>, OpError> {
     let wire: WireOp<'_> =
         serde_json::from_slice(message).map_err(|e| OpError::BadJson(e.to_string()))?;
     let topic = wire.topic.ok_or(OpError::MissingField("topic"))?;
-    validate_topic(&topic).map_err(OpError::BadTopic)?;
+    let topic = TopicName::new(topic).map_err(OpError::BadTopic)?;
     match wire.op.as_ref() {
         "sub" => {
             let max_hz = match wire.max_hz {
@@ -150,7 +150,7 @@ mod tests {
     fn subscribe_forms() {
         let op = parse_op(br#"{"op":"sub","topic":"AAPL"}"#).unwrap();
         assert!(
-            matches!(op, ClientOp::Subscribe { ref topic, since: None, epoch: None, max_hz: None } if topic == "AAPL")
+            matches!(op, ClientOp::Subscribe { ref topic, since: None, epoch: None, max_hz: None } if topic.as_str() == "AAPL")
         );
         let op = parse_op(br#"{"op":"sub","topic":"AAPL","since":41,"epoch":"k3f9","max_hz":10}"#)
             .unwrap();

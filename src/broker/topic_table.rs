@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::mailbox::{Delivery, Mailbox};
 use crate::tick::{now_micros, Tick, TopicId};
+use crate::topic::TopicName;
 
 /// Sizing and limits of the table.
 #[derive(Debug, Clone, Copy)]
@@ -108,7 +109,7 @@ impl Topic {
 /// A publish in a batch: the topic (a valid name) and its JSON data.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchItem<'a> {
-    pub topic: &'a str,
+    pub topic: &'a TopicName<'a>,
     pub data: &'a [u8],
 }
 
@@ -166,7 +167,7 @@ impl TopicTable {
 
     /// Publishes `data` (valid JSON) to `topic` (a valid name), fanning the
     /// tick out to every worker with subscribers.
-    pub fn publish(&self, topic: &str, data: &[u8]) -> Result<Published, TooManyTopics> {
+    pub fn publish(&self, topic: &TopicName<'_>, data: &[u8]) -> Result<Published, TooManyTopics> {
         let ts = now_micros();
         let mut to_wake = WakeList::default();
         let published = {
@@ -175,7 +176,7 @@ impl TopicTable {
             if !entry.is_counted() && self.reserve_topics(1).is_err() {
                 // Refused: an entry made just now for it leaves no trace.
                 if !entry.has_subscribers() {
-                    shard.remove(topic);
+                    shard.remove(topic.as_str());
                 }
                 return Err(TooManyTopics);
             }
@@ -208,7 +209,7 @@ impl TopicTable {
         };
         let mut new_topics: Vec<&str> = items
             .iter()
-            .map(|item| item.topic)
+            .map(|item| item.topic.as_str())
             .filter(|topic| {
                 !shards[guard_of(topic)]
                     .get(*topic)
@@ -253,7 +254,7 @@ impl TopicTable {
     fn publish_locked(
         &self,
         entry: &mut Topic,
-        topic: &str,
+        topic: &TopicName<'_>,
         data: &[u8],
         ts: u64,
         to_wake: &mut WakeList,
@@ -288,7 +289,7 @@ impl TopicTable {
     /// Registers a subscriber on `worker` and returns what it must send
     /// first. Never refused: a topic made by a subscribe is free (see the
     /// module's doc).
-    pub fn subscribe(&self, topic: &str, worker: usize, start: Start<'_>) -> Subscribed {
+    pub fn subscribe(&self, topic: &TopicName<'_>, worker: usize, start: Start<'_>) -> Subscribed {
         let mut shard = self.shard(topic);
         let entry = self.topic_entry(&mut shard, topic);
         if let Some(count) = entry.subscribers.get_mut(worker) {

@@ -48,12 +48,19 @@ pub fn poll_body(ticks: &[Tick], gaps: &[Gap], cursor: &str) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::tick::TopicId;
+    use crate::topic::TopicName;
 
     #[test]
     fn body_is_json_with_envelopes_verbatim() {
         let ticks = [
-            Tick::encode(TopicId(1), "A", 41, 7, br#"{"b": 1.50}"#),
-            Tick::encode(TopicId(1), "A", 42, 8, b"2"),
+            Tick::encode(
+                TopicId(1),
+                &TopicName::new("A").unwrap(),
+                41,
+                7,
+                br#"{"b": 1.50}"#,
+            ),
+            Tick::encode(TopicId(1), &TopicName::new("A").unwrap(), 42, 8, b"2"),
         ];
         let gaps = [Gap {
             topic: "B".into(),

@@ -7,12 +7,12 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::topic::validate_topic;
+use crate::topic::TopicName;
 
 /// One tick to publish: the topic and the JSON bytes, byte for byte.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PublishItem<'a> {
-    pub topic: Cow<'a, str>,
+    pub topic: TopicName<'a>,
     pub data: &'a str,
 }
 
@@ -31,11 +31,11 @@ pub fn parse_publish_body<'a>(
 ) -> Result<Vec<PublishItem<'a>>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
     if let Some(topic) = topic {
-        validate_topic(topic).map_err(|e| format!("topic {topic:?}: {e}"))?;
+        let topic = TopicName::new(topic).map_err(|e| format!("topic {topic:?}: {e}"))?;
         let data: &RawValue =
             serde_json::from_str(text).map_err(|e| format!("body is not JSON: {e}"))?;
         return Ok(vec![PublishItem {
-            topic: Cow::Borrowed(topic),
+            topic,
             data: data.get(),
         }]);
     }
@@ -46,9 +46,9 @@ pub fn parse_publish_body<'a>(
         }
         let parsed: BatchLine<'a> =
             serde_json::from_str(line).map_err(|e| format!("line {number}: {e}"))?;
-        validate_topic(&parsed.topic).map_err(|e| format!("line {number}: {e}"))?;
+        let topic = TopicName::new(parsed.topic).map_err(|e| format!("line {number}: {e}"))?;
         items.push(PublishItem {
-            topic: parsed.topic,
+            topic,
             data: parsed.data.get(),
         });
     }
@@ -71,7 +71,7 @@ mod tests {
         assert_eq!(
             items,
             vec![PublishItem {
-                topic: "AAPL".into(),
+                topic: TopicName::new("AAPL").unwrap(),
                 data: r#"{"bid": 1.50}"#
             }]
         );

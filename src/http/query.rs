@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use super::request::Request;
-use crate::topic::validate_topic;
+use crate::topic::TopicName;
 
 /// One topic of a request and where the client is in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicCursor {
-    pub topic: String,
+    pub topic: TopicName<'static>,
     /// The last seq the client has; `None` means "the latest, then live".
     pub since: Option<u64>,
 }
@@ -47,15 +47,15 @@ pub fn parse_stream_request(
         match key.as_ref() {
             "topic" => {
                 for name in value.split(',').filter(|n| !n.is_empty()) {
-                    validate_topic(name).map_err(|e| format!("topic {name:?}: {e}"))?;
-                    if !topics.iter().any(|t| t.topic == name) {
+                    let topic = TopicName::new(name).map_err(|e| format!("topic {name:?}: {e}"))?;
+                    if !topics.iter().any(|t| t.topic.as_str() == name) {
                         // Checked as the list grows, so a head of thousands
                         // of names costs no quadratic scan before the refusal.
                         if topics.len() == limits.max_topics {
                             return Err(too_many_topics(limits));
                         }
                         topics.push(TopicCursor {
-                            topic: name.to_owned(),
+                            topic: topic.into_owned(),
                             since: None,
                         });
                     }
@@ -92,7 +92,7 @@ pub fn parse_stream_request(
         return Err("at least one topic parameter is required".into());
     }
     for (topic, seq) in cursors {
-        match topics.iter_mut().find(|t| t.topic == topic) {
+        match topics.iter_mut().find(|t| t.topic.as_str() == topic) {
             Some(entry) => entry.since = Some(seq),
             None => {
                 return Err(format!(
@@ -113,7 +113,7 @@ fn parse_cursor(cursor: &str) -> Result<(String, u64), String> {
     let (topic, seq) = cursor
         .rsplit_once(':')
         .ok_or_else(|| format!("cursor {cursor:?} is not <topic>:<seq>"))?;
-    validate_topic(topic).map_err(|e| format!("cursor {cursor:?}: {e}"))?;
+    TopicName::new(topic).map_err(|e| format!("cursor {cursor:?}: {e}"))?;
     let seq = seq
         .parse()
         .map_err(|_| format!("cursor {cursor:?}: {seq:?} is not a seq"))?;
@@ -165,11 +165,11 @@ mod tests {
             r.topics,
             vec![
                 TopicCursor {
-                    topic: "AAPL".into(),
+                    topic: TopicName::new("AAPL").unwrap(),
                     since: Some(41)
                 },
                 TopicCursor {
-                    topic: "fx:EUR".into(),
+                    topic: TopicName::new("fx:EUR").unwrap(),
                     since: Some(7)
                 },
             ]

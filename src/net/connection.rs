@@ -42,18 +42,18 @@ use super::rate_limit::MessageBudget;
 use super::read_buf::ReadBuf;
 use super::session::Session;
 use super::settings::Settings;
+use super::settings::SlowConsumerPolicy;
 use crate::broker::auth::{Access, Rights};
 use crate::broker::events;
-use crate::tick::{now_micros, Tick, TopicId};
-use super::settings::SlowConsumerPolicy;
 use crate::http::request::{parse_request, Parsed, Request};
 use crate::http::response::Response;
 use crate::http::router::{websocket_route, RouteError, WebSocketRoute};
+use crate::http::upgrade::{upgrade_request, Upgrade};
 use crate::protocol::close::CloseCode;
 use crate::protocol::decoder::{Decoder, Message};
 use crate::protocol::frame::{write_close_frame, write_frame, OpCode};
-use crate::http::upgrade::{upgrade_request, Upgrade};
 use crate::protocol::handshake::{accept_key, write_switching_protocols};
+use crate::tick::{now_micros, Tick, TopicId};
 
 /// Reads per readiness event before the connection yields to the others
 /// (it is then re-queued by the worker, as no new edge will come).

@@ -11,8 +11,8 @@ use super::settings::Settings;
 use crate::broker::auth::Auth;
 use crate::broker::subscriptions::LocalTopics;
 use crate::broker::topic_table::TopicTable;
-use crate::metrics::Metrics;
 pub use crate::metrics::worker_stats::{Transport, WorkerStats};
+use crate::metrics::Metrics;
 
 /// A worker's state lent to one connection for one event.
 #[derive(Debug)]

@@ -30,10 +30,10 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, IoSlice, Write};
 
-use crate::tick::{Tick, TopicId};
 use super::settings::SlowConsumerPolicy;
 use crate::net::buffer_pool;
 use crate::protocol::frame::{write_frame, OpCode};
+use crate::tick::{Tick, TopicId};
 
 /// Slices per `writev`. Linux allows 1024; 256 already amortises the
 /// syscall over ~25 KB of 100-byte ticks (DESIGN.md's measured ceilings).

@@ -27,9 +27,10 @@ use crate::broker::auth::Rights;
 use crate::broker::client_op::{parse_op, ClientOp};
 use crate::broker::events;
 use crate::broker::subscriptions::RateCap;
-use crate::tick::TopicId;
 use crate::broker::topic_table::Start;
 use crate::protocol::close::CloseCode;
+use crate::tick::TopicId;
+use crate::topic::TopicName;
 
 /// The per-connection state of a pub/sub client.
 #[derive(Debug)]
@@ -157,11 +158,12 @@ impl Session {
     pub(crate) fn subscribe(
         &mut self,
         out: &mut OutQueue,
-        topic: &str,
+        name: &TopicName<'_>,
         start: Start<'_>,
         max_hz: Option<f64>,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), CloseRequest> {
+        let topic = name.as_str();
         if !self.rights.subscribe {
             return self.refuse(
                 out,
@@ -189,7 +191,7 @@ impl Session {
                 ctx.now,
             );
         }
-        let subscribed = ctx.table.subscribe(topic, ctx.worker, start);
+        let subscribed = ctx.table.subscribe(name, ctx.worker, start);
         let name: Arc<str> = topic.into();
         let rate = max_hz.map(|hz| RateCap::new(hz, ctx.now));
         ctx.local

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 // The one place the network layer reads the configuration: it is
 // converted here, once, and the rest of `net` sees only `Settings`.
-pub use crate::config::SlowConsumerPolicy;
 use crate::config::Config;
+pub use crate::config::SlowConsumerPolicy;
 use crate::protocol::decoder::Limits;
 
 /// Limits and timeouts every worker applies to its connections.

@@ -31,9 +31,9 @@ use super::timer::Timers;
 use crate::broker::auth::Auth;
 use crate::broker::mailbox::{Delivery, Inbox};
 use crate::broker::subscriptions::LocalTopics;
-use crate::tick::{Tick, TopicId};
 use crate::broker::topic_table::TopicTable;
 use crate::metrics::{Metrics, WorkerGauges};
+use crate::tick::{Tick, TopicId};
 
 const LISTENER: Token = Token(usize::MAX);
 /// The token of the waker that the topic table and the server use.

@@ -1,4 +1,10 @@
 use super::*;
+use crate::topic::TopicName;
+
+/// A topic name, checked.
+fn t(name: &str) -> TopicName<'_> {
+    TopicName::new(name).unwrap()
+}
 use crate::broker::mailbox::{mailbox, Inbox};
 use std::sync::Arc;
 
@@ -36,17 +42,17 @@ fn seqs(inbox: &Inbox) -> Vec<u64> {
 #[test]
 fn snapshot_then_live_only_to_workers_with_subscribers() {
     let (table, inboxes, _polls) = table(2, 8, 100);
-    table.publish("A", b"1").unwrap();
-    table.publish("A", b"2").unwrap();
-    let sub = table.subscribe("A", 1, Start::Latest);
+    table.publish(&t("A"), b"1").unwrap();
+    table.publish(&t("A"), b"2").unwrap();
+    let sub = table.subscribe(&t("A"), 1, Start::Latest);
     assert_eq!(sub.seq, 2);
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![2]);
     assert_eq!(sub.gap, None);
-    table.publish("A", b"3").unwrap();
+    table.publish(&t("A"), b"3").unwrap();
     assert_eq!(seqs(&inboxes[0]), Vec::<u64>::new());
     assert_eq!(seqs(&inboxes[1]), vec![3]);
     table.unsubscribe("A", sub.topic, 1);
-    table.publish("A", b"4").unwrap();
+    table.publish(&t("A"), b"4").unwrap();
     assert_eq!(seqs(&inboxes[1]), Vec::<u64>::new());
 }
 
@@ -54,11 +60,11 @@ fn snapshot_then_live_only_to_workers_with_subscribers() {
 fn replay_after_since_and_gap_when_overrun() {
     let (table, _inboxes, _polls) = table(1, 4, 100);
     for i in 0..10 {
-        table.publish("A", i.to_string().as_bytes()).unwrap();
+        table.publish(&t("A"), i.to_string().as_bytes()).unwrap();
     }
     // History holds 7..=10.
     let sub = table.subscribe(
-        "A",
+        &t("A"),
         0,
         Start::After {
             since: 8,
@@ -71,7 +77,7 @@ fn replay_after_since_and_gap_when_overrun() {
         vec![9, 10]
     );
     let sub = table.subscribe(
-        "A",
+        &t("A"),
         0,
         Start::After {
             since: 3,
@@ -84,7 +90,7 @@ fn replay_after_since_and_gap_when_overrun() {
         vec![7, 8, 9, 10]
     );
     let sub = table.subscribe(
-        "A",
+        &t("A"),
         0,
         Start::After {
             since: 10,
@@ -98,10 +104,10 @@ fn replay_after_since_and_gap_when_overrun() {
 fn another_epoch_gets_gap_and_snapshot() {
     let (table, _inboxes, _polls) = table(1, 4, 100);
     for _ in 0..3 {
-        table.publish("A", b"0").unwrap();
+        table.publish(&t("A"), b"0").unwrap();
     }
     let sub = table.subscribe(
-        "A",
+        &t("A"),
         0,
         Start::After {
             since: 1,
@@ -111,7 +117,7 @@ fn another_epoch_gets_gap_and_snapshot() {
     assert_eq!(sub.gap, Some((1, 3)));
     assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![3]);
     let future = table.subscribe(
-        "A",
+        &t("A"),
         0,
         Start::After {
             since: 99,
@@ -124,10 +130,10 @@ fn another_epoch_gets_gap_and_snapshot() {
 #[test]
 fn history_depth_zero_still_has_a_snapshot() {
     let (table, _inboxes, _polls) = table(1, 0, 100);
-    table.publish("A", b"1").unwrap();
-    table.publish("A", b"2").unwrap();
+    table.publish(&t("A"), b"1").unwrap();
+    table.publish(&t("A"), b"2").unwrap();
     let sub = table.subscribe(
-        "A",
+        &t("A"),
         0,
         Start::After {
             since: 0,
@@ -141,17 +147,17 @@ fn history_depth_zero_still_has_a_snapshot() {
 #[test]
 fn topic_limit_and_reclaim_with_new_epoch() {
     let (table, _inboxes, _polls) = table(1, 4, 2);
-    table.publish("A", b"1").unwrap();
-    table.publish("B", b"1").unwrap();
-    let first_epoch = table.subscribe("B", 0, Start::Latest);
-    assert_eq!(table.publish("C", b"1"), Err(TooManyTopics));
+    table.publish(&t("A"), b"1").unwrap();
+    table.publish(&t("B"), b"1").unwrap();
+    let first_epoch = table.subscribe(&t("B"), 0, Start::Latest);
+    assert_eq!(table.publish(&t("C"), b"1"), Err(TooManyTopics));
     let later = Instant::now() + Duration::from_secs(120);
     // B has a subscriber and stays; A is reclaimed.
     assert_eq!(table.reclaim(later, 0, 1), 1);
     assert_eq!(table.topic_count(), 1);
     table.unsubscribe("B", first_epoch.topic, 0);
     assert_eq!(table.reclaim(later, 0, 1), 1);
-    let again = table.subscribe("B", 0, Start::Latest);
+    let again = table.subscribe(&t("B"), 0, Start::Latest);
     assert_ne!(again.epoch, first_epoch.epoch);
     assert_eq!(again.seq, 0);
 }
@@ -159,25 +165,25 @@ fn topic_limit_and_reclaim_with_new_epoch() {
 #[test]
 fn subscribing_to_unpublished_topics_takes_no_place_in_the_limit() {
     let (table, inboxes, _polls) = table(1, 4, 2);
-    table.publish("A", b"1").unwrap();
+    table.publish(&t("A"), b"1").unwrap();
     // A client inventing names: each entry is free and leaves with it.
     for i in 0..1000 {
         let name = format!("invented{i}");
-        let sub = table.subscribe(&name, 0, Start::Latest);
+        let sub = table.subscribe(&t(&name), 0, Start::Latest);
         assert_eq!(sub.seq, 0);
         table.unsubscribe(&name, sub.topic, 0);
     }
-    let held = table.subscribe("held", 0, Start::Latest);
+    let held = table.subscribe(&t("held"), 0, Start::Latest);
     assert_eq!(table.topic_count(), 1);
     assert_eq!(table.shards.iter().map(|s| lock(s).len()).sum::<usize>(), 2);
     // A publisher may still create topics up to the limit ...
-    table.publish("B", b"1").unwrap();
-    assert_eq!(table.publish("C", b"1"), Err(TooManyTopics));
+    table.publish(&t("B"), b"1").unwrap();
+    assert_eq!(table.publish(&t("C"), b"1"), Err(TooManyTopics));
     // ... and a refused publish leaves nothing behind.
     assert_eq!(table.shards.iter().map(|s| lock(s).len()).sum::<usize>(), 3);
     // The subscribed, unpublished topic is the limit's business only once
     // published to; its subscriber then gets the tick.
-    assert_eq!(table.publish("held", b"1"), Err(TooManyTopics));
+    assert_eq!(table.publish(&t("held"), b"1"), Err(TooManyTopics));
     table.unsubscribe("held", held.topic, 0);
     assert!(seqs(&inboxes[0]).is_empty());
 }
@@ -185,19 +191,23 @@ fn subscribing_to_unpublished_topics_takes_no_place_in_the_limit() {
 #[test]
 fn a_batch_is_published_whole_or_not_at_all() {
     let (table, inboxes, _polls) = table(1, 8, 3);
-    table.subscribe("A", 0, Start::Latest);
-    table.publish("A", b"0").unwrap();
-    let item = |topic| BatchItem { topic, data: b"1" };
+    table.subscribe(&t("A"), 0, Start::Latest);
+    table.publish(&t("A"), b"0").unwrap();
+    let names: Vec<TopicName<'_>> = ["A", "B", "C", "D"].into_iter().map(t).collect();
+    let item = |i: usize| BatchItem {
+        topic: &names[i],
+        data: b"1",
+    };
     // A, B and C fit (A exists); A, B, C and D do not: nothing of it is published.
     assert_eq!(
-        table.publish_batch(&[item("A"), item("B"), item("C"), item("D")]),
+        table.publish_batch(&[item(0), item(1), item(2), item(3)]),
         Err(TooManyTopics)
     );
     assert_eq!(table.latest_seq("A"), 1);
     assert_eq!(table.topic_count(), 1);
     assert_eq!(seqs(&inboxes[0]), vec![1]);
     let published = table
-        .publish_batch(&[item("A"), item("B"), item("A"), item("C")])
+        .publish_batch(&[item(0), item(1), item(0), item(2)])
         .unwrap();
     let seqs_published: Vec<u64> = published.iter().map(|p| p.seq).collect();
     assert_eq!(seqs_published, vec![2, 1, 3, 1]);
@@ -208,15 +218,15 @@ fn a_batch_is_published_whole_or_not_at_all() {
 #[test]
 fn concurrent_publishers_are_seen_in_seq_order() {
     let (table, inboxes, _polls) = table(2, 16, 100);
-    table.subscribe("A", 0, Start::Latest);
-    table.subscribe("A", 1, Start::Latest);
+    table.subscribe(&t("A"), 0, Start::Latest);
+    table.subscribe(&t("A"), 1, Start::Latest);
     let table = Arc::new(table);
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let table = Arc::clone(&table);
             std::thread::spawn(move || {
                 for _ in 0..2000 {
-                    table.publish("A", b"0").unwrap();
+                    table.publish(&t("A"), b"0").unwrap();
                 }
             })
         })

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Connection, Flow, Phase, Verdict};
-use crate::tick::{Tick, TopicId};
 use crate::broker::topic_table::Start;
 use crate::http::longpoll::{poll_body, Gap};
 use crate::http::query::{format_cursor, StreamRequest};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::net::context::{Ctx, Transport};
+use crate::tick::{Tick, TopicId};
 
 /// One topic of a held poll and the client's position in it.
 #[derive(Debug)]
@@ -80,7 +80,7 @@ impl Connection {
             let name: Arc<str> = wanted.topic.as_str().into();
             if let Some((from, to)) = subscribed.gap {
                 poll.gaps.push(Gap {
-                    topic: wanted.topic.clone(),
+                    topic: wanted.topic.to_string(),
                     from,
                     to,
                 });
@@ -215,10 +215,19 @@ fn advance_cursors(topics: &mut [PollTopic], ticks: &[Tick], kept: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic::TopicName;
 
     fn ticks(topic: u64, seqs: std::ops::RangeInclusive<u64>) -> Vec<Tick> {
-        seqs.map(|seq| Tick::encode(TopicId(topic), "T", seq, 0, b"12345678"))
-            .collect()
+        seqs.map(|seq| {
+            Tick::encode(
+                TopicId(topic),
+                &TopicName::new("T").unwrap(),
+                seq,
+                0,
+                b"12345678",
+            )
+        })
+        .collect()
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl Connection {
         let mut seqs: Vec<serde_json::Value> = items
             .iter()
             .zip(&published)
-            .map(|(item, published)| serde_json::json!({"topic": item.topic, "seq": published.seq}))
+            .map(|(item, published)| serde_json::json!({"topic": item.topic.as_str(), "seq": published.seq}))
             .collect();
         ctx.stats.published_http += seqs.len() as u64;
         let body = if topic.is_some() {

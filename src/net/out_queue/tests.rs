@@ -1,7 +1,8 @@
 use super::*;
+use crate::topic::TopicName;
 
 fn tick(topic: u64, seq: u64) -> Tick {
-    Tick::encode(TopicId(topic), "T", seq, 0, b"1")
+    Tick::encode(TopicId(topic), &TopicName::new("T").unwrap(), seq, 0, b"1")
 }
 
 /// A socket that takes at most `limit` bytes per call and then blocks.
@@ -285,7 +286,7 @@ proptest::proptest! {
                     let data = if large { format!("\"{}\"", "x".repeat(600)) } else { "1".into() };
                     let tick = Tick::encode(
                         TopicId(topic),
-                        &format!("T{topic}"),
+                        &TopicName::new(format!("T{topic}")).unwrap(),
                         next_seq[topic as usize],
                         0,
                         data.as_bytes(),
