@@ -20,5 +20,6 @@ pub mod auth;
 pub mod client_op;
 pub mod events;
 pub mod mailbox;
+pub mod refused;
 pub mod subscriptions;
 pub mod topic_table;

@@ -28,6 +28,7 @@ pub mod error;
 pub mod longpoll;
 pub mod publish;
 pub mod query;
+pub mod refusal;
 pub mod request;
 pub mod response;
 pub mod router;

@@ -3,11 +3,12 @@
 //! before anything is published, so a bad batch publishes nothing.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::topic::TopicName;
+use crate::topic::{BadTopic, TopicName};
 
 /// One tick to publish: the topic and the JSON bytes, byte for byte.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,16 +25,58 @@ struct BatchLine<'a> {
     data: &'a RawValue,
 }
 
+/// Why a publish body was refused (answered 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    NotUtf8,
+    /// The `?topic=` of a single publish.
+    BadTopic {
+        topic: String,
+        error: BadTopic,
+    },
+    /// The body of a single publish.
+    NotJson(String),
+    /// Line `line` (from 1) of a batch: not `{"topic":..,"data":..}`.
+    BadLine {
+        line: usize,
+        error: String,
+    },
+    /// Line `line` of a batch names an invalid topic.
+    BadLineTopic {
+        line: usize,
+        error: BadTopic,
+    },
+    NoTicks,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::NotUtf8 => f.write_str("body is not UTF-8"),
+            PublishError::BadTopic { topic, error } => write!(f, "topic {topic:?}: {error}"),
+            PublishError::NotJson(error) => write!(f, "body is not JSON: {error}"),
+            PublishError::BadLine { line, error } => write!(f, "line {line}: {error}"),
+            PublishError::BadLineTopic { line, error } => write!(f, "line {line}: {error}"),
+            PublishError::NoTicks => f.write_str(
+                "no ticks: give ?topic= with a JSON body, or NDJSON lines {\"topic\":..,\"data\":..}",
+            ),
+        }
+    }
+}
+
 /// Parses a publish body; the error names the line for batches.
 pub fn parse_publish_body<'a>(
     topic: Option<&'a str>,
     body: &'a [u8],
-) -> Result<Vec<PublishItem<'a>>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
+) -> Result<Vec<PublishItem<'a>>, PublishError> {
+    let text = std::str::from_utf8(body).map_err(|_| PublishError::NotUtf8)?;
     if let Some(topic) = topic {
-        let topic = TopicName::new(topic).map_err(|e| format!("topic {topic:?}: {e}"))?;
+        let topic = TopicName::new(topic).map_err(|error| PublishError::BadTopic {
+            topic: topic.to_owned(),
+            error,
+        })?;
         let data: &RawValue =
-            serde_json::from_str(text).map_err(|e| format!("body is not JSON: {e}"))?;
+            serde_json::from_str(text).map_err(|e| PublishError::NotJson(e.to_string()))?;
         return Ok(vec![PublishItem {
             topic,
             data: data.get(),
@@ -45,18 +88,21 @@ pub fn parse_publish_body<'a>(
             continue;
         }
         let parsed: BatchLine<'a> =
-            serde_json::from_str(line).map_err(|e| format!("line {number}: {e}"))?;
-        let topic = TopicName::new(parsed.topic).map_err(|e| format!("line {number}: {e}"))?;
+            serde_json::from_str(line).map_err(|e| PublishError::BadLine {
+                line: number,
+                error: e.to_string(),
+            })?;
+        let topic = TopicName::new(parsed.topic).map_err(|error| PublishError::BadLineTopic {
+            line: number,
+            error,
+        })?;
         items.push(PublishItem {
             topic,
             data: parsed.data.get(),
         });
     }
     if items.is_empty() {
-        return Err(
-            "no ticks: give ?topic= with a JSON body, or NDJSON lines {\"topic\":..,\"data\":..}"
-                .into(),
-        );
+        return Err(PublishError::NoTicks);
     }
     Ok(items)
 }
@@ -95,20 +141,25 @@ mod tests {
         let batch = b"{\"topic\":\"A\",\"data\":1}\n{\"topic\":\"B\"}\n";
         assert!(parse_publish_body(None, batch)
             .unwrap_err()
+            .to_string()
             .starts_with("line 2:"));
         let batch = b"{\"topic\":\"A\",\"data\":1}\nnot json\n";
         assert!(parse_publish_body(None, batch)
             .unwrap_err()
+            .to_string()
             .starts_with("line 2:"));
         let batch = b"{\"topic\":\"a b\",\"data\":1}\n";
         assert!(parse_publish_body(None, batch)
             .unwrap_err()
+            .to_string()
             .starts_with("line 1:"));
         assert!(parse_publish_body(Some("A"), b"{")
             .unwrap_err()
+            .to_string()
             .contains("not JSON"));
         assert!(parse_publish_body(None, b"")
             .unwrap_err()
+            .to_string()
             .contains("no ticks"));
     }
 }

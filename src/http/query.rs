@@ -4,10 +4,11 @@
 //! A cursor is `<topic>:<seq>`: the last seq the client has. Pure: bytes in,
 //! a request or a reason for a 400 out.
 
+use std::fmt;
 use std::time::Duration;
 
 use super::request::Request;
-use crate::topic::TopicName;
+use crate::topic::{BadTopic, TopicName};
 
 /// One topic of a request and where the client is in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,13 +34,64 @@ pub struct QueryLimits {
     pub max_timeout: Duration,
 }
 
+/// Why a long-poll or SSE request was refused (answered 400 with this text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    BadTopic {
+        topic: String,
+        error: BadTopic,
+    },
+    /// More topics (or cursors) than `http.max_request_topics`.
+    TooManyTopics(usize),
+    BadTimeout(String),
+    NoTopic,
+    /// A cursor for a topic the request does not ask for.
+    CursorNotRequested(String),
+    BadCursor {
+        cursor: String,
+        problem: CursorProblem,
+    },
+}
+
+/// What is wrong with a `<topic>:<seq>` cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorProblem {
+    Shape,
+    Topic(BadTopic),
+    Seq,
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryError::BadTopic { topic, error } => write!(f, "topic {topic:?}: {error}"),
+            QueryError::TooManyTopics(max) => write!(f, "at most {max} topics per request"),
+            QueryError::BadTimeout(value) => {
+                write!(f, "timeout {value:?} is not a whole number of seconds")
+            }
+            QueryError::NoTopic => f.write_str("at least one topic parameter is required"),
+            QueryError::CursorNotRequested(topic) => {
+                write!(f, "cursor for {topic:?}, which is not a requested topic")
+            }
+            QueryError::BadCursor { cursor, problem } => match problem {
+                CursorProblem::Shape => write!(f, "cursor {cursor:?} is not <topic>:<seq>"),
+                CursorProblem::Topic(error) => write!(f, "cursor {cursor:?}: {error}"),
+                CursorProblem::Seq => {
+                    let seq = cursor.rsplit_once(':').map_or("", |(_, seq)| seq);
+                    write!(f, "cursor {cursor:?}: {seq:?} is not a seq")
+                }
+            },
+        }
+    }
+}
+
 /// Parses the query; `last_event_id` (SSE's `Last-Event-ID`, one cursor)
 /// fills in a cursor the query does not give.
 pub fn parse_stream_request(
     request: &Request<'_>,
     last_event_id: Option<&str>,
     limits: QueryLimits,
-) -> Result<StreamRequest, String> {
+) -> Result<StreamRequest, QueryError> {
     let mut topics: Vec<TopicCursor> = Vec::new();
     let mut cursors: Vec<(String, u64)> = Vec::new();
     let mut timeout = limits.default_timeout;
@@ -47,12 +99,15 @@ pub fn parse_stream_request(
         match key.as_ref() {
             "topic" => {
                 for name in value.split(',').filter(|n| !n.is_empty()) {
-                    let topic = TopicName::new(name).map_err(|e| format!("topic {name:?}: {e}"))?;
+                    let topic = TopicName::new(name).map_err(|error| QueryError::BadTopic {
+                        topic: name.to_owned(),
+                        error,
+                    })?;
                     if !topics.iter().any(|t| t.topic.as_str() == name) {
                         // Checked as the list grows, so a head of thousands
                         // of names costs no quadratic scan before the refusal.
                         if topics.len() == limits.max_topics {
-                            return Err(too_many_topics(limits));
+                            return Err(QueryError::TooManyTopics(limits.max_topics));
                         }
                         topics.push(TopicCursor {
                             topic: topic.into_owned(),
@@ -65,7 +120,7 @@ pub fn parse_stream_request(
                 for cursor in value.split(',').filter(|c| !c.is_empty()) {
                     // More cursors than topics cannot all name a topic.
                     if cursors.len() == limits.max_topics {
-                        return Err(too_many_topics(limits));
+                        return Err(QueryError::TooManyTopics(limits.max_topics));
                     }
                     cursors.push(parse_cursor(cursor)?);
                 }
@@ -73,7 +128,7 @@ pub fn parse_stream_request(
             "timeout" => {
                 let secs: u64 = value
                     .parse()
-                    .map_err(|_| format!("timeout {value:?} is not a whole number of seconds"))?;
+                    .map_err(|_| QueryError::BadTimeout(value.clone().into_owned()))?;
                 timeout = Duration::from_secs(secs).min(limits.max_timeout);
             }
             // Unknown parameters (cache busters such as `_=123`) are ignored.
@@ -89,34 +144,30 @@ pub fn parse_stream_request(
         }
     }
     if topics.is_empty() {
-        return Err("at least one topic parameter is required".into());
+        return Err(QueryError::NoTopic);
     }
     for (topic, seq) in cursors {
         match topics.iter_mut().find(|t| t.topic.as_str() == topic) {
             Some(entry) => entry.since = Some(seq),
             None => {
-                return Err(format!(
-                    "cursor for {topic:?}, which is not a requested topic"
-                ))
+                return Err(QueryError::CursorNotRequested(topic));
             }
         }
     }
     Ok(StreamRequest { topics, timeout })
 }
 
-fn too_many_topics(limits: QueryLimits) -> String {
-    format!("at most {} topics per request", limits.max_topics)
-}
-
 /// Parses `<topic>:<seq>`; the topic itself may contain ':'.
-fn parse_cursor(cursor: &str) -> Result<(String, u64), String> {
+fn parse_cursor(cursor: &str) -> Result<(String, u64), QueryError> {
+    let bad = |problem| QueryError::BadCursor {
+        cursor: cursor.to_owned(),
+        problem,
+    };
     let (topic, seq) = cursor
         .rsplit_once(':')
-        .ok_or_else(|| format!("cursor {cursor:?} is not <topic>:<seq>"))?;
-    TopicName::new(topic).map_err(|e| format!("cursor {cursor:?}: {e}"))?;
-    let seq = seq
-        .parse()
-        .map_err(|_| format!("cursor {cursor:?}: {seq:?} is not a seq"))?;
+        .ok_or_else(|| bad(CursorProblem::Shape))?;
+    TopicName::new(topic).map_err(|error| bad(CursorProblem::Topic(error)))?;
+    let seq = seq.parse().map_err(|_| bad(CursorProblem::Seq))?;
     Ok((topic.to_owned(), seq))
 }
 
@@ -145,7 +196,7 @@ mod tests {
         max_timeout: Duration::from_secs(60),
     };
 
-    fn parse(target: &str, last_event_id: Option<&str>) -> Result<StreamRequest, String> {
+    fn parse(target: &str, last_event_id: Option<&str>) -> Result<StreamRequest, QueryError> {
         let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
         let Ok(Parsed::Complete(request)) = parse_request(raw.as_bytes(), 8192) else {
             panic!("bad test request");
@@ -189,24 +240,33 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(parse("/poll", None).unwrap_err().contains("topic"));
+        assert!(parse("/poll", None)
+            .unwrap_err()
+            .to_string()
+            .contains("topic"));
         assert!(parse("/poll?topic=a%20b", None)
             .unwrap_err()
+            .to_string()
             .contains("topic"));
         assert!(parse("/poll?topic=A&since=A", None)
             .unwrap_err()
+            .to_string()
             .contains("cursor"));
         assert!(parse("/poll?topic=A&since=A:x", None)
             .unwrap_err()
+            .to_string()
             .contains("seq"));
         assert!(parse("/poll?topic=A&since=B:1", None)
             .unwrap_err()
+            .to_string()
             .contains("not a requested topic"));
         assert!(parse("/poll?topic=A&timeout=-1", None)
             .unwrap_err()
+            .to_string()
             .contains("timeout"));
         assert!(parse("/poll?topic=A,B,C,D", None)
             .unwrap_err()
+            .to_string()
             .contains("at most 3"));
     }
 

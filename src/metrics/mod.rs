@@ -199,7 +199,7 @@ impl Metrics {
         for transport in Transport::ALL {
             self.handshakes.with_label_values(&[transport.label()]);
         }
-        for (reason, _) in FAILURE_REASONS {
+        for reason in FAILURE_REASONS {
             self.handshake_failures.with_label_values(&[reason]);
         }
         for code in CLOSE_CODES {
@@ -253,7 +253,7 @@ impl Metrics {
                 .with_label_values(&[transport.label()])
                 .inc_by(delta(now.handshakes[i], before.handshakes[i]));
         }
-        for (i, (reason, _)) in FAILURE_REASONS.iter().enumerate() {
+        for (i, reason) in FAILURE_REASONS.iter().enumerate() {
             let added = delta(now.handshake_failures[i], before.handshake_failures[i]);
             if added > 0 {
                 self.handshake_failures

@@ -33,17 +33,20 @@ impl Transport {
     }
 }
 
-/// Why a request or upgrade was refused, by the status it was answered with.
-pub const FAILURE_REASONS: [(&str, u16); 9] = [
-    ("bad_request", 400),
-    ("unauthorized", 401),
-    ("not_found", 404),
-    ("method_not_allowed", 405),
-    ("timeout", 408),
-    ("body_too_large", 413),
-    ("unsupported_version", 426),
-    ("headers_too_large", 431),
-    ("over_limit", 503),
+/// The `reason` labels of refused requests and upgrades; which refusal
+/// gets which is `crate::http::refusal::Refusal::label`'s decision.
+pub const FAILURE_REASONS: [&str; 11] = [
+    "bad_request",
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "timeout",
+    "body_too_large",
+    "expectation_failed",
+    "unsupported_version",
+    "headers_too_large",
+    "not_implemented",
+    "over_limit",
 ];
 
 /// The close codes the broker sends, counted per code.
@@ -66,7 +69,7 @@ pub struct WorkerStats {
     /// Accepted upgrades and requests, by [`Transport`] index.
     pub handshakes: [u64; 4],
     /// Refusals, by index in [`FAILURE_REASONS`].
-    pub handshake_failures: [u64; 9],
+    pub handshake_failures: [u64; 11],
     /// Close frames sent, by index in [`CLOSE_CODES`].
     pub closes: [u64; 8],
     pub accept_errors: u64,
@@ -92,9 +95,9 @@ impl WorkerStats {
         }
     }
 
-    /// Counts a refused request by the status it was answered with.
-    pub fn count_refusal(&mut self, status: u16) {
-        if let Some(i) = FAILURE_REASONS.iter().position(|(_, s)| *s == status) {
+    /// Counts a refused request under its `reason` label.
+    pub fn count_refusal(&mut self, label: &str) {
+        if let Some(i) = FAILURE_REASONS.iter().position(|reason| *reason == label) {
             self.handshake_failures[i] += 1;
         }
     }

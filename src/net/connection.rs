@@ -28,7 +28,7 @@ mod held_poll;
 mod http_routes;
 
 use std::borrow::Cow;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown};
 use std::time::{Duration, Instant};
 
@@ -45,9 +45,10 @@ use super::settings::Settings;
 use super::settings::SlowConsumerPolicy;
 use crate::broker::auth::{Access, Rights};
 use crate::broker::events;
+use crate::http::refusal::Refusal;
 use crate::http::request::{parse_request, Parsed, Request};
 use crate::http::response::Response;
-use crate::http::router::{websocket_route, RouteError, WebSocketRoute};
+use crate::http::router::{websocket_route, WebSocketRoute};
 use crate::http::upgrade::{upgrade_request, Upgrade};
 use crate::protocol::close::CloseCode;
 use crate::protocol::decoder::{Decoder, Message};
@@ -76,11 +77,11 @@ pub enum OverLimit {
 }
 
 impl OverLimit {
-    /// The text of the 503 the connection's first request gets.
-    fn reason(self) -> &'static str {
+    /// What the connection's first request is answered with.
+    fn refusal(self) -> Refusal {
         match self {
-            OverLimit::Broker => "server at its connection limit",
-            OverLimit::PeerAddress => "too many connections from this address",
+            OverLimit::Broker => Refusal::ConnectionLimit,
+            OverLimit::PeerAddress => Refusal::PeerConnectionLimit,
         }
     }
 }
@@ -420,8 +421,7 @@ impl Connection {
                 // A request pipelined behind a held poll waits for its turn,
                 // but no more than one request head's worth of it.
                 Phase::Polling(_) if bytes.len() > ctx.settings.max_header_bytes => {
-                    let refusal = Response::error(431, "too much sent while a long-poll is held");
-                    self.refuse(refusal, ctx);
+                    self.refuse(&Refusal::PipelinedPastHeldPoll, ctx);
                     (bytes.len(), Flow::NeedMore)
                 }
                 Phase::Polling(_) => (0, Flow::NeedMore),
@@ -442,25 +442,24 @@ impl Connection {
             Ok(Parsed::Partial) => return (0, Flow::NeedMore),
             Ok(Parsed::Complete(request)) => request,
             Err(error) => {
-                self.refuse(error.response(), ctx);
+                self.refuse(&Refusal::Head(error), ctx);
                 return (bytes.len(), Flow::NeedMore);
             }
         };
         let head_len = request.head_len;
         if let Some(limit) = self.over_limit {
-            let refusal = Response::error(503, limit.reason());
-            self.refuse(refusal, ctx);
+            self.refuse(&limit.refusal(), ctx);
             return (bytes.len(), Flow::NeedMore);
         }
         match upgrade_request(&request) {
             Err(error) => {
-                self.refuse(error.response(), ctx);
+                self.refuse(&Refusal::Upgrade(error), ctx);
                 (bytes.len(), Flow::NeedMore)
             }
             Ok(Some(upgrade)) => match self.open_websocket(&request, &upgrade, ctx) {
                 Ok(()) => (head_len, Flow::Continue),
                 Err(refusal) => {
-                    self.refuse(refusal, ctx);
+                    self.refuse(&refusal, ctx);
                     (bytes.len(), Flow::NeedMore)
                 }
             },
@@ -475,14 +474,14 @@ impl Connection {
         request: &Request<'_>,
         upgrade: &Upgrade<'_>,
         ctx: &mut Ctx<'_>,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Refusal> {
         let settings = ctx.settings;
         let route = websocket_route(
             upgrade.path,
             &settings.ws_path,
             settings.echo_path.as_deref(),
         )
-        .map_err(route_error_response)?;
+        .map_err(Refusal::Route)?;
         let endpoint = match route {
             WebSocketRoute::Echo => Endpoint::Echo,
             WebSocketRoute::PubSub => {
@@ -638,9 +637,14 @@ impl Connection {
         self.enter(Phase::Draining { linger: true }, now);
     }
 
-    /// Answers with an error status and closes, counting the refusal.
-    fn refuse(&mut self, response: Response, ctx: &mut Ctx<'_>) {
-        ctx.stats.count_refusal(response.status());
+    /// Answers with a refusal and closes, counting it under its label.
+    fn refuse(&mut self, refusal: &Refusal, ctx: &mut Ctx<'_>) {
+        self.refuse_with(refusal, refusal.response(), ctx);
+    }
+
+    /// [`Self::refuse`] with the refusal's answer adapted (to a `HEAD`).
+    fn refuse_with(&mut self, refusal: &Refusal, response: Response, ctx: &mut Ctx<'_>) {
+        ctx.stats.count_refusal(refusal.label());
         self.respond_and_close(response, ctx.now);
     }
 
@@ -725,12 +729,8 @@ impl Connection {
         match self.phase {
             Phase::Http => {
                 // Best effort: a client that stalls its request hears why.
-                let mut answer = Vec::new();
-                Response::error(408, "request head not received in time")
-                    .close()
-                    .write_to(&mut answer);
-                let _ = self.socket.write(&answer);
-                ctx.stats.count_refusal(408);
+                self.refuse(&Refusal::HeadTimeout, ctx);
+                let _ = self.out.write_to(&mut self.socket);
                 Verdict::Close
             }
             Phase::WebSocket { .. } => {
@@ -829,7 +829,7 @@ fn presented_rights(
     request: &Request<'_>,
     access: Access,
     ctx: &Ctx<'_>,
-) -> Result<Rights, Response> {
+) -> Result<Rights, Refusal> {
     let query_token = request
         .query_params()
         .find(|(k, _)| k == "token")
@@ -841,7 +841,7 @@ fn presented_rights(
             Access::Publish => "publishing needs a publisher token",
             Access::Subscribe => "subscribing needs a token",
         };
-        return Err(Response::error(401, message));
+        return Err(Refusal::Unauthorized(message));
     }
     Ok(rights)
 }
@@ -856,13 +856,4 @@ fn session_deadline(session: &Session, settings: &Settings) -> Option<Instant> {
         .over_bound_since
         .map(|since| since + settings.slow_consumer_grace);
     heartbeat.into_iter().chain(slow).min()
-}
-
-fn route_error_response(error: RouteError) -> Response {
-    match error {
-        RouteError::NotFound => Response::error(404, "no such route"),
-        RouteError::MethodNotAllowed { allow } => {
-            Response::error(405, "method not allowed").allow(allow)
-        }
-    }
 }

@@ -26,6 +26,7 @@ use super::out_queue::OutQueue;
 use crate::broker::auth::Rights;
 use crate::broker::client_op::{parse_op, ClientOp};
 use crate::broker::events;
+use crate::broker::refused::Refused;
 use crate::broker::subscriptions::RateCap;
 use crate::broker::topic_table::Start;
 use crate::protocol::close::CloseCode;
@@ -96,19 +97,13 @@ impl Session {
     ) -> Result<(), CloseRequest> {
         match parse_op(message) {
             Ok(op) => self.on_op(out, op, ctx),
-            Err(error) => self.refuse(out, error.code(), &error.message(), None, ctx.now),
+            Err(error) => self.refuse(out, &Refused::Invalid(error), None, ctx.now),
         }
     }
 
     /// Binary messages are not part of the protocol.
     pub fn on_binary(&mut self, out: &mut OutQueue, now: Instant) -> Result<(), CloseRequest> {
-        self.refuse(
-            out,
-            "binary_not_supported",
-            "operations are JSON text messages",
-            None,
-            now,
-        )
+        self.refuse(out, &Refused::Binary, None, now)
     }
 
     fn on_op(
@@ -130,26 +125,14 @@ impl Session {
             ClientOp::Unsubscribe { topic } => self.unsubscribe(out, &topic, ctx),
             ClientOp::Publish { topic, data } => {
                 if !self.rights.publish {
-                    return self.refuse(
-                        out,
-                        "forbidden",
-                        "publishing needs a publisher token",
-                        Some(&topic),
-                        ctx.now,
-                    );
+                    return self.refuse(out, &Refused::PublishForbidden, Some(&topic), ctx.now);
                 }
                 match ctx.table.publish(&topic, data.get().as_bytes()) {
                     Ok(_) => {
                         ctx.stats.published_ws = ctx.stats.published_ws.saturating_add(1);
                         Ok(())
                     }
-                    Err(_) => self.refuse(
-                        out,
-                        "too_many_topics",
-                        "the broker's topic limit is reached",
-                        Some(&topic),
-                        ctx.now,
-                    ),
+                    Err(_) => self.refuse(out, &Refused::BrokerTopicLimit, Some(&topic), ctx.now),
                 }
             }
         }
@@ -165,31 +148,13 @@ impl Session {
     ) -> Result<(), CloseRequest> {
         let topic = name.as_str();
         if !self.rights.subscribe {
-            return self.refuse(
-                out,
-                "forbidden",
-                "subscribing needs a token",
-                Some(topic),
-                ctx.now,
-            );
+            return self.refuse(out, &Refused::SubscribeForbidden, Some(topic), ctx.now);
         }
         if self.topics.iter().any(|(name, _)| &**name == topic) {
-            return self.refuse(
-                out,
-                "already_subscribed",
-                "already subscribed to this topic",
-                Some(topic),
-                ctx.now,
-            );
+            return self.refuse(out, &Refused::AlreadySubscribed, Some(topic), ctx.now);
         }
         if self.topics.len() >= ctx.settings.max_topics_per_connection {
-            return self.refuse(
-                out,
-                "too_many_topics",
-                "this connection's topic limit is reached",
-                Some(topic),
-                ctx.now,
-            );
+            return self.refuse(out, &Refused::ConnectionTopicLimit, Some(topic), ctx.now);
         }
         let subscribed = ctx.table.subscribe(name, ctx.worker, start);
         let name: Arc<str> = topic.into();
@@ -219,13 +184,7 @@ impl Session {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), CloseRequest> {
         let Some(index) = self.topics.iter().position(|(name, _)| &**name == topic) else {
-            return self.refuse(
-                out,
-                "not_subscribed",
-                "not subscribed to this topic",
-                Some(topic),
-                ctx.now,
-            );
+            return self.refuse(out, &Refused::NotSubscribed, Some(topic), ctx.now);
         };
         let (name, id) = self.topics.swap_remove(index);
         ctx.local.remove(id, ctx.token);
@@ -239,13 +198,12 @@ impl Session {
     fn refuse(
         &mut self,
         out: &mut OutQueue,
-        code: &str,
-        message: &str,
+        refused: &Refused,
         topic: Option<&str>,
         now: Instant,
     ) -> Result<(), CloseRequest> {
         self.errors = self.errors.saturating_add(1);
-        out.push_event(&events::error(code, message, topic));
+        out.push_event(&events::error(refused.code(), &refused.message(), topic));
         self.last_sent = now;
         if self.errors >= self.max_errors {
             return Err(CloseRequest {

@@ -2,11 +2,12 @@
 //! `POST /publish`, and the start of a long-poll or an SSE stream. The pure
 //! parts (routes, queries, bodies, answers) live in `crate::http`.
 
-use super::{presented_rights, route_error_response, Connection, Flow, Phase};
+use super::{presented_rights, Connection, Flow, Phase};
 use crate::broker::auth::{Access, Rights};
 use crate::broker::topic_table::{BatchItem, Start};
 use crate::http::publish::parse_publish_body;
 use crate::http::query::{parse_stream_request, QueryLimits, StreamRequest};
+use crate::http::refusal::Refusal;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{http_route, HttpRoute};
@@ -46,17 +47,20 @@ impl Connection {
         ) {
             Ok(route) => route,
             Err(error) => {
-                let refusal = for_method(request, route_error_response(error));
-                return self.refuse_request(refusal, bytes.len(), ctx);
+                return self.refuse_request(request, Refusal::Route(error), bytes.len(), ctx)
             }
         };
         let body_len = match request.content_length() {
             Ok(len) => len.unwrap_or(0),
-            Err(error) => return self.refuse_request(error.response(), bytes.len(), ctx),
+            Err(error) => {
+                return self.refuse_request(request, Refusal::Head(error), bytes.len(), ctx)
+            }
         };
         let expects_continue = match request.expects_continue() {
             Ok(expects) => expects,
-            Err(error) => return self.refuse_request(error.response(), bytes.len(), ctx),
+            Err(error) => {
+                return self.refuse_request(request, Refusal::Head(error), bytes.len(), ctx)
+            }
         };
         if route == HttpRoute::Publish {
             return self.on_publish(request, body_len, expects_continue, bytes, ctx);
@@ -64,8 +68,7 @@ impl Connection {
         // A route that takes no body is answered (or refused, below) at
         // once, so `Expect: 100-continue` needs no 100 there (RFC 9110 §10.1.1).
         if body_len > 0 {
-            let refusal = Response::error(400, "this route takes no request body");
-            return self.refuse_request(for_method(request, refusal), bytes.len(), ctx);
+            return self.refuse_request(request, Refusal::UnexpectedBody, bytes.len(), ctx);
         }
         let response = match route {
             HttpRoute::Health | HttpRoute::Ready if ctx.unhealthy => {
@@ -110,16 +113,17 @@ impl Connection {
         }
     }
 
-    /// Refuses a request and closes the connection; the rest of the input
+    /// Refuses `request` and closes the connection; the rest of the input
     /// (`available` bytes) is dropped with it.
     fn refuse_request(
         &mut self,
-        response: Response,
+        request: &Request<'_>,
+        refusal: Refusal,
         available: usize,
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
         self.end_request();
-        self.refuse(response, ctx);
+        self.refuse_with(&refusal, for_method(request, refusal.response()), ctx);
         (available, Flow::NeedMore)
     }
 
@@ -142,11 +146,13 @@ impl Connection {
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
         if body_len > ctx.settings.max_body_bytes {
-            let message = format!("body over {} bytes", ctx.settings.max_body_bytes);
-            return self.refuse_request(Response::error(413, &message), bytes.len(), ctx);
+            let refusal = Refusal::BodyTooLarge {
+                max_bytes: ctx.settings.max_body_bytes,
+            };
+            return self.refuse_request(request, refusal, bytes.len(), ctx);
         }
         if let Err(refusal) = presented_rights(request, Access::Publish, ctx) {
-            return self.refuse_request(refusal, bytes.len(), ctx);
+            return self.refuse_request(request, refusal, bytes.len(), ctx);
         }
         let total = request.head_len + body_len;
         if bytes.len() < total {
@@ -168,8 +174,8 @@ impl Connection {
         };
         let items = match parse_publish_body(topic.as_deref(), body) {
             Ok(items) => items,
-            Err(message) => {
-                return self.refuse_request(Response::error(400, &message), bytes.len(), ctx)
+            Err(error) => {
+                return self.refuse_request(request, Refusal::Body(error), bytes.len(), ctx)
             }
         };
         let batch: Vec<BatchItem<'_>> = items
@@ -182,11 +188,7 @@ impl Connection {
         // All or nothing: a batch that would pass the topic limit publishes
         // no tick, so the client may retry it whole.
         let Ok(published) = ctx.table.publish_batch(&batch) else {
-            let response = Response::error(
-                503,
-                "the broker's topic limit is reached; nothing of the request was published",
-            );
-            return self.refuse_request(response, bytes.len(), ctx);
+            return self.refuse_request(request, Refusal::TopicLimit, bytes.len(), ctx);
         };
         let mut seqs: Vec<serde_json::Value> = items
             .iter()
@@ -223,13 +225,13 @@ impl Connection {
             .and_then(|id| std::str::from_utf8(id).ok());
         let stream = match parse_stream_request(request, last_event_id, limits) {
             Ok(stream) => stream,
-            Err(message) => {
-                return self.refuse_request(Response::error(400, &message), available, ctx)
+            Err(error) => {
+                return self.refuse_request(request, Refusal::Query(error), available, ctx)
             }
         };
         let rights = match presented_rights(request, Access::Subscribe, ctx) {
             Ok(rights) => rights,
-            Err(refusal) => return self.refuse_request(refusal, available, ctx),
+            Err(refusal) => return self.refuse_request(request, refusal, available, ctx),
         };
         self.end_request();
         if route == HttpRoute::Poll {

@@ -1,0 +1,92 @@
+//! Why the broker refused a client's operation, decided in one place: each
+//! refusal maps to the `code` and `message` of the `error` event it is
+//! answered with (README.md, "Client protocol"), as
+//! [`crate::protocol::error::ProtocolError::close_code`] does for close
+//! codes. The session picks the variant; it never writes a code itself.
+
+use std::borrow::Cow;
+
+use super::client_op::OpError;
+
+/// A refused operation (the connection stays open, up to
+/// `broker.max_client_errors` of them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// Not a valid operation.
+    Invalid(OpError),
+    /// A binary message: operations are JSON text.
+    Binary,
+    /// A publish without publisher rights.
+    PublishForbidden,
+    /// A subscribe without subscriber rights.
+    SubscribeForbidden,
+    AlreadySubscribed,
+    NotSubscribed,
+    /// `broker.max_topics_per_connection` subscriptions exist.
+    ConnectionTopicLimit,
+    /// A publish would pass `broker.max_topics`.
+    BrokerTopicLimit,
+}
+
+impl Refused {
+    /// The `code` of the `error` event.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refused::Invalid(error) => error.code(),
+            Refused::Binary => "binary_not_supported",
+            Refused::PublishForbidden | Refused::SubscribeForbidden => "forbidden",
+            Refused::AlreadySubscribed => "already_subscribed",
+            Refused::NotSubscribed => "not_subscribed",
+            Refused::ConnectionTopicLimit | Refused::BrokerTopicLimit => "too_many_topics",
+        }
+    }
+
+    /// The `message` of the `error` event.
+    pub fn message(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Refused::Invalid(error) => return Cow::Owned(error.message()),
+            Refused::Binary => "operations are JSON text messages",
+            Refused::PublishForbidden => "publishing needs a publisher token",
+            Refused::SubscribeForbidden => "subscribing needs a token",
+            Refused::AlreadySubscribed => "already subscribed to this topic",
+            Refused::NotSubscribed => "not subscribed to this topic",
+            Refused::ConnectionTopicLimit => "this connection's topic limit is reached",
+            Refused::BrokerTopicLimit => "the broker's topic limit is reached",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_the_documented_ones() {
+        let documented = [
+            "bad_json",
+            "unknown_op",
+            "missing_field",
+            "bad_topic",
+            "bad_field",
+            "forbidden",
+            "too_many_topics",
+            "already_subscribed",
+            "not_subscribed",
+            "binary_not_supported",
+        ];
+        let refusals = [
+            Refused::Invalid(OpError::MissingField("topic")),
+            Refused::Binary,
+            Refused::PublishForbidden,
+            Refused::SubscribeForbidden,
+            Refused::AlreadySubscribed,
+            Refused::NotSubscribed,
+            Refused::ConnectionTopicLimit,
+            Refused::BrokerTopicLimit,
+        ];
+        for refused in refusals {
+            assert!(documented.contains(&refused.code()), "{refused:?}");
+            assert!(!refused.message().is_empty());
+        }
+    }
+}
