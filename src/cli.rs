@@ -14,11 +14,16 @@
 //!
 //! Token values are secrets: [`Cli`]'s `Debug` redacts the values of the keys
 //! [`config::is_secret_key`] names.
+//!
+//! Two flags are not config keys but say what the process does around the
+//! server: `--print-default-config` (print and exit) and `--ready-file`
+//! (announce the bound address, [`Cli::write_ready_file`]).
 
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, Parser};
 
@@ -327,6 +332,10 @@ pub struct Cli {
     /// Print the built-in default config file, documenting every key, and exit
     #[arg(long)]
     pub print_default_config: bool,
+
+    /// Once listening, write the bound address and a newline (e.g. 127.0.0.1:9001) to FILE, atomically (FILE.tmp, then renamed), so a supervisor or test harness can wait for it; never removed by tickfan
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -376,6 +385,37 @@ impl Cli {
         out.flush()?;
         Ok(true)
     }
+
+    /// Writes `addr` and a newline to the `--ready-file` path, if one was
+    /// given; returns whether it did.
+    ///
+    /// The binary calls this once the listeners are bound, so the address
+    /// is the real one even for `--listen 127.0.0.1:0`. The text goes to
+    /// `FILE.tmp` first and is renamed over `FILE`, so a reader that finds
+    /// the file finds all of it (rename is atomic within one file system).
+    /// The file is not synced: it announces readiness, it does not outlive
+    /// a crash usefully. tickfan never removes it; a supervisor removes a
+    /// stale one before starting the broker.
+    pub fn write_ready_file(&self, addr: SocketAddr) -> io::Result<bool> {
+        let Some(path) = &self.ready_file else {
+            return Ok(false);
+        };
+        let tmp = ready_tmp_path(path);
+        fs::write(&tmp, format!("{addr}\n"))?;
+        if let Err(e) = fs::rename(&tmp, path) {
+            // Leave nothing half-done behind; the rename's error is the one to report.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(true)
+    }
+}
+
+/// `FILE.tmp` beside `FILE`: the same directory, so the rename stays on one file system.
+fn ready_tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
 }
 
 impl fmt::Debug for Cli {
@@ -385,6 +425,7 @@ impl fmt::Debug for Cli {
             .field("shorthands", &self.shorthands)
             .field("set", &RedactedPairs(&self.set))
             .field("print_default_config", &self.print_default_config)
+            .field("ready_file", &self.ready_file)
             .finish()
     }
 }
@@ -579,7 +620,12 @@ mod tests {
             assert!(help.contains(&format!("--{}", s.flag)), "{help}");
             assert!(help.contains(s.key), "{help}");
         }
-        for flag in ["--config", "--set", "--print-default-config"] {
+        for flag in [
+            "--config",
+            "--set",
+            "--print-default-config",
+            "--ready-file",
+        ] {
             assert!(help.contains(flag), "{help}");
         }
         assert!(
@@ -883,5 +929,29 @@ mod tests {
             .print_default_config(&mut out)
             .unwrap());
         assert_eq!(out, DEFAULT_TOML.as_bytes());
+    }
+
+    #[test]
+    fn ready_file_gets_the_address_and_a_newline_only_when_asked() {
+        let addr: SocketAddr = "127.0.0.1:45123".parse().unwrap();
+        assert!(!parse(&[]).write_ready_file(addr).unwrap());
+
+        let path = temp_config("stale");
+        let cli = parse(&["--ready-file", path.to_str().unwrap()]);
+        assert_eq!(cli.ready_file.as_deref(), Some(path.as_path()));
+        let wrote = cli.write_ready_file(addr);
+        let text = fs::read_to_string(&path);
+        fs::remove_file(&path).unwrap();
+        assert!(wrote.unwrap());
+        assert_eq!(text.unwrap(), "127.0.0.1:45123\n");
+        assert!(
+            !ready_tmp_path(&path).exists(),
+            "the temporary file was renamed"
+        );
+
+        let e = parse(&["--ready-file", "/nonexistent/tickfan.ready"])
+            .write_ready_file(addr)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
 }

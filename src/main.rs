@@ -1,6 +1,7 @@
 //! The `tickfan` daemon: parses the command line, loads the configuration,
-//! runs the server until SIGINT or SIGTERM, and exits 0 after a graceful
-//! shutdown. Everything testable lives in the library.
+//! runs the server (announcing its address in the `--ready-file`, if asked)
+//! until SIGINT or SIGTERM, and exits 0 after a graceful shutdown.
+//! Everything testable lives in the library.
 
 use std::process::ExitCode;
 
@@ -60,6 +61,15 @@ fn main() -> ExitCode {
         "tickfan listening"
     );
     let stopper = server.stopper();
+    // After the log line, so a harness that waits for the file and then
+    // reads the log finds the line written.
+    if let Err(e) = cli.write_ready_file(server.local_addr()) {
+        let path = cli.ready_file.clone().unwrap_or_default();
+        tracing::error!(error = %e, ready_file = %path.display(), "cannot write the ready file");
+        stopper.stop();
+        let _ = server.join();
+        return ExitCode::FAILURE;
+    }
     let drain_delay = config.server.drain_delay();
     let (signalled, signal) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

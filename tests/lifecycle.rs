@@ -1,6 +1,7 @@
 //! The life of the process and of its connections: graceful shutdown on
 //! SIGTERM/SIGINT, keep-alive pings and the idle timeout, the handshake
-//! timeout, the connection limit, and the command line.
+//! timeout, the connection limit, and the command line (the ready file
+//! included).
 //!
 //! Timers are configured short and asserted only with generous bounds
 //! ("within a few seconds"); lower bounds are checked only where the server
@@ -392,4 +393,51 @@ fn address_in_use_exits_nonzero() {
     assert!(!output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot start"), "{stderr}");
+}
+
+/// `--ready-file` (with which the harness starts every broker, and learns
+/// its port) holds the real bound address and a newline once the broker
+/// listens, renamed into place whole: the address the log line names, and
+/// one that serves.
+#[test]
+fn ready_file_holds_the_bound_address() {
+    let broker = Broker::start(&[]);
+    let addr = broker.addr();
+    assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+    assert_ne!(addr.port(), 0, "the bound port, not the configured 0");
+    let text = std::fs::read_to_string(broker.ready_file()).expect("read the ready file");
+    assert_eq!(text, format!("{addr}\n"));
+    let mut tmp = broker.ready_file().as_os_str().to_owned();
+    tmp.push(".tmp");
+    assert!(
+        !std::path::Path::new(&tmp).exists(),
+        "{tmp:?} left beside the ready file"
+    );
+
+    // The log line went out before the file; the stderr thread reads it on its own time.
+    let deadline = Instant::now() + PROMPTLY;
+    while !broker.stderr_text().contains("tickfan listening") {
+        assert!(Instant::now() < deadline, "no listening line");
+        // Polling a log the broker already wrote; bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log = broker.stderr_text();
+    assert!(log.contains(&format!("listen={addr} ")), "{log}");
+
+    let (response, _) = http_exchange(&broker, &get_request("/healthz"));
+    assert_eq!((response.status, response.text().as_str()), (200, "ok\n"));
+}
+
+#[test]
+fn unwritable_ready_file_exits_nonzero_naming_it() {
+    let output = run_cli(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--ready-file",
+        "/nonexistent/tickfan.ready",
+    ]);
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot write the ready file"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/tickfan.ready"), "{stderr}");
 }
