@@ -66,7 +66,7 @@ mkdir -p "$TMP"
 ROWS=$TMP/rows.jsonl
 : >"$ROWS"
 
-cargo build --release --quiet --bin tickfan --bin tickfan-load
+cargo build --release --quiet -p tickfan -p tickfan-load
 # One process holds at most ~19,900 sockets here; the hard limit is 20,000.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(id -u)" = 0 ] && ! [ -d /sys/kernel/tracing/events ]; then

@@ -32,7 +32,7 @@ PIN=${PIN:-1}
 JSON=${JSON:-target/e2e-broadcast.json}
 
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin tickfan --bin tickfan-load
+cargo build --release --quiet -p tickfan -p tickfan-load
 
 # perf counts the broker's send/write syscalls through tracepoints; they need
 # tracefs. Mount it when root and missing; without it the report falls back

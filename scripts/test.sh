@@ -9,10 +9,13 @@ scripts/install-test-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+# --workspace: the broker (root package) and tickfan-load (member); plain
+# `cargo test` at the root would test the broker alone. fuzz/ is a workspace
+# of its own, built by scripts/fuzz.sh.
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo test (unit, integration, benches compile)"
-cargo test --all-targets
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test (unit, integration, benches compile; broker and tickfan-load)"
+cargo test --workspace --all-targets
 echo "== autobahn conformance (kosoku)"
 scripts/autobahn.sh
 scripts/soak.sh 20 --short

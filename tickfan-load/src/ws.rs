@@ -5,10 +5,17 @@
 //! Kept apart from the event loops so the loops only move bytes; nothing here
 //! touches a socket. Server frames are never masked, so walking them is a
 //! header read and a skip: this is what lets a sink subscriber cost little.
+//!
+//! Written from the RFC, not taken from the broker: the frame encoding, the
+//! masking and the `Sec-WebSocket-Accept` check are this crate's own (the
+//! tests hold them to the RFC's byte examples), so a bug in the broker's
+//! protocol code cannot be agreed with here and go unmeasured.
 
-use tickfan::protocol::frame::{encode_header, OpCode};
-use tickfan::protocol::handshake::accept_key;
-use tickfan::protocol::mask::apply_mask;
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+/// The GUID a server appends to the client's key (RFC 6455 §1.3).
+const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A cheap xorshift64* generator for handshake keys and mask keys.
 ///
@@ -57,7 +64,6 @@ pub fn upgrade_request(
     protocol: Option<&str>,
     rng: &mut Rng,
 ) -> UpgradeRequest {
-    use base64::Engine;
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());
     nonce[8..].copy_from_slice(&rng.next_u64().to_ne_bytes());
@@ -81,6 +87,16 @@ pub fn upgrade_request(
         bytes: text.into_bytes(),
         expected_accept: accept_key(&key),
     }
+}
+
+/// The `Sec-WebSocket-Accept` value a server must answer `key` with: the
+/// base64 of the SHA-1 of the key followed by the GUID (RFC 6455 §4.2.2,
+/// step 5.4; the client checks it per §4.1).
+pub fn accept_key(key: &str) -> String {
+    let mut sha1 = Sha1::new();
+    sha1.update(key.as_bytes());
+    sha1.update(WEBSOCKET_GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha1.finalize())
 }
 
 /// What the bytes received so far say about the handshake response.
@@ -174,48 +190,147 @@ pub fn server_frame(buf: &[u8]) -> Result<Option<ServerFrame>, &'static str> {
     }))
 }
 
-/// Appends a masked client frame carrying `payload` to `out`, masking in
-/// place so no temporary is allocated per frame.
+/// The opcodes of the frames this client sends (RFC 6455 §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpCode {
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Pong = 0xA,
+}
+
+/// Appends a whole (FIN) masked client frame carrying `payload` to `out`
+/// (§5.2: a client MUST mask every frame it sends, §5.3), masking in place
+/// so no temporary is allocated per frame.
 pub fn push_client_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], mask: [u8; 4]) {
-    let mut header = [0u8; 10];
-    let len = encode_header(&mut header, true, opcode, payload.len());
-    header[1] |= 0x80;
-    out.extend_from_slice(&header[..len]);
+    const FIN: u8 = 0x80;
+    const MASKED: u8 = 0x80;
+    out.push(FIN | opcode as u8);
+    // §5.2: the minimal length form: 7 bits, then 16, then 64.
+    match payload.len() {
+        len @ 0..=125 => out.push(MASKED | len as u8),
+        len @ 126..=0xFFFF => {
+            out.push(MASKED | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            out.push(MASKED | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
     out.extend_from_slice(&mask);
     let start = out.len();
     out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask, 0);
+    // §5.3: byte i is XORed with mask[i % 4]. Whole words first, which the
+    // compiler vectorises; client frames are small, so nothing cleverer.
+    let mut words = out[start..].chunks_exact_mut(4);
+    for word in &mut words {
+        for (byte, key) in word.iter_mut().zip(mask) {
+            *byte ^= key;
+        }
+    }
+    for (byte, key) in words.into_remainder().iter_mut().zip(mask) {
+        *byte ^= key;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickfan::protocol::frame::{encode_client_frame, write_frame};
 
+    /// RFC 6455 §5.7: "A single-frame masked text message" ("Hello").
     #[test]
-    fn client_frame_matches_the_crate_encoder() {
-        let payload = vec![7u8; 300];
+    fn masked_hello_is_the_rfc_example() {
         let mut out = Vec::new();
-        push_client_frame(&mut out, OpCode::Text, &payload, [1, 2, 3, 4]);
+        push_client_frame(&mut out, OpCode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
         assert_eq!(
             out,
-            encode_client_frame(true, OpCode::Text, [1, 2, 3, 4], &payload)
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
         );
+    }
+
+    /// RFC 6455 §5.7: a masked pong carrying "Hello" (0x8a 0x85 ...).
+    #[test]
+    fn masked_pong_is_the_rfc_example() {
+        let mut out = vec![0xAB];
+        push_client_frame(&mut out, OpCode::Pong, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
+        assert_eq!(
+            out,
+            [0xAB, 0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58],
+            "appends after what is already in the buffer"
+        );
+    }
+
+    /// The 16- and 64-bit length forms (§5.7's 256-byte and 64 KiB examples,
+    /// masked here), and masking that round-trips at every tail length.
+    #[test]
+    fn client_frames_of_every_length_form() {
+        let mask = [1, 2, 3, 4];
+        for (len, head) in [
+            (0usize, &[0x82, 0x80][..]),
+            (125, &[0x82, 0x80 | 125][..]),
+            (126, &[0x82, 0xFE, 0x00, 0x7E][..]),
+            (256, &[0x82, 0xFE, 0x01, 0x00][..]),
+            (65_535, &[0x82, 0xFE, 0xFF, 0xFF][..]),
+            (65_536, &[0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0][..]),
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut out = Vec::new();
+            push_client_frame(&mut out, OpCode::Binary, &payload, mask);
+            assert_eq!(&out[..head.len()], head, "len {len}");
+            assert_eq!(&out[head.len()..head.len() + 4], mask);
+            let body = &out[head.len() + 4..];
+            assert_eq!(body.len(), len);
+            let unmasked: Vec<u8> = body
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(unmasked, payload, "len {len}");
+        }
+    }
+
+    /// A server frame header in each length form, built by hand (§5.2).
+    fn server_frame_bytes(opcode: u8, len: usize) -> Vec<u8> {
+        let mut buf = vec![0x80 | opcode];
+        match len {
+            0..=125 => buf.push(len as u8),
+            126..=0xFFFF => {
+                buf.push(126);
+                buf.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                buf.push(127);
+                buf.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        buf.resize(buf.len() + len, b'x');
+        buf
     }
 
     #[test]
     fn walks_server_frames_of_every_length_form() {
         for len in [0usize, 125, 126, 65_535, 65_536] {
-            let mut buf = Vec::new();
-            write_frame(&mut buf, OpCode::Text, &vec![b'x'; len]);
+            let buf = server_frame_bytes(OP_TEXT, len);
             let frame = server_frame(&buf).unwrap().unwrap();
             assert_eq!(frame.opcode, OP_TEXT);
+            assert_eq!(frame.payload_len, len);
             assert_eq!(frame.header_len + frame.payload_len, buf.len());
             // Every strict prefix of the header is "need more".
             for cut in 0..frame.header_len {
                 assert_eq!(server_frame(&buf[..cut]), Ok(None));
             }
         }
+        // §5.7's unmasked "Hello".
+        let hello = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        assert_eq!(
+            server_frame(&hello),
+            Ok(Some(ServerFrame {
+                opcode: OP_TEXT,
+                header_len: 2,
+                payload_len: 5
+            }))
+        );
     }
 
     #[test]
@@ -223,16 +338,35 @@ mod tests {
         assert!(server_frame(&[0x81, 0x85, 0, 0, 0, 0]).is_err());
     }
 
+    /// RFC 6455 §1.3's worked example of the accept key.
     #[test]
-    fn handshake_round_trip_against_the_crate_response() {
+    fn accept_key_is_the_rfc_example() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn handshake_round_trip() {
         let mut rng = Rng::new(42);
         let req = upgrade_request("127.0.0.1:1", "/ws", None, Some("tickfan.v1"), &mut rng);
-        let mut response = Vec::new();
-        tickfan::protocol::handshake::write_switching_protocols(
-            &mut response,
-            &req.expected_accept,
-            None,
-        );
+        let text = String::from_utf8(req.bytes.clone()).unwrap();
+        let key = text
+            .lines()
+            .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+            .expect("a key header");
+        assert_eq!(req.expected_accept, accept_key(key));
+        assert!(text.contains("Sec-WebSocket-Protocol: tickfan.v1\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\
+             Sec-WebSocket-Protocol: tickfan.v1\r\n\r\n",
+            req.expected_accept
+        )
+        .into_bytes();
         let head = response.len();
         response.extend_from_slice(b"\x81\x00");
         assert_eq!(
@@ -245,6 +379,10 @@ mod tests {
         );
         assert!(matches!(
             check_upgrade_response(&response, "nope"),
+            UpgradeStatus::Refused(_)
+        ));
+        assert!(matches!(
+            check_upgrade_response(b"HTTP/1.1 400 Bad Request\r\n\r\n", &req.expected_accept),
             UpgradeStatus::Refused(_)
         ));
     }

@@ -7,7 +7,8 @@
 //! scenarios.
 //!
 //! Its read and write paths are its own (mio, one scratch buffer per loop),
-//! not the broker's, so what it measures is the broker. It ends by itself:
+//! not the broker's, and so is its WebSocket code (`ws.rs`: this crate does
+//! not depend on `tickfan`), so what it measures is the broker. It ends by itself:
 //! setup is bounded by `--setup-timeout`, the run by warmup + duration +
 //! drain, and a watchdog exits the process if a thread overstays.
 

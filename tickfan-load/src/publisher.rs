@@ -25,12 +25,11 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use tickfan::protocol::frame::OpCode;
 
 use crate::http_publish::HttpPipeline;
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::Target;
-use crate::ws::{self, Rng, UpgradeStatus, OP_CLOSE, OP_PING, OP_TEXT};
+use crate::ws::{self, OpCode, Rng, UpgradeStatus, OP_CLOSE, OP_PING, OP_TEXT};
 
 /// Pacing step: ticks due are sent this often.
 const PACE_STEP: Duration = Duration::from_millis(1);

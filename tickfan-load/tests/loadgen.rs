@@ -1,6 +1,14 @@
 //! The `tickfan-load` binary end to end against a real broker: a short
 //! broadcast run must subscribe everyone, deliver every tick in seq order,
-//! answer the broker's pings, read the broker's /proc figures, and exit 0.
+//! answer the broker's pings, read the broker's /proc figures, and exit 0;
+//! bad settings must be refused before anything is dialled.
+//!
+//! Both binaries are real processes. These tests live in the load
+//! generator's crate, so Cargo hands them `CARGO_BIN_EXE_tickfan-load`; the
+//! broker, a binary of the workspace's root package, is found beside it in
+//! the same `target/<profile>/` (see `common/mod.rs`), which
+//! `cargo test --workspace` (as `scripts/test.sh` runs it) has built before
+//! any test starts.
 //!
 //! Small and short (40 subscribers, 200 ticks/s, 1 s), so it passes on a
 //! loaded two-core machine; throughput is measured by
@@ -12,8 +20,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const LOAD_BIN: &str = env!("CARGO_BIN_EXE_tickfan-load");
 
 #[test]
 fn broadcast_run_delivers_every_tick_and_exits_by_itself() {

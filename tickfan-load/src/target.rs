@@ -11,9 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use tickfan::protocol::frame::OpCode;
-
-use crate::ws::{self, Rng};
+use crate::ws::{self, OpCode, Rng};
 
 /// A broker to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

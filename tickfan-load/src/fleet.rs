@@ -18,13 +18,12 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 use serde::Deserialize;
-use tickfan::protocol::frame::OpCode;
 
 use crate::dial::{dial, is_sample, register, Ramp};
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::{nats_item, NatsItem, Target};
 use crate::topics::Topics;
-use crate::ws::{self, Rng, UpgradeStatus, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT};
+use crate::ws::{self, OpCode, Rng, UpgradeStatus, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT};
 
 /// How every tick's JSON starts (the broker writes the envelope field by
 /// field, topic first). A sink looks at these bytes only.
