@@ -9,12 +9,18 @@
 //! validator and every error names the dotted key it is about
 //! (`websocket.max_frame_bytes`), never a flag or a line of Rust.
 //!
-//! The embedded default file is the schema: a key it lacks is unknown. To add
-//! a key, document it in `config/tickfan.toml`, add the field to its section
-//! struct and read it in that struct's `from_section`; the test
-//! `every_default_key_is_read` fails if the last step is forgotten. A new
-//! section is a new struct, a new field of [`Config`] and one line in
-//! [`Config::from_table`].
+//! The embedded default file is the schema: a key it lacks is unknown. The
+//! section structs are read from the table by serde's derive, each with
+//! `deny_unknown_fields` and no field defaulted, so every key of the default
+//! file must be a field and every field a key of the file; what a type cannot
+//! say (ranges, the form of paths, tokens and log filters, rules between
+//! keys) is checked in one place, `Config::validate`. To add a key, document
+//! it in `config/tickfan.toml`, add the field to its section struct (an
+//! integer field is read with `deserialize_with = "int"`) and its range or
+//! rule to `validate`; the test `every_default_key_is_read` fails if the
+//! field is forgotten, and `every_key_is_a_field_and_every_field_a_key` if a
+//! field has a default. A new section is a new struct and a new field of
+//! [`Config`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,6 +30,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 use toml::{Table, Value};
 
@@ -33,7 +40,12 @@ use crate::wire::{is_b64token, BUILT_IN_PATHS};
 pub const DEFAULT_TOML: &str = include_str!("../config/tickfan.toml");
 
 /// The whole, validated broker configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Build it with [`Config::from_table`] (or [`Config::from_toml_str`]):
+/// its derived `Deserialize` alone checks types, not `Config::validate`'s
+/// rules, and names no key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// `[server]`: listening socket, workers and connection limits.
     pub server: ServerConfig,
@@ -50,91 +62,124 @@ pub struct Config {
 }
 
 /// The `[server]` section: listening socket, workers and connection limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// `server.listen`: address the broker listens on.
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     /// `server.workers`: worker threads; 0 means one per CPU core (see [`Config::worker_count`]).
+    #[serde(deserialize_with = "int")]
     pub workers: usize,
     /// `server.backlog`: listen(2) backlog; at least 1.
+    #[serde(deserialize_with = "int")]
     pub backlog: u32,
     /// `server.max_connections`: open connections across all workers; at least 1.
+    #[serde(deserialize_with = "int")]
     pub max_connections: usize,
     /// `server.max_connections_per_ip`: open connections from one client
     /// address; 0 = unlimited.
+    #[serde(deserialize_with = "int")]
     pub max_connections_per_ip: usize,
     /// `server.shutdown_grace_ms`: how long shutdown waits for clients to close.
+    #[serde(deserialize_with = "int")]
     pub shutdown_grace_ms: u64,
     /// `server.drain_delay_ms`: how long after SIGTERM/SIGINT `/readyz` answers 503
     /// while everything else is still served, before shutdown proper.
+    #[serde(deserialize_with = "int")]
     pub drain_delay_ms: u64,
 }
 
 /// The `[websocket]` section: protocol limits and timers per connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {
     /// `websocket.path`: path where clients upgrade to the pub/sub protocol; starts with '/'.
     pub path: String,
     /// `websocket.echo_path`: path whose connections echo every message; `None` when off.
+    #[serde(deserialize_with = "off_if_empty")]
     pub echo_path: Option<String>,
     /// `websocket.max_frame_bytes`: largest frame payload; larger closes with 1009.
+    #[serde(deserialize_with = "int")]
     pub max_frame_bytes: usize,
     /// `websocket.max_message_bytes`: largest reassembled message; larger closes with 1009.
+    #[serde(deserialize_with = "int")]
     pub max_message_bytes: usize,
     /// `websocket.max_fragments_per_message`: most frames in one message; more closes with 1009.
+    #[serde(deserialize_with = "int")]
     pub max_fragments_per_message: usize,
     /// `websocket.max_header_bytes`: largest handshake request head; larger is answered 431.
+    #[serde(deserialize_with = "int")]
     pub max_header_bytes: usize,
     /// `websocket.handshake_timeout_ms`: time allowed to finish the opening handshake.
+    #[serde(deserialize_with = "int")]
     pub handshake_timeout_ms: u64,
     /// `websocket.ping_interval_ms`: quiet time after which the server pings.
+    #[serde(deserialize_with = "int")]
     pub ping_interval_ms: u64,
     /// `websocket.idle_timeout_ms`: silence after which the connection is closed; > ping interval.
+    #[serde(deserialize_with = "int")]
     pub idle_timeout_ms: u64,
     /// `websocket.close_timeout_ms`: wait for the peer's close reply before dropping TCP.
+    #[serde(deserialize_with = "int")]
     pub close_timeout_ms: u64,
     /// `websocket.max_messages_per_sec`: per-connection message rate; 0 = unlimited.
+    #[serde(deserialize_with = "int")]
     pub max_messages_per_sec: u32,
 }
 
 /// The `[broker]` section: topics, history, heartbeats and slow consumers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// `broker.shards`: topic table shards, each with its own lock; 1 to 65536.
+    #[serde(deserialize_with = "int")]
     pub shards: usize,
     /// `broker.history_depth`: ticks kept per topic for `since` recovery and long-poll; 0 to 1000000.
+    #[serde(deserialize_with = "int")]
     pub history_depth: usize,
     /// `broker.topic_ttl_ms`: how long an unused topic (no subscribers, no publish) lives; at least 1000.
+    #[serde(deserialize_with = "int")]
     pub topic_ttl_ms: u64,
     /// `broker.max_topics`: topics alive at once; at least 1.
+    #[serde(deserialize_with = "int")]
     pub max_topics: usize,
     /// `broker.max_topics_per_connection`: topics one connection may subscribe to; at least 1.
+    #[serde(deserialize_with = "int")]
     pub max_topics_per_connection: usize,
     /// `broker.max_client_errors`: error events a connection may provoke before close 1008; at least 1.
+    #[serde(deserialize_with = "int")]
     pub max_client_errors: usize,
     /// `broker.heartbeat_interval_ms`: quiet time before a subscribed connection gets a heartbeat; at least 100.
+    #[serde(deserialize_with = "int")]
     pub heartbeat_interval_ms: u64,
     /// `broker.max_queue_bytes`: bound on a connection's outbound queue; at least 4096.
+    #[serde(deserialize_with = "int")]
     pub max_queue_bytes: usize,
     /// `broker.slow_consumer`: what happens to a connection whose queue is over the bound.
     pub slow_consumer: SlowConsumerPolicy,
     /// `broker.slow_consumer_grace_ms`: with [`SlowConsumerPolicy::Disconnect`], how long a
     /// queue may stay over its bound (up to twice the bound) before close 1008.
+    #[serde(deserialize_with = "int")]
     pub slow_consumer_grace_ms: u64,
     /// `broker.flush_interval_ms`: least time between two writes of ticks by
     /// a worker; 0 to 1000. Trades latency for CPU per delivered tick.
+    #[serde(deserialize_with = "int")]
     pub flush_interval_ms: u64,
     /// `broker.max_mailbox_ticks`: ticks a worker's mailbox may hold before
     /// connections that may publish stop being read; at least 1.
+    #[serde(deserialize_with = "int")]
     pub max_mailbox_ticks: usize,
     /// `broker.max_total_queue_bytes`: outbound bytes all connections' queues may
     /// hold together before each one's bound shrinks to a fair share; at least 1 MiB.
+    #[serde(deserialize_with = "int")]
     pub max_total_queue_bytes: usize,
 }
 
 /// `broker.slow_consumer`: what the broker does with a connection whose
 /// outbound queue is over `broker.max_queue_bytes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum SlowConsumerPolicy {
     /// `"conflate"`: keep only the latest tick per topic queued for that connection.
     Conflate,
@@ -145,12 +190,34 @@ pub enum SlowConsumerPolicy {
     Disconnect,
 }
 
+/// The `[http]` section: long-polling, SSE, HTTP publish and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `http.max_body_bytes`: largest POST /publish body.
+    #[serde(deserialize_with = "int")]
+    pub max_body_bytes: usize,
+    /// `http.poll_timeout_secs`: default long-poll hold.
+    #[serde(deserialize_with = "int")]
+    pub poll_timeout_secs: u64,
+    /// `http.max_poll_timeout_secs`: cap on a requested hold.
+    #[serde(deserialize_with = "int")]
+    pub max_poll_timeout_secs: u64,
+    /// `http.max_request_topics`: topics per long-poll or SSE request.
+    #[serde(deserialize_with = "int")]
+    pub max_request_topics: usize,
+    /// `http.metrics_path`: the Prometheus endpoint; `None` when off.
+    #[serde(deserialize_with = "off_if_empty")]
+    pub metrics_path: Option<String>,
+}
+
 /// The `[auth]` section: the tokens that grant publishing and subscribing.
 ///
 /// Tokens are secrets: `Debug` prints only how many there are, and no
 /// [`ConfigError`] ever contains one. Comparing a presented token against
 /// these is the broker's job (in constant time).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `auth.publish_tokens`: tokens that grant publishing (and subscribing);
     /// empty means publishing is open to everyone (see [`AuthConfig::publish_is_open`]).
@@ -162,7 +229,8 @@ pub struct AuthConfig {
 }
 
 /// The `[log]` section: diagnostics.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `log.level`: a level name or a tracing `EnvFilter` directive.
     pub level: String,
@@ -236,9 +304,11 @@ impl ConfigError {
         }
     }
 
+    /// A [`ConfigError::WrongType`] for `key`, showing the value found unless the key holds secrets.
     fn wrong_type(key: String, expected: &'static str, found: &Value) -> Self {
         let found = match found {
             Value::Table(_) => "a table".to_owned(),
+            other if is_secret_key(&key) => format!("{} (value not shown)", other.type_str()),
             other => format!("{} {}", other.type_str(), other),
         };
         ConfigError::WrongType {
@@ -294,22 +364,143 @@ impl Config {
 
     /// Checks and converts a table holding every key (as [`parse_over_default`] returns).
     ///
-    /// Keys the table lacks are [`ConfigError::Missing`]; keys it has beyond
-    /// the schema are [`ConfigError::UnknownKey`].
-    pub fn from_table(mut table: Table) -> Result<Config, ConfigError> {
-        let config = Config {
-            server: ServerConfig::from_section(Section::take(&mut table, "server")?)?,
-            websocket: WebSocketConfig::from_section(Section::take(&mut table, "websocket")?)?,
-            broker: BrokerConfig::from_section(Section::take(&mut table, "broker")?)?,
-            http: HttpConfig::from_section(Section::take(&mut table, "http")?)?,
-            auth: AuthConfig::from_section(Section::take(&mut table, "auth")?)?,
-            log: LogConfig::from_section(Section::take(&mut table, "log")?)?,
-        };
-        check_route_paths(&config.websocket, &config.http)?;
-        match table.keys().next() {
-            Some(name) => Err(ConfigError::UnknownKey { key: name.clone() }),
-            None => Ok(config),
+    /// serde reads the table into the section structs, which deny unknown
+    /// fields and default none, so a key the table lacks is
+    /// [`ConfigError::Missing`] and one beyond the schema is
+    /// [`ConfigError::UnknownKey`]; [`serde_path_to_error`] says where a
+    /// failure is, and `explain` turns it into the error naming that key.
+    /// `Config::validate` then checks what types cannot say.
+    pub fn from_table(table: Table) -> Result<Config, ConfigError> {
+        let config: Config = serde_path_to_error::deserialize(table.clone())
+            .map_err(|e| explain(&Value::Table(table), &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule a value's type does not express, naming the dotted
+    /// key of the first value that breaks one: integer ranges, the form of
+    /// route paths, tokens and log filters, and the rules between keys.
+    ///
+    /// This is the one place such rules live; the keys are checked in the
+    /// order of the default file.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Config {
+            websocket: ws,
+            http,
+            auth,
+            log,
+            ..
+        } = self;
+
+        // Integer ranges, keyed by the field's own name. 0 is allowed for
+        // server.drain_delay_ms (close as soon as a signal comes),
+        // broker.history_depth (no history, so no `since` recovery) and
+        // broker.flush_interval_ms; any server.max_connections_per_ip and
+        // websocket.max_messages_per_sec (0 = no limit),
+        // server.shutdown_grace_ms (0 = do not wait for clients) and
+        // broker.slow_consumer_grace_ms (0 = close at the first overflow) is taken.
+        let config = self;
+        macro_rules! range {
+            ($section:ident . $key:ident, $range:expr) => {
+                in_range(
+                    concat!(stringify!($section), ".", stringify!($key)),
+                    config.$section.$key,
+                    $range,
+                )?
+            };
         }
+        range!(server.workers, 0..=1024);
+        range!(server.backlog, 1..);
+        range!(server.max_connections, 1..);
+        range!(server.drain_delay_ms, 0..=3_600_000);
+        let min_payload = WebSocketConfig::MIN_PAYLOAD_BYTES;
+        range!(websocket.max_frame_bytes, min_payload..);
+        range!(websocket.max_message_bytes, min_payload..);
+        range!(websocket.max_fragments_per_message, 1..);
+        range!(websocket.max_header_bytes, 1024..=1024 * 1024);
+        range!(websocket.handshake_timeout_ms, 1..);
+        range!(websocket.ping_interval_ms, 1..);
+        range!(websocket.idle_timeout_ms, 1..);
+        range!(websocket.close_timeout_ms, 1..);
+        range!(broker.shards, 1..=65_536);
+        range!(broker.history_depth, 0..=1_000_000);
+        range!(broker.topic_ttl_ms, 1000..);
+        range!(broker.max_topics, 1..);
+        range!(broker.max_topics_per_connection, 1..);
+        range!(broker.max_client_errors, 1..);
+        range!(broker.heartbeat_interval_ms, 100..);
+        range!(broker.max_queue_bytes, 4096..);
+        range!(broker.flush_interval_ms, 0..=1000);
+        range!(broker.max_mailbox_ticks, 1..);
+        range!(broker.max_total_queue_bytes, 1 << 20..);
+        range!(http.max_body_bytes, 1..);
+        range!(http.poll_timeout_secs, 1..=3600);
+        range!(http.max_poll_timeout_secs, 1..=3600);
+        range!(http.max_request_topics, 1..=4096);
+
+        check_route_path(
+            "websocket.path",
+            Some(&ws.path),
+            "must start with '/', e.g. \"/ws\"",
+        )?;
+        check_route_path(
+            "websocket.echo_path",
+            ws.echo_path.as_deref(),
+            "must be empty (off) or start with '/', e.g. \"/echo\"",
+        )?;
+        // One path, one route: a shared path would make echo shadow pub/sub or the reverse.
+        if ws.echo_path.as_deref() == Some(ws.path.as_str()) {
+            return Err(ConfigError::invalid(
+                "websocket.echo_path".to_owned(),
+                format!(
+                    "{:?} must differ from websocket.path ({:?})",
+                    ws.path, ws.path
+                ),
+            ));
+        }
+        // A connection must get the chance to answer a ping before it counts as idle.
+        if ws.idle_timeout_ms <= ws.ping_interval_ms {
+            return Err(ConfigError::invalid(
+                "websocket.idle_timeout_ms".to_owned(),
+                format!(
+                    "{} must be greater than websocket.ping_interval_ms ({})",
+                    ws.idle_timeout_ms, ws.ping_interval_ms
+                ),
+            ));
+        }
+
+        check_route_path(
+            "http.metrics_path",
+            http.metrics_path.as_deref(),
+            "must be empty (off) or start with '/'",
+        )?;
+        if http.poll_timeout_secs > http.max_poll_timeout_secs {
+            return Err(ConfigError::invalid(
+                "http.poll_timeout_secs".to_owned(),
+                format!(
+                    "{} must not exceed http.max_poll_timeout_secs ({})",
+                    http.poll_timeout_secs, http.max_poll_timeout_secs
+                ),
+            ));
+        }
+
+        check_tokens("auth.publish_tokens", &auth.publish_tokens)?;
+        check_tokens("auth.subscribe_tokens", &auth.subscribe_tokens)?;
+        // Requiring a token that no list holds would lock every subscriber out.
+        if auth.subscribe_requires_token
+            && auth.publish_tokens.is_empty()
+            && auth.subscribe_tokens.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "auth.subscribe_requires_token".to_owned(),
+                "is true but auth.subscribe_tokens and auth.publish_tokens are both empty, \
+                 so nobody could subscribe",
+            ));
+        }
+
+        check_log_level("log.level", &log.level)?;
+
+        check_route_paths(ws, http)
     }
 
     /// Returns the number of worker threads to start: `server.workers`, or one per CPU core when 0.
@@ -322,22 +513,6 @@ impl Config {
 }
 
 impl ServerConfig {
-    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
-        let config = ServerConfig {
-            listen: s.parsed("listen", "a socket address")?,
-            workers: s.int("workers", 0..=1024)?,
-            backlog: s.int("backlog", 1..)?,
-            max_connections: s.int("max_connections", 1..)?,
-            max_connections_per_ip: s.int("max_connections_per_ip", 0..)?,
-            // 0 is allowed: shut down without waiting for clients.
-            shutdown_grace_ms: s.int("shutdown_grace_ms", 0..)?,
-            // 0 is allowed: close connections as soon as a signal comes.
-            drain_delay_ms: s.int("drain_delay_ms", 0..=3_600_000)?,
-        };
-        s.finish()?;
-        Ok(config)
-    }
-
     /// Returns `server.shutdown_grace_ms` as a [`Duration`].
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
@@ -353,63 +528,6 @@ impl WebSocketConfig {
     /// The smallest frame and message limit: a control frame's payload may
     /// be 125 bytes (RFC 6455 §5.5), so anything lower would refuse valid pings.
     const MIN_PAYLOAD_BYTES: usize = 125;
-
-    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
-        let path = s.string("path")?;
-        if !path.starts_with('/') {
-            return Err(ConfigError::invalid(
-                s.key("path"),
-                format!("{path:?} must start with '/', e.g. \"/ws\""),
-            ));
-        }
-        check_bare_path(&s, "path", &path)?;
-        let echo_path = s.string("echo_path")?;
-        let echo_path = if echo_path.is_empty() {
-            None
-        } else if !echo_path.starts_with('/') {
-            return Err(ConfigError::invalid(
-                s.key("echo_path"),
-                format!("{echo_path:?} must be empty (off) or start with '/', e.g. \"/echo\""),
-            ));
-        } else {
-            check_bare_path(&s, "echo_path", &echo_path)?;
-            Some(echo_path)
-        };
-        // One path, one route: a shared path would make echo shadow pub/sub or the reverse.
-        if echo_path.as_deref() == Some(path.as_str()) {
-            return Err(ConfigError::invalid(
-                s.key("echo_path"),
-                format!("{path:?} must differ from {} ({path:?})", s.key("path")),
-            ));
-        }
-        let config = WebSocketConfig {
-            path,
-            echo_path,
-            max_frame_bytes: s.int("max_frame_bytes", Self::MIN_PAYLOAD_BYTES..)?,
-            max_message_bytes: s.int("max_message_bytes", Self::MIN_PAYLOAD_BYTES..)?,
-            max_fragments_per_message: s.int("max_fragments_per_message", 1..)?,
-            max_header_bytes: s.int("max_header_bytes", 1024..=1024 * 1024)?,
-            handshake_timeout_ms: s.int("handshake_timeout_ms", 1..)?,
-            ping_interval_ms: s.int("ping_interval_ms", 1..)?,
-            idle_timeout_ms: s.int("idle_timeout_ms", 1..)?,
-            close_timeout_ms: s.int("close_timeout_ms", 1..)?,
-            max_messages_per_sec: s.int("max_messages_per_sec", 0..)?,
-        };
-        // A connection must get the chance to answer a ping before it counts as idle.
-        if config.idle_timeout_ms <= config.ping_interval_ms {
-            return Err(ConfigError::invalid(
-                s.key("idle_timeout_ms"),
-                format!(
-                    "{} must be greater than {} ({})",
-                    config.idle_timeout_ms,
-                    s.key("ping_interval_ms"),
-                    config.ping_interval_ms
-                ),
-            ));
-        }
-        s.finish()?;
-        Ok(config)
-    }
 
     /// Returns `websocket.handshake_timeout_ms` as a [`Duration`].
     pub fn handshake_timeout(&self) -> Duration {
@@ -432,125 +550,7 @@ impl WebSocketConfig {
     }
 }
 
-/// The `[http]` section: long-polling, SSE, HTTP publish and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpConfig {
-    /// `http.max_body_bytes`: largest POST /publish body.
-    pub max_body_bytes: usize,
-    /// `http.poll_timeout_secs`: default long-poll hold.
-    pub poll_timeout_secs: u64,
-    /// `http.max_poll_timeout_secs`: cap on a requested hold.
-    pub max_poll_timeout_secs: u64,
-    /// `http.max_request_topics`: topics per long-poll or SSE request.
-    pub max_request_topics: usize,
-    /// `http.metrics_path`: the Prometheus endpoint; `None` when off.
-    pub metrics_path: Option<String>,
-}
-
-impl HttpConfig {
-    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
-        let metrics_path = s.string("metrics_path")?;
-        let metrics_path = if metrics_path.is_empty() {
-            None
-        } else if !metrics_path.starts_with('/') {
-            return Err(ConfigError::invalid(
-                s.key("metrics_path"),
-                format!("{metrics_path:?} must be empty (off) or start with '/'"),
-            ));
-        } else {
-            check_bare_path(&s, "metrics_path", &metrics_path)?;
-            Some(metrics_path)
-        };
-        let config = HttpConfig {
-            max_body_bytes: s.int("max_body_bytes", 1..)?,
-            poll_timeout_secs: s.int("poll_timeout_secs", 1..=3600)?,
-            max_poll_timeout_secs: s.int("max_poll_timeout_secs", 1..=3600)?,
-            max_request_topics: s.int("max_request_topics", 1..=4096)?,
-            metrics_path,
-        };
-        if config.poll_timeout_secs > config.max_poll_timeout_secs {
-            return Err(ConfigError::invalid(
-                s.key("poll_timeout_secs"),
-                format!(
-                    "{} must not exceed {} ({})",
-                    config.poll_timeout_secs,
-                    s.key("max_poll_timeout_secs"),
-                    config.max_poll_timeout_secs
-                ),
-            ));
-        }
-        s.finish()?;
-        Ok(config)
-    }
-}
-
-/// Refuses configurable route paths that equal a fixed route's path or each
-/// other: one of the two routes would shadow the other (a plain `GET` to
-/// `websocket.path` = `/healthz` would be health, an upgrade there pub/sub).
-///
-/// `websocket.path` against `websocket.echo_path` is checked in its section.
-fn check_route_paths(ws: &WebSocketConfig, http: &HttpConfig) -> Result<(), ConfigError> {
-    let configured = [
-        ("websocket.path", Some(ws.path.as_str())),
-        ("websocket.echo_path", ws.echo_path.as_deref()),
-        ("http.metrics_path", http.metrics_path.as_deref()),
-    ];
-    for (i, &(key, path)) in configured.iter().enumerate() {
-        let Some(path) = path else { continue };
-        if BUILT_IN_PATHS.contains(&path) {
-            return Err(ConfigError::invalid(
-                key.to_owned(),
-                format!("{path:?} is the path of a built-in route; choose another"),
-            ));
-        }
-        let earlier = configured[..i].iter().find(|(_, p)| *p == Some(path));
-        if let Some((other, _)) = earlier {
-            return Err(ConfigError::invalid(
-                key.to_owned(),
-                format!("{path:?} must differ from {other} ({path:?})"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Refuses a route path that carries more than a path: whitespace, control characters, a query or a fragment.
-fn check_bare_path(s: &Section, key: &str, path: &str) -> Result<(), ConfigError> {
-    if path
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
-    {
-        return Err(ConfigError::invalid(
-            s.key(key),
-            format!("{path:?} must be a bare path, without spaces, '?' or '#'"),
-        ));
-    }
-    Ok(())
-}
-
 impl BrokerConfig {
-    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
-        let config = BrokerConfig {
-            shards: s.int("shards", 1..=65_536)?,
-            // 0 is allowed: no history, so no `since` recovery.
-            history_depth: s.int("history_depth", 0..=1_000_000)?,
-            topic_ttl_ms: s.int("topic_ttl_ms", 1000..)?,
-            max_topics: s.int("max_topics", 1..)?,
-            max_topics_per_connection: s.int("max_topics_per_connection", 1..)?,
-            max_client_errors: s.int("max_client_errors", 1..)?,
-            heartbeat_interval_ms: s.int("heartbeat_interval_ms", 100..)?,
-            max_queue_bytes: s.int("max_queue_bytes", 4096..)?,
-            slow_consumer: s.parsed("slow_consumer", SlowConsumerPolicy::EXPECTED)?,
-            // 0 is allowed: close at the first overflow.
-            slow_consumer_grace_ms: s.int("slow_consumer_grace_ms", 0..)?,
-            flush_interval_ms: s.int("flush_interval_ms", 0..=1000)?,
-            max_mailbox_ticks: s.int("max_mailbox_ticks", 1..)?,
-            max_total_queue_bytes: s.int("max_total_queue_bytes", 1 << 20..)?,
-        };
-        s.finish()?;
-        Ok(config)
-    }
-
     /// Returns `broker.topic_ttl_ms` as a [`Duration`].
     pub fn topic_ttl(&self) -> Duration {
         Duration::from_millis(self.topic_ttl_ms)
@@ -573,7 +573,7 @@ impl BrokerConfig {
 }
 
 impl SlowConsumerPolicy {
-    /// What [`Section::parsed`] says the key takes when the value is none of the policies.
+    /// What the error says the key takes when the value is none of the policies.
     const EXPECTED: &'static str = "a slow-consumer policy: use conflate, drop or disconnect";
 
     /// Returns the policy's name as written in the config file, e.g. `"conflate"`.
@@ -600,6 +600,16 @@ impl FromStr for SlowConsumerPolicy {
     }
 }
 
+/// How serde reads `broker.slow_consumer`; the error names the three policies.
+impl TryFrom<String> for SlowConsumerPolicy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+            .map_err(|()| format!("{s:?} is not {}", SlowConsumerPolicy::EXPECTED))
+    }
+}
+
 impl fmt::Display for SlowConsumerPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -607,30 +617,6 @@ impl fmt::Display for SlowConsumerPolicy {
 }
 
 impl AuthConfig {
-    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
-        let config = AuthConfig {
-            publish_tokens: s.tokens("publish_tokens")?,
-            subscribe_tokens: s.tokens("subscribe_tokens")?,
-            subscribe_requires_token: s.bool("subscribe_requires_token")?,
-        };
-        // Requiring a token that no list holds would lock every subscriber out.
-        if config.subscribe_requires_token
-            && config.publish_tokens.is_empty()
-            && config.subscribe_tokens.is_empty()
-        {
-            return Err(ConfigError::invalid(
-                s.key("subscribe_requires_token"),
-                format!(
-                    "is true but {} and {} are both empty, so nobody could subscribe",
-                    s.key("subscribe_tokens"),
-                    s.key("publish_tokens")
-                ),
-            ));
-        }
-        s.finish()?;
-        Ok(config)
-    }
-
     /// Returns whether anyone may publish without a token: `auth.publish_tokens` is empty.
     pub fn publish_is_open(&self) -> bool {
         self.publish_tokens.is_empty()
@@ -662,41 +648,138 @@ pub fn is_secret_key(dotted_key: &str) -> bool {
     matches!(dotted_key, "auth.publish_tokens" | "auth.subscribe_tokens")
 }
 
-impl LogConfig {
-    fn from_section(mut s: Section) -> Result<Self, ConfigError> {
-        let level = s.string("level")?;
-        // Checked here so a bad filter fails at startup with the key named,
-        // not later inside logging setup.
-        if level.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                s.key("level"),
-                "must not be empty; use error, warn, info, debug or trace",
-            ));
-        }
-        // EnvFilter reads a bare word it does not know as a target name
-        // (`inof` = "trace for target inof"), which silently turns every
-        // other log line off; so only levels and `target=level` pass.
-        if let Some(bad) = level.trim().split(',').find(|d| !is_level_directive(d)) {
-            return Err(ConfigError::invalid(
-                s.key("level"),
-                format!(
-                    "{level:?} is not a log level or filter: {:?} is neither one of \
-                     {} nor `target=level`, e.g. \"warn,tickfan::net=trace\"",
-                    bad,
-                    LOG_LEVELS.join(", ")
-                ),
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
-            return Err(ConfigError::invalid(
-                s.key("level"),
-                format!("{level:?} is not a log level or tracing filter directive: {e}"),
-            ));
-        }
-        let config = LogConfig { level };
-        s.finish()?;
-        Ok(config)
+/// Refuses an integer outside `range`, naming the key.
+fn in_range<T: PartialOrd + fmt::Display>(
+    key: &str,
+    value: T,
+    range: impl RangeBounds<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
     }
+    let reason = match (range.start_bound(), range.end_bound()) {
+        (Bound::Included(lo), Bound::Included(hi)) => format!("must be between {lo} and {hi}"),
+        (Bound::Included(lo), _) => format!("must be at least {lo}"),
+        (_, Bound::Included(hi)) => format!("must be at most {hi}"),
+        _ => "not allowed".to_owned(),
+    };
+    Err(ConfigError::invalid(
+        key.to_owned(),
+        format!("{value} is out of range: {reason}"),
+    ))
+}
+
+/// Refuses a configurable route path that does not start with '/' or carries
+/// more than a path: whitespace, control characters, a query or a fragment.
+///
+/// `None` is a route that is off (its key is `""`); `form` says what the
+/// key takes, for a path without its leading '/'.
+fn check_route_path(key: &str, path: Option<&str>, form: &str) -> Result<(), ConfigError> {
+    let Some(path) = path else { return Ok(()) };
+    if !path.starts_with('/') {
+        return Err(ConfigError::invalid(
+            key.to_owned(),
+            format!("{path:?} {form}"),
+        ));
+    }
+    if path
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+    {
+        return Err(ConfigError::invalid(
+            key.to_owned(),
+            format!("{path:?} must be a bare path, without spaces, '?' or '#'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses configurable route paths that equal a fixed route's path or each
+/// other: one of the two routes would shadow the other (a plain `GET` to
+/// `websocket.path` = `/healthz` would be health, an upgrade there pub/sub).
+///
+/// `websocket.path` against `websocket.echo_path` is checked before, with its own message.
+fn check_route_paths(ws: &WebSocketConfig, http: &HttpConfig) -> Result<(), ConfigError> {
+    let configured = [
+        ("websocket.path", Some(ws.path.as_str())),
+        ("websocket.echo_path", ws.echo_path.as_deref()),
+        ("http.metrics_path", http.metrics_path.as_deref()),
+    ];
+    for (i, &(key, path)) in configured.iter().enumerate() {
+        let Some(path) = path else { continue };
+        if BUILT_IN_PATHS.contains(&path) {
+            return Err(ConfigError::invalid(
+                key.to_owned(),
+                format!("{path:?} is the path of a built-in route; choose another"),
+            ));
+        }
+        let earlier = configured[..i].iter().find(|(_, p)| *p == Some(path));
+        if let Some((other, _)) = earlier {
+            return Err(ConfigError::invalid(
+                key.to_owned(),
+                format!("{path:?} must differ from {other} ({path:?})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a token that is not an RFC 6750 `b64token`; the error gives the
+/// token's index, never its value.
+fn check_tokens(key: &str, tokens: &[String]) -> Result<(), ConfigError> {
+    for (i, token) in tokens.iter().enumerate() {
+        // A token `Authorization: Bearer` cannot carry could only ever
+        // be sent as `?token=`, percent-encoded: refused so that it is
+        // noticed at start rather than as a client's mysterious 401.
+        let reason = if token.is_empty() {
+            "is empty"
+        } else if !is_b64token(token) {
+            "must be an RFC 6750 bearer token: letters, digits and - . _ ~ + /, \
+             optionally ending in = (value not shown)"
+        } else {
+            continue;
+        };
+        return Err(ConfigError::invalid(
+            key.to_owned(),
+            format!("token at index {i} {reason}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `log.level` that is not a level or a list of levels and
+/// `target=level` filters.
+///
+/// Checked here so a bad filter fails at startup with the key named, not
+/// later inside logging setup.
+fn check_log_level(key: &str, level: &str) -> Result<(), ConfigError> {
+    if level.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            key.to_owned(),
+            "must not be empty; use error, warn, info, debug or trace",
+        ));
+    }
+    // EnvFilter reads a bare word it does not know as a target name
+    // (`inof` = "trace for target inof"), which silently turns every
+    // other log line off; so only levels and `target=level` pass.
+    if let Some(bad) = level.trim().split(',').find(|d| !is_level_directive(d)) {
+        return Err(ConfigError::invalid(
+            key.to_owned(),
+            format!(
+                "{level:?} is not a log level or filter: {:?} is neither one of \
+                 {} nor `target=level`, e.g. \"warn,tickfan::net=trace\"",
+                bad,
+                LOG_LEVELS.join(", ")
+            ),
+        ));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+        return Err(ConfigError::invalid(
+            key.to_owned(),
+            format!("{level:?} is not a log level or tracing filter directive: {e}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The level names `log.level` takes, alone or after `target=`; case-insensitive.
@@ -720,6 +803,129 @@ fn is_level_directive(directive: &str) -> bool {
                 && is_level(level)
         }
     }
+}
+
+/// An unsigned integer type a config key can hold.
+trait ConfigInt: TryFrom<i64> + fmt::Display {
+    const MAX: Self;
+}
+
+impl ConfigInt for u32 {
+    const MAX: Self = u32::MAX;
+}
+
+impl ConfigInt for u64 {
+    const MAX: Self = u64::MAX;
+}
+
+impl ConfigInt for usize {
+    const MAX: Self = usize::MAX;
+}
+
+/// serde reader of an integer key: TOML's 64-bit integer, refused when the
+/// field's type cannot hold it. Ranges are [`Config::validate`]'s.
+fn int<'de, D: Deserializer<'de>, T: ConfigInt>(d: D) -> Result<T, D::Error> {
+    let n = i64::deserialize(d)?;
+    T::try_from(n).map_err(|_| {
+        let reason = if n < 0 {
+            "must not be negative".to_owned()
+        } else {
+            format!("must be at most {}", T::MAX)
+        };
+        D::Error::custom(format!("{n} is out of range: {reason}"))
+    })
+}
+
+/// serde reader of `server.listen`: a string holding a socket address.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map_err(|_| D::Error::custom(format!("{text:?} is not a socket address")))
+}
+
+/// serde reader of a route path that `""` turns off.
+///
+/// Unlike a plain `Option` field, one read this way is not defaulted to
+/// `None` when the key is absent: the key must be there, like every other.
+fn off_if_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let path = String::deserialize(d)?;
+    Ok((!path.is_empty()).then_some(path))
+}
+
+/// Turns serde's failure to read `root` into the error naming the dotted key.
+///
+/// [`serde_path_to_error`] gives the path to the value serde failed on (for
+/// an unknown or missing key, the path to its section); what went wrong
+/// there is read from that value against the schema, the value at the same
+/// path in [`default_table`], so the error does not hang on serde's wording:
+/// no schema value is an unknown key, no value a missing one, another TOML
+/// type a wrong type. Anything else came from a reader above (an integer
+/// too large for its field, a bad address or policy), whose message is the
+/// reason, never shown for a key that holds secrets.
+fn explain(root: &Value, error: &serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let schema_root = Value::Table(default_table());
+    let (mut found, mut schema) = (Some(root), Some(&schema_root));
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in error.path().iter() {
+        // An array element's error is told on the array, by index (below).
+        let serde_path_to_error::Segment::Map { key } = segment else {
+            break;
+        };
+        found = found.and_then(|v| v.get(key.as_str()));
+        schema = schema.and_then(|v| v.get(key.as_str()));
+        parts.push(key);
+    }
+    let key = parts.join(".");
+    let child = |name: &str| {
+        if key.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{key}.{name}")
+        }
+    };
+    let (found, schema) = match (found, schema) {
+        (_, None) => return ConfigError::UnknownKey { key },
+        (None, Some(_)) => return ConfigError::Missing { key },
+        (Some(found), Some(schema)) => (found, schema),
+    };
+    if found.type_str() != schema.type_str() {
+        let expected = match schema {
+            Value::String(_) => "a string",
+            Value::Integer(_) => "an integer",
+            Value::Boolean(_) => "true or false",
+            Value::Array(_) => "an array of strings",
+            Value::Table(_) => "a table",
+            Value::Float(_) => "a float",
+            Value::Datetime(_) => "a datetime",
+        };
+        return ConfigError::wrong_type(key, expected, found);
+    }
+    match (found, schema) {
+        (Value::Table(found), Value::Table(schema)) => {
+            if let Some(name) = found.keys().find(|k| !schema.contains_key(*k)) {
+                return ConfigError::UnknownKey { key: child(name) };
+            }
+            if let Some(name) = schema.keys().find(|k| !found.contains_key(*k)) {
+                return ConfigError::Missing { key: child(name) };
+            }
+        }
+        (Value::Array(items), _) => {
+            if let Some((i, item)) = items.iter().enumerate().find(|(_, v)| !v.is_str()) {
+                return ConfigError::WrongType {
+                    key,
+                    expected: "an array of strings",
+                    found: format!("{} at index {i}", item.type_str()),
+                };
+            }
+        }
+        _ => {}
+    }
+    let reason = if is_secret_key(&key) {
+        "is not valid (value not shown)".to_owned()
+    } else {
+        error.inner().message().to_owned()
+    };
+    ConfigError::Invalid { key, reason }
 }
 
 /// Returns the parsed embedded default file as a table; the schema every other table is checked against.
@@ -988,183 +1194,6 @@ fn merge(base: &mut Table, overlay: Table, prefix: &str) -> Result<(), ConfigErr
     Ok(())
 }
 
-/// An unsigned integer type a config key can hold.
-trait ConfigInt: TryFrom<i64> + PartialOrd + Copy + fmt::Display {
-    const MAX: Self;
-}
-
-impl ConfigInt for u32 {
-    const MAX: Self = u32::MAX;
-}
-
-impl ConfigInt for u64 {
-    const MAX: Self = u64::MAX;
-}
-
-impl ConfigInt for usize {
-    const MAX: Self = usize::MAX;
-}
-
-/// One section being converted: keys are removed as they are read, so what
-/// is left at [`Section::finish`] is unknown.
-struct Section {
-    name: &'static str,
-    table: Table,
-}
-
-impl Section {
-    /// Removes the section `name` from the root table.
-    fn take(root: &mut Table, name: &'static str) -> Result<Section, ConfigError> {
-        match root.remove(name) {
-            Some(Value::Table(table)) => Ok(Section { name, table }),
-            Some(other) => Err(ConfigError::wrong_type(name.to_owned(), "a table", &other)),
-            None => Err(ConfigError::Missing {
-                key: name.to_owned(),
-            }),
-        }
-    }
-
-    /// Returns the dotted name of `key` in this section.
-    fn key(&self, key: &str) -> String {
-        format!("{}.{key}", self.name)
-    }
-
-    fn value(&mut self, key: &str) -> Result<Value, ConfigError> {
-        self.table
-            .remove(key)
-            .ok_or_else(|| ConfigError::Missing { key: self.key(key) })
-    }
-
-    fn string(&mut self, key: &str) -> Result<String, ConfigError> {
-        match self.value(key)? {
-            Value::String(s) => Ok(s),
-            other => Err(self.wrong_type(key, "a string", &other)),
-        }
-    }
-
-    /// Reads a boolean key.
-    fn bool(&mut self, key: &str) -> Result<bool, ConfigError> {
-        match self.value(key)? {
-            Value::Boolean(b) => Ok(b),
-            other => Err(self.wrong_type(key, "true or false", &other)),
-        }
-    }
-
-    /// Reads an array-of-strings key.
-    ///
-    /// Errors name the element by index and never show its value, so this
-    /// also serves keys that hold secrets.
-    fn strings(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
-        let items = match self.value(key)? {
-            Value::Array(items) => items,
-            other => return Err(self.wrong_type(key, "an array of strings", &other)),
-        };
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::String(s) => Ok(s),
-                other => Err(ConfigError::WrongType {
-                    key: self.key(key),
-                    expected: "an array of strings",
-                    found: format!("{} at index {i}", other.type_str()),
-                }),
-            })
-            .collect()
-    }
-
-    /// Reads an array of secret tokens: each an RFC 6750 `b64token`.
-    ///
-    /// Errors give the token's index, never its value.
-    fn tokens(&mut self, key: &str) -> Result<Vec<String>, ConfigError> {
-        let tokens = self.strings(key)?;
-        for (i, token) in tokens.iter().enumerate() {
-            // A token `Authorization: Bearer` cannot carry could only ever
-            // be sent as `?token=`, percent-encoded: refused so that it is
-            // noticed at start rather than as a client's mysterious 401.
-            let reason = if token.is_empty() {
-                "is empty"
-            } else if !is_b64token(token) {
-                "must be an RFC 6750 bearer token: letters, digits and - . _ ~ + /, \
-                 optionally ending in = (value not shown)"
-            } else {
-                continue;
-            };
-            return Err(ConfigError::invalid(
-                self.key(key),
-                format!("token at index {i} {reason}"),
-            ));
-        }
-        Ok(tokens)
-    }
-
-    /// A [`ConfigError::WrongType`] for `key`, showing the value found unless the key holds secrets.
-    fn wrong_type(&self, key: &str, expected: &'static str, found: &Value) -> ConfigError {
-        let dotted = self.key(key);
-        if is_secret_key(&dotted) {
-            let found = match found {
-                Value::Table(_) => "a table".to_owned(),
-                other => format!("{} (value not shown)", other.type_str()),
-            };
-            ConfigError::WrongType {
-                key: dotted,
-                expected,
-                found,
-            }
-        } else {
-            ConfigError::wrong_type(dotted, expected, found)
-        }
-    }
-
-    /// Reads a string key and parses it; `what` names the expected form, e.g. `a socket address`.
-    fn parsed<T: FromStr>(&mut self, key: &str, what: &str) -> Result<T, ConfigError> {
-        let text = self.string(key)?;
-        text.parse()
-            .map_err(|_| ConfigError::invalid(self.key(key), format!("{text:?} is not {what}")))
-    }
-
-    /// Reads an integer key and checks it lies in `range`.
-    fn int<T: ConfigInt>(
-        &mut self,
-        key: &str,
-        range: impl RangeBounds<T>,
-    ) -> Result<T, ConfigError> {
-        let n = match self.value(key)? {
-            Value::Integer(n) => n,
-            other => return Err(self.wrong_type(key, "an integer", &other)),
-        };
-        let reason = match T::try_from(n) {
-            Ok(v) if range.contains(&v) => return Ok(v),
-            Ok(_) => describe_range(&range),
-            Err(_) if n < 0 => "must not be negative".to_owned(),
-            Err(_) => format!("must be at most {}", T::MAX),
-        };
-        Err(ConfigError::invalid(
-            self.key(key),
-            format!("{n} is out of range: {reason}"),
-        ))
-    }
-
-    /// Fails on the first key left unread: one the schema does not have.
-    fn finish(self) -> Result<(), ConfigError> {
-        match self.table.keys().next() {
-            Some(name) => Err(ConfigError::UnknownKey {
-                key: format!("{}.{name}", self.name),
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
-fn describe_range<T: fmt::Display>(range: &impl RangeBounds<T>) -> String {
-    match (range.start_bound(), range.end_bound()) {
-        (Bound::Included(lo), Bound::Included(hi)) => format!("must be between {lo} and {hi}"),
-        (Bound::Included(lo), _) => format!("must be at least {lo}"),
-        (_, Bound::Included(hi)) => format!("must be at most {hi}"),
-        _ => "not allowed".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1250,6 +1279,100 @@ mod tests {
     fn every_default_key_is_read() {
         // from_table refuses leftovers, so this fails if a documented key has no field.
         Config::from_table(default_table()).unwrap();
+    }
+
+    #[test]
+    fn every_key_is_a_field_and_every_field_a_key() {
+        let section_of = |table: &mut Table, name: &str| -> Table {
+            match table.get(name) {
+                Some(Value::Table(t)) => t.clone(),
+                other => panic!("{name} is not a section: {other:?}"),
+            }
+        };
+        for (section, keys) in default_table() {
+            let Value::Table(keys) = keys else {
+                panic!("{section} is not a section");
+            };
+            // No field has a default: a table without any one key is refused, naming it.
+            for key in keys.keys() {
+                let mut table = default_table();
+                let mut s = section_of(&mut table, &section);
+                s.remove(key);
+                table.insert(section.clone(), Value::Table(s));
+                assert_eq!(
+                    Config::from_table(table),
+                    Err(ConfigError::Missing {
+                        key: format!("{section}.{key}")
+                    })
+                );
+            }
+            // Every section denies unknown fields, even where no merge checked the key first.
+            let mut table = default_table();
+            let mut s = section_of(&mut table, &section);
+            s.insert("not_a_key".to_owned(), Value::Integer(1));
+            table.insert(section.clone(), Value::Table(s));
+            assert_eq!(
+                Config::from_table(table),
+                Err(ConfigError::UnknownKey {
+                    key: format!("{section}.not_a_key")
+                })
+            );
+            let mut table = default_table();
+            table.remove(&section);
+            assert_eq!(
+                Config::from_table(table),
+                Err(ConfigError::Missing { key: section })
+            );
+        }
+        let mut table = default_table();
+        table.insert("nope".to_owned(), Value::Table(Table::new()));
+        assert_eq!(
+            Config::from_table(table),
+            Err(ConfigError::UnknownKey {
+                key: "nope".to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn from_table_names_the_key_of_a_wrong_type() {
+        // Tables that no merge checked: serde's error is explained against the schema.
+        let mut table = default_table();
+        table.insert("server".to_owned(), Value::Integer(3));
+        assert_eq!(
+            Config::from_table(table).unwrap_err().to_string(),
+            "config key `server`: expected a table, found integer 3"
+        );
+        let mut table = default_table();
+        apply_override(&mut table, "server.workers", "[1]").unwrap();
+        assert_eq!(
+            Config::from_table(table).unwrap_err().to_string(),
+            "config key `server.workers`: expected an integer, found array [1]"
+        );
+        let mut table = default_table();
+        apply_override(
+            &mut table,
+            "auth.publish_tokens",
+            &format!("[\"{SECRET}\", 4]"),
+        )
+        .unwrap();
+        let e = Config::from_table(table).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `auth.publish_tokens`: expected an array of strings, found integer at index 1"
+        );
+        let mut table = default_table();
+        apply_override(&mut table, "auth.subscribe_requires_token", "1").unwrap();
+        assert_eq!(
+            Config::from_table(table).unwrap_err().to_string(),
+            "config key `auth.subscribe_requires_token`: expected true or false, found integer 1"
+        );
+        // Too large for the field's type, though TOML holds it.
+        let e = override_then_load(&[("server.backlog", "4294967296")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key `server.backlog`: 4294967296 is out of range: must be at most 4294967295"
+        );
     }
 
     #[test]
