@@ -19,6 +19,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use tickfan::broker::mailbox::{mailbox, Delivery, Inbox};
 use tickfan::broker::topic_table::{Start, TableLimits, TopicTable};
 use tickfan::config::SlowConsumerPolicy;
+use tickfan::net::conn_io::write_out;
 use tickfan::net::out_queue::OutQueue;
 
 /// A realistic ~100-byte tick payload.
@@ -100,7 +101,7 @@ fn fanout(c: &mut Criterion) {
                 }
                 for (queue, socket) in rig.queues.iter_mut().zip(rig.sockets.iter_mut()) {
                     while !queue.is_empty() {
-                        queue.write_to(socket).unwrap();
+                        write_out(queue, socket).unwrap();
                     }
                 }
             })
@@ -115,7 +116,7 @@ fn fanout(c: &mut Criterion) {
                 }
                 for (queue, socket) in rig.queues.iter_mut().zip(rig.sockets.iter_mut()) {
                     while !queue.is_empty() {
-                        queue.write_to(socket).unwrap();
+                        write_out(queue, socket).unwrap();
                     }
                 }
             })

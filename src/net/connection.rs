@@ -28,16 +28,17 @@ mod held_poll;
 mod http_routes;
 
 use std::borrow::Cow;
-use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown};
+use std::io;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use prometheus::local::LocalHistogram;
 
 use self::held_poll::HeldPoll;
+use super::conn_io::ConnIo;
 use super::context::{Ctx, Transport, WorkerStats};
-use super::out_queue::{OutQueue, Pushed, Written};
+use super::out_queue::{Pushed, Written};
 use super::rate_limit::MessageBudget;
 use super::read_buf::ReadBuf;
 use super::session::Session;
@@ -132,17 +133,9 @@ enum Flow {
 /// A client connection owned by one worker.
 #[derive(Debug)]
 pub struct Connection {
-    socket: TcpStream,
+    /// The socket, pending input and outbound queue: all I/O goes through it.
+    io: ConnIo,
     phase: Phase,
-    /// Input kept between reads: an incomplete request head or frame.
-    pending: ReadBuf,
-    out: OutQueue,
-    write_shut: bool,
-    /// Queued in the worker's list of connections to flush this turn.
-    pub dirty: bool,
-    /// This connection's share of the worker's queued-bytes total, as the
-    /// worker last counted it (worker bookkeeping).
-    pub counted_queue_bytes: usize,
     /// When the phase began (handshake and close deadlines count from it).
     phase_since: Instant,
     /// When the peer last sent anything.
@@ -170,8 +163,6 @@ pub struct Connection {
     /// `pending` holds input that arrived while a long-poll was held and
     /// must be acted on before reading more (no readiness edge will come).
     pending_unprocessed: bool,
-    /// The deadline this connection has filed with the worker's timers.
-    pub timer_at: Option<Instant>,
 }
 
 impl Connection {
@@ -183,13 +174,8 @@ impl Connection {
         counted_peer: Option<IpAddr>,
     ) -> Self {
         Connection {
-            socket,
+            io: ConnIo::new(socket),
             phase: Phase::Http,
-            pending: ReadBuf::default(),
-            out: OutQueue::default(),
-            write_shut: false,
-            dirty: false,
-            counted_queue_bytes: 0,
             phase_since: now,
             last_heard: now,
             ping_outstanding: false,
@@ -201,7 +187,6 @@ impl Connection {
             continue_sent: false,
             pending_unprocessed: false,
             read_paused_until: None,
-            timer_at: None,
         }
     }
 
@@ -217,7 +202,7 @@ impl Connection {
 
     /// The socket, for (de)registration with the worker's poll.
     pub fn socket_mut(&mut self) -> &mut TcpStream {
-        &mut self.socket
+        self.io.socket_mut()
     }
 
     pub fn is_websocket(&self) -> bool {
@@ -288,7 +273,7 @@ impl Connection {
 
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
-        self.out.len()
+        self.io.out.len()
     }
 
     /// Reads what the socket has, up to a per-turn budget, and acts on it.
@@ -306,7 +291,7 @@ impl Connection {
             return Verdict::Keep;
         }
         if std::mem::take(&mut self.pending_unprocessed) {
-            let mut input = std::mem::take(&mut self.pending);
+            let mut input = std::mem::take(&mut self.io.pending);
             let verdict = self.process(&mut input, ctx);
             self.restore(input, ctx.scratch, false);
             if verdict == Verdict::Close {
@@ -319,18 +304,18 @@ impl Connection {
                 self.read_unfinished = true;
                 return Verdict::Keep;
             }
-            let from_scratch = self.pending.is_empty();
+            let from_scratch = self.io.pending.is_empty();
             let mut input = if from_scratch {
                 std::mem::take(ctx.scratch)
             } else {
-                std::mem::take(&mut self.pending)
+                std::mem::take(&mut self.io.pending)
             };
             let result = self.read_into(&mut input);
             let verdict = match result {
                 Ok(0) => {
                     // The peer half-closed: what it asked for before that
                     // (a response, a close echo) still goes out, best effort.
-                    let _ = self.out.write_to(&mut self.socket);
+                    let _ = self.io.flush();
                     Some(Verdict::Close)
                 }
                 Ok(n) => {
@@ -374,10 +359,7 @@ impl Connection {
 
     fn read_into(&mut self, input: &mut ReadBuf) -> io::Result<usize> {
         let hint = self.size_hint(input.filled_mut());
-        let spare = input.spare_mut(4096, hint);
-        let n = self.socket.read(spare)?;
-        input.commit(n);
-        Ok(n)
+        self.io.receive(input, hint)
     }
 
     /// Puts the input buffer back where it came from; the unconsumed tail of
@@ -386,14 +368,14 @@ impl Connection {
         if from_scratch {
             if !input.is_empty() {
                 let hint = self.size_hint(input.filled_mut());
-                self.pending.keep(input.filled_mut(), hint);
+                self.io.pending.keep(input.filled_mut(), hint);
                 let len = input.filled_mut().len();
                 input.consume(len);
             }
             *scratch = input;
         } else {
             input.release_if_empty();
-            self.pending = input;
+            self.io.pending = input;
         }
     }
 
@@ -493,7 +475,7 @@ impl Connection {
                 )))
             }
         };
-        self.out.append(|buf| {
+        self.io.out.append(|buf| {
             write_switching_protocols(buf, &accept_key(upgrade.key), upgrade.subprotocol)
         });
         ctx.stats.count_handshake(Transport::WebSocket);
@@ -539,24 +521,27 @@ impl Connection {
         }
         let outcome = match (message, endpoint) {
             (Message::Text(payload), Endpoint::Echo) => {
-                self.out
+                self.io
+                    .out
                     .append(|buf| write_frame(buf, OpCode::Text, payload));
                 Ok(())
             }
             (Message::Binary(payload), Endpoint::Echo) => {
-                self.out
+                self.io
+                    .out
                     .append(|buf| write_frame(buf, OpCode::Binary, payload));
                 Ok(())
             }
             (Message::Text(payload), Endpoint::PubSub(session)) => {
-                session.on_text(&mut self.out, payload, ctx)
+                session.on_text(&mut self.io.out, payload, ctx)
             }
             (Message::Binary(_), Endpoint::PubSub(session)) => {
-                session.on_binary(&mut self.out, now)
+                session.on_binary(&mut self.io.out, now)
             }
             // §5.5.2: a pong "MUST have identical Application data" to the ping.
             (Message::Ping(payload), _) => {
-                self.out
+                self.io
+                    .out
                     .append(|buf| write_frame(buf, OpCode::Pong, payload));
                 Ok(())
             }
@@ -564,7 +549,7 @@ impl Connection {
             (Message::Pong(_), _) => Ok(()),
             (Message::Close(close), _) => {
                 // §5.5.1: echo the status code, then the server closes TCP first (§7.1.1).
-                self.out.append(|buf| match close.code {
+                self.io.out.append(|buf| match close.code {
                     Some(code) => write_close_frame(buf, code.0, ""),
                     None => write_frame(buf, OpCode::Close, &[]),
                 });
@@ -601,13 +586,13 @@ impl Connection {
             return; // draining: ticks are no longer wanted
         };
         session.last_sent = now;
-        match self.out.push_tick(tick, bound, policy) {
+        match self.io.out.push_tick(tick, bound, policy) {
             Pushed::Queued => {}
             Pushed::Conflated => stats.conflated += 1,
             Pushed::Dropped => stats.dropped += 1,
             Pushed::Overflow => return self.disconnect_slow_consumer(stats, now),
         }
-        if self.out.len() > bound {
+        if self.io.out.len() > bound {
             if let Some(session) = self.session_mut() {
                 session.over_bound_since.get_or_insert(now);
             }
@@ -618,10 +603,10 @@ impl Connection {
     fn disconnect_slow_consumer(&mut self, stats: &mut WorkerStats, now: Instant) {
         stats.slow_disconnects += 1;
         tracing::info!(
-            queued_bytes = self.out.len(),
+            queued_bytes = self.io.out.len(),
             "closing slow consumer (1008)"
         );
-        self.out.clear();
+        self.io.out.clear();
         self.fail(CloseCode::POLICY_VIOLATION, "slow consumer", stats, now);
     }
 
@@ -630,7 +615,8 @@ impl Connection {
     /// An SSE stream is ended by closing TCP instead, as it has no close frame.
     pub fn fail(&mut self, code: CloseCode, reason: &str, stats: &mut WorkerStats, now: Instant) {
         if self.is_websocket() {
-            self.out
+            self.io
+                .out
                 .append(|buf| write_close_frame(buf, code.0, reason));
             stats.count_close(code.0);
         }
@@ -649,7 +635,7 @@ impl Connection {
     }
 
     fn respond_and_close(&mut self, response: Response, now: Instant) {
-        self.out.append(|buf| response.close().write_to(buf));
+        self.io.out.append(|buf| response.close().write_to(buf));
         self.enter(Phase::Draining { linger: true }, now);
     }
 
@@ -661,7 +647,7 @@ impl Connection {
     /// Writes as much of the queued output as the socket takes.
     /// Records the publish-to-write latency when the queue empties.
     pub fn flush(&mut self, stats: &mut WorkerStats, latency: &LocalHistogram) -> Verdict {
-        let written = match self.out.write_to(&mut self.socket) {
+        let written = match self.io.flush() {
             Ok(written) => written,
             Err(_) => return Verdict::Close,
         };
@@ -669,18 +655,15 @@ impl Connection {
         if let Some(ts) = written.oldest_tick_ts {
             latency.observe(now_micros().saturating_sub(ts) as f64 / 1e6);
         }
-        if !self.out.is_empty() {
+        if !self.io.out.is_empty() {
             return Verdict::Keep;
         }
         match self.phase {
             Phase::Draining { linger: false } => Verdict::Close,
-            Phase::Draining { linger: true } if !self.write_shut => {
-                self.write_shut = true;
-                match self.socket.shutdown(Shutdown::Write) {
-                    Ok(()) => Verdict::Keep,
-                    Err(_) => Verdict::Close,
-                }
-            }
+            Phase::Draining { linger: true } => match self.io.shut_write() {
+                Ok(_) => Verdict::Keep,
+                Err(_) => Verdict::Close,
+            },
             _ => Verdict::Keep,
         }
     }
@@ -730,7 +713,7 @@ impl Connection {
             Phase::Http => {
                 // Best effort: a client that stalls its request hears why.
                 self.refuse(&Refusal::HeadTimeout, ctx);
-                let _ = self.out.write_to(&mut self.socket);
+                let _ = self.io.flush();
                 Verdict::Close
             }
             Phase::WebSocket { .. } => {
@@ -753,7 +736,9 @@ impl Connection {
             return;
         }
         if !self.ping_outstanding && now >= self.last_heard + settings.ping_interval {
-            self.out.append(|buf| write_frame(buf, OpCode::Ping, b""));
+            self.io
+                .out
+                .append(|buf| write_frame(buf, OpCode::Ping, b""));
             self.ping_outstanding = true;
         }
         self.on_session_deadline(ctx);
@@ -762,7 +747,7 @@ impl Connection {
     /// Slow-consumer grace and heartbeats of a pub/sub WebSocket or SSE stream.
     fn on_session_deadline(&mut self, ctx: &mut Ctx<'_>) {
         let (settings, now) = (ctx.settings, ctx.now);
-        let queued = self.out.len();
+        let queued = self.io.out.len();
         let Some(session) = self.session_mut() else {
             return;
         };
@@ -784,7 +769,7 @@ impl Connection {
                 )
             }));
             session.last_sent = now;
-            self.out.push_heartbeat(&heartbeat);
+            self.io.out.push_heartbeat(&heartbeat);
         }
     }
 
@@ -806,7 +791,7 @@ impl Connection {
             // keep-alive client may still ask, and hear /readyz say 503,
             // until it hangs up or the grace period ends.
             Phase::Polling(_) => self.finish_poll(ctx),
-            Phase::Http if self.queued_bytes() == 0 && self.pending.is_empty() => Verdict::Close,
+            Phase::Http if self.queued_bytes() == 0 && self.io.pending.is_empty() => Verdict::Close,
             Phase::Http => {
                 self.enter(Phase::Draining { linger: true }, now);
                 Verdict::Keep

@@ -3,6 +3,7 @@
 //! and `broker`.
 
 pub mod buffer_pool;
+pub mod conn_io;
 pub mod connection;
 pub mod context;
 pub mod listener;

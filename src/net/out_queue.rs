@@ -28,7 +28,7 @@
 )]
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{self, IoSlice, Write};
+use std::io::IoSlice;
 
 use super::settings::SlowConsumerPolicy;
 use crate::net::buffer_pool;
@@ -340,46 +340,47 @@ impl OutQueue {
             .map_or(0, |c| c.bytes().len().saturating_sub(self.front_sent));
     }
 
-    /// Writes until the queue is empty or the socket would block.
-    pub fn write_to(&mut self, socket: &mut impl Write) -> io::Result<Written> {
-        let mut written = Written::default();
-        while let Some(front) = self.chunks.front() {
-            written.syscalls = written.syscalls.saturating_add(1);
-            // `front_sent` is less than the front chunk's length (`advance`
-            // pops a chunk once it is all sent): the fallback is never taken.
-            let front = front.bytes().get(self.front_sent..).unwrap_or_default();
-            let result = if self.chunks.len() == 1 {
-                // The common case once small ticks are copied: one buffer,
-                // and no iovec array to fill.
-                socket.write(front)
-            } else {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let count = self.chunks.len().min(MAX_IOVECS);
-                let rest = self.chunks.iter().skip(1).map(Chunk::bytes);
-                for (slot, bytes) in slices.iter_mut().zip(std::iter::once(front).chain(rest)) {
-                    *slot = IoSlice::new(bytes);
-                }
-                // `count` is at most MAX_IOVECS = slices.len(), by the `min`.
-                let (filled, _) = slices.split_at(count);
-                socket.write_vectored(filled)
-            };
-            match result {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    written.bytes = written.bytes.saturating_add(n);
-                    self.advance(n, &mut written);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    /// The unsent bytes when they are all in one chunk: the common case once
+    /// small ticks are copied, written without filling an iovec array.
+    pub fn only_chunk(&self) -> Option<&[u8]> {
+        match (self.chunks.front(), self.chunks.len()) {
+            (Some(front), 1) => Some(front.bytes().get(self.front_sent..).unwrap_or_default()),
+            _ => None,
         }
-        written.oldest_tick_ts = self.oldest_tick_ts.take();
-        Ok(written)
     }
 
-    /// Drops the `n` bytes the socket took from the front of the queue.
-    fn advance(&mut self, mut n: usize, written: &mut Written) {
+    /// The unsent bytes from the front, as up to [`MAX_IOVECS`] slices in
+    /// `slices`; returns how many were filled (0 when the queue is empty).
+    pub fn front_slices<'q>(&'q self, slices: &mut [IoSlice<'q>; MAX_IOVECS]) -> usize {
+        let Some(front) = self.chunks.front() else {
+            return 0;
+        };
+        // `front_sent` is less than the front chunk's length (`advance`
+        // pops a chunk once it is all sent): the fallback is never taken.
+        let front = front.bytes().get(self.front_sent..).unwrap_or_default();
+        let rest = self.chunks.iter().skip(1).map(Chunk::bytes);
+        let mut count = 0usize;
+        for (slot, bytes) in slices.iter_mut().zip(std::iter::once(front).chain(rest)) {
+            *slot = IoSlice::new(bytes);
+            count = count.saturating_add(1);
+        }
+        count
+    }
+
+    /// The publish time (µs) of the oldest tick written since the queue
+    /// last emptied, once the queue is empty (for the publish-to-write
+    /// latency); taken, so it is reported once.
+    pub fn take_oldest_tick_ts(&mut self) -> Option<u64> {
+        if self.chunks.is_empty() {
+            self.oldest_tick_ts.take()
+        } else {
+            None
+        }
+    }
+
+    /// Drops the `n` bytes the socket took from the front of the queue,
+    /// counting the ticks whose last byte went.
+    pub fn advance(&mut self, mut n: usize, written: &mut Written) {
         // A socket reports at most the bytes it was given, all of them
         // counted in `pending`.
         self.pending = self.pending.saturating_sub(n);

@@ -86,6 +86,39 @@ pub struct Shared {
     pub worker_count: usize,
 }
 
+/// A connection and the worker's bookkeeping about it (kept out of the
+/// connection, which knows nothing of the worker's lists and timers).
+#[derive(Debug)]
+struct Slot {
+    connection: Connection,
+    /// Queued in the worker's list of connections to flush this turn.
+    dirty: bool,
+    /// This connection's share of the worker's queued-bytes total, as the
+    /// worker last counted it (see [`Worker::recount`]).
+    counted_queue_bytes: usize,
+    /// The deadline this connection has filed with the worker's timers.
+    timer_at: Option<Instant>,
+}
+
+impl Slot {
+    fn new(connection: Connection) -> Self {
+        Slot {
+            connection,
+            dirty: false,
+            counted_queue_bytes: 0,
+            timer_at: None,
+        }
+    }
+
+    /// Marks the connection for the next sweep's write, once.
+    fn mark_dirty(&mut self, token: Token, dirty: &mut Vec<Token>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(token);
+        }
+    }
+}
+
 /// A worker's event loop and everything it owns.
 #[derive(Debug)]
 pub struct Worker {
@@ -93,7 +126,7 @@ pub struct Worker {
     poll: Poll,
     inbox: Inbox,
     listener: Option<TcpListener>,
-    connections: Slab<Connection>,
+    connections: Slab<Slot>,
     local: LocalTopics,
     timers: Timers,
     /// `max_hz` subscriptions holding a tick until they may send it.
@@ -243,7 +276,7 @@ impl Worker {
     }
 
     /// Lends a connection what it needs from the worker for one event.
-    fn ctx(&mut self, token: Token, now: Instant) -> (Option<&mut Connection>, Ctx<'_>) {
+    fn ctx(&mut self, token: Token, now: Instant) -> (Option<&mut Slot>, Ctx<'_>) {
         let tick_bound = self.tick_bound();
         let Worker {
             connections,
@@ -322,12 +355,15 @@ impl Worker {
             None
         };
         let counted_peer = within_peer_limit.map(|_| peer);
-        let token = self
-            .connections
-            .insert(Connection::new(socket, now, over_limit, counted_peer));
-        let connection = self.connections.get_mut(token).expect("just inserted");
+        let token = self.connections.insert(Slot::new(Connection::new(
+            socket,
+            now,
+            over_limit,
+            counted_peer,
+        )));
+        let slot = self.connections.get_mut(token).expect("just inserted");
         let registered = self.poll.registry().register(
-            connection.socket_mut(),
+            slot.connection.socket_mut(),
             token,
             Interest::READABLE | Interest::WRITABLE,
         );
@@ -342,7 +378,7 @@ impl Worker {
     }
 
     fn on_event(&mut self, token: Token, readable: bool, now: Instant) {
-        let (Some(connection), mut ctx) = self.ctx(token, now) else {
+        let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
             return; // a late event for a connection already closed
         };
         let mut verdict = Verdict::Keep;
@@ -362,7 +398,7 @@ impl Worker {
             return;
         }
         self.recount(token);
-        let Some(connection) = self.connections.get_mut(token) else {
+        let Some(Slot { connection, .. }) = self.connections.get_mut(token) else {
             return;
         };
         if connection.wants_reread(&self.shared.settings) && !self.reread.contains(&token) {
@@ -429,29 +465,26 @@ impl Worker {
                 rate.held = None;
                 rate.next_at = now + rate.interval;
             }
-            let Some(connection) = connections.get_mut(subscriber.connection) else {
+            let Some(slot) = connections.get_mut(subscriber.connection) else {
                 continue;
             };
-            connection.enqueue_tick(&tick, bound, shared.settings.slow_consumer, stats, now);
-            if !connection.dirty {
-                connection.dirty = true;
-                dirty.push(subscriber.connection);
-            }
+            let policy = shared.settings.slow_consumer;
+            slot.connection
+                .enqueue_tick(&tick, bound, policy, stats, now);
+            slot.mark_dirty(subscriber.connection, dirty);
         }
         topic.subscribers.len()
     }
 
     fn enqueue_held(&mut self, token: Token, tick: Tick, now: Instant) {
         let bound = self.tick_bound();
-        let Some(connection) = self.connections.get_mut(token) else {
+        let Some(slot) = self.connections.get_mut(token) else {
             return;
         };
         let policy = self.shared.settings.slow_consumer;
-        connection.enqueue_tick(&tick, bound, policy, &mut self.stats, now);
-        if !connection.dirty {
-            connection.dirty = true;
-            self.dirty.push(token);
-        }
+        slot.connection
+            .enqueue_tick(&tick, bound, policy, &mut self.stats, now);
+        slot.mark_dirty(token, &mut self.dirty);
     }
 
     /// Writes every connection that got ticks since the last sweep, once;
@@ -465,10 +498,11 @@ impl Worker {
             self.sweep_not_before = now + self.shared.settings.tick_flush_interval;
         }
         for token in std::mem::take(&mut self.dirty) {
-            let (Some(connection), mut ctx) = self.ctx(token, now) else {
+            let (Some(slot), mut ctx) = self.ctx(token, now) else {
                 continue;
             };
-            connection.dirty = false;
+            slot.dirty = false;
+            let connection = &mut slot.connection;
             if connection.poll_ready() {
                 connection.finish_poll(&mut ctx);
             }
@@ -482,11 +516,11 @@ impl Worker {
     /// connection rather than on every change of its queue: in between the
     /// total lags by at most the ticks of one loop turn.
     fn recount(&mut self, token: Token) {
-        let Some(connection) = self.connections.get_mut(token) else {
+        let Some(slot) = self.connections.get_mut(token) else {
             return;
         };
-        let now = connection.queued_bytes();
-        let before = std::mem::replace(&mut connection.counted_queue_bytes, now);
+        let now = slot.connection.queued_bytes();
+        let before = std::mem::replace(&mut slot.counted_queue_bytes, now);
         self.queued_bytes = self.queued_bytes - before + now;
         self.queued_connections =
             self.queued_connections - usize::from(before > 0) + usize::from(now > 0);
@@ -511,25 +545,26 @@ impl Worker {
     /// Files a timer entry if the connection's deadline is earlier than the
     /// one it already has (later deadlines are found when that one fires).
     fn reschedule(&mut self, token: Token) {
-        let Some(connection) = self.connections.get_mut(token) else {
+        let Some(slot) = self.connections.get_mut(token) else {
             return;
         };
-        let deadline = connection.deadline(&self.shared.settings);
-        if connection.timer_at.is_none_or(|at| deadline < at) {
-            connection.timer_at = Some(deadline);
+        let deadline = slot.connection.deadline(&self.shared.settings);
+        if slot.timer_at.is_none_or(|at| deadline < at) {
+            slot.timer_at = Some(deadline);
             self.timers.schedule(deadline, token);
         }
     }
 
     fn fire_timers(&mut self, now: Instant) {
         while let Some((at, token)) = self.timers.pop_due(now) {
-            let (Some(connection), mut ctx) = self.ctx(token, now) else {
+            let (Some(slot), mut ctx) = self.ctx(token, now) else {
                 continue;
             };
-            if connection.timer_at != Some(at) {
+            if slot.timer_at != Some(at) {
                 continue; // superseded by an earlier entry
             }
-            connection.timer_at = None;
+            slot.timer_at = None;
+            let connection = &mut slot.connection;
             let mut verdict = connection.on_deadline(&mut ctx);
             if verdict == Verdict::Keep {
                 verdict = connection.flush(ctx.stats, ctx.latency);
@@ -565,7 +600,7 @@ impl Worker {
         self.next_metrics = now + METRICS_EVERY;
         let mut gauges = WorkerGauges::default();
         for token in self.connections.tokens() {
-            let Some(connection) = self.connections.get_mut(token) else {
+            let Some(Slot { connection, .. }) = self.connections.get_mut(token) else {
                 continue;
             };
             gauges.connections[connection.transport() as usize] += 1;
@@ -616,7 +651,7 @@ impl Worker {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
             for token in self.connections.tokens() {
-                let (Some(connection), mut ctx) = self.ctx(token, now) else {
+                let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
                     continue;
                 };
                 let mut verdict = connection.begin_shutdown(&mut ctx);
@@ -639,11 +674,16 @@ impl Worker {
     }
 
     fn close(&mut self, token: Token) {
-        let Some(mut connection) = self.connections.remove(token) else {
+        let Some(Slot {
+            mut connection,
+            counted_queue_bytes,
+            ..
+        }) = self.connections.remove(token)
+        else {
             return;
         };
-        self.queued_bytes -= connection.counted_queue_bytes;
-        self.queued_connections -= usize::from(connection.counted_queue_bytes > 0);
+        self.queued_bytes -= counted_queue_bytes;
+        self.queued_connections -= usize::from(counted_queue_bytes > 0);
         let _ = self.poll.registry().deregister(connection.socket_mut());
         self.shared.live_connections.fetch_sub(1, Ordering::AcqRel);
         if let Some(peer) = connection.counted_peer() {

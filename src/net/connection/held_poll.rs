@@ -155,9 +155,9 @@ impl Connection {
             } else {
                 response
             };
-            self.out.append(|buf| response.write_to(buf));
+            self.io.out.append(|buf| response.write_to(buf));
             self.enter(Phase::Http, ctx.now);
-            if !self.pending.is_empty() {
+            if !self.io.pending.is_empty() {
                 // Requests that arrived while the poll was held.
                 self.pending_unprocessed = true;
                 self.read_unfinished = true;

@@ -104,7 +104,7 @@ impl Connection {
             } else {
                 response
             };
-            self.out.append(|buf| response.write_to(buf));
+            self.io.out.append(|buf| response.write_to(buf));
             self.phase_since = ctx.now;
             (request.head_len, Flow::Continue)
         } else {
@@ -160,7 +160,7 @@ impl Connection {
             // "ought to" send 100 (curl waits a second for it otherwise).
             if expects_continue && !self.continue_sent {
                 self.continue_sent = true;
-                self.out.append(|buf| Response::new(100).write_to(buf));
+                self.io.out.append(|buf| Response::new(100).write_to(buf));
             }
             self.http_wanted = total;
             return (0, Flow::NeedMore);
@@ -245,12 +245,12 @@ impl Connection {
     /// `subscribed` event, any gap, and the snapshot or replay.
     fn start_sse(&mut self, rights: Rights, stream: StreamRequest, ctx: &mut Ctx<'_>) {
         let mut session = Session::new(rights, ctx.settings.max_client_errors, ctx.now);
-        self.out.append(|buf| buf.extend_from_slice(SSE_HEAD));
-        self.out.set_wire(Wire::Sse);
+        self.io.out.append(|buf| buf.extend_from_slice(SSE_HEAD));
+        self.io.out.set_wire(Wire::Sse);
         for wanted in &stream.topics {
             let start = Start::from_cursor(wanted.since, None);
             // Refusals (topic limits) arrive as `error` events on the stream.
-            let _ = session.subscribe(&mut self.out, &wanted.topic, start, None, ctx);
+            let _ = session.subscribe(&mut self.io.out, &wanted.topic, start, None, ctx);
         }
         ctx.stats.count_handshake(Transport::Sse);
         self.transport = Transport::Sse;

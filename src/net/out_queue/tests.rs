@@ -1,5 +1,7 @@
 use super::*;
+use crate::net::conn_io::write_out;
 use crate::topic::TopicName;
+use std::io::{self, Write};
 
 fn tick(topic: u64, seq: u64) -> Tick {
     Tick::encode(TopicId(topic), &TopicName::new("T").unwrap(), seq, 0, b"1")
@@ -63,12 +65,12 @@ fn partial_writes_resume_in_order() {
         per_call: 37,
         calls_left: 3,
     };
-    let first = queue.write_to(&mut sink).unwrap();
+    let first = write_out(&mut queue, &mut sink).unwrap();
     assert_eq!(first.syscalls, 4); // three writes, then WouldBlock
     assert_eq!(queue.len(), total - 111);
     sink.calls_left = usize::MAX;
     sink.per_call = 1 << 20;
-    let rest = queue.write_to(&mut sink).unwrap();
+    let rest = write_out(&mut queue, &mut sink).unwrap();
     assert_eq!(first.ticks + rest.ticks, 50);
     assert!(queue.is_empty());
     assert_eq!(seqs_in(&sink.out), (1..=50).collect::<Vec<_>>());
@@ -86,7 +88,7 @@ fn owned_bytes_keep_their_place() {
         per_call: 1 << 20,
         calls_left: 10,
     };
-    queue.write_to(&mut sink).unwrap();
+    write_out(&mut queue, &mut sink).unwrap();
     assert_eq!(&sink.out[..2], b"AB");
     assert_eq!(&sink.out[sink.out.len() - 4..], b"CDEF");
 }
@@ -138,7 +140,7 @@ fn conflate_keeps_the_newest_tick_per_topic_in_order() {
         per_call: 1 << 20,
         calls_left: 10,
     };
-    queue.write_to(&mut sink).unwrap();
+    write_out(&mut queue, &mut sink).unwrap();
     let seqs = seqs_in(&sink.out);
     // The newest of each topic survives; per topic the order still rises.
     assert!(seqs.contains(&100) && seqs.contains(&99));
@@ -172,7 +174,7 @@ fn conflate_never_moves_a_tick_ahead_of_newer_copied_ones() {
             per_call: size * 2,
             calls_left: 1,
         };
-        queue.write_to(&mut sink).unwrap();
+        write_out(&mut queue, &mut sink).unwrap();
         written.extend_from_slice(&sink.out);
     }
     let mut sink = Trickle {
@@ -180,7 +182,7 @@ fn conflate_never_moves_a_tick_ahead_of_newer_copied_ones() {
         per_call: 1 << 20,
         calls_left: 100,
     };
-    queue.write_to(&mut sink).unwrap();
+    write_out(&mut queue, &mut sink).unwrap();
     written.extend_from_slice(&sink.out);
     let seqs = seqs_in(&written);
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
@@ -211,7 +213,7 @@ fn purge_removes_only_that_topic() {
         per_call: 1 << 20,
         calls_left: 10,
     };
-    queue.write_to(&mut sink).unwrap();
+    write_out(&mut queue, &mut sink).unwrap();
     assert_eq!(seqs_in(&sink.out), vec![2]);
 }
 
@@ -298,7 +300,7 @@ proptest::proptest! {
                 Step::Read { per_call, calls } => {
                     let mut sink = Trickle { out: Vec::new(), per_call, calls_left: calls };
                     let before = queue.len();
-                    let done = queue.write_to(&mut sink).unwrap();
+                    let done = write_out(&mut queue, &mut sink).unwrap();
                     proptest::prop_assert_eq!(done.bytes, sink.out.len());
                     proptest::prop_assert_eq!(queue.len(), before - sink.out.len());
                     written.extend_from_slice(&sink.out);
@@ -307,7 +309,7 @@ proptest::proptest! {
             }
         }
         let mut sink = Trickle { out: Vec::new(), per_call: usize::MAX, calls_left: usize::MAX };
-        queue.write_to(&mut sink).unwrap();
+        write_out(&mut queue, &mut sink).unwrap();
         written.extend_from_slice(&sink.out);
         proptest::prop_assert_eq!(queue.len(), 0);
 
