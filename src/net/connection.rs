@@ -38,7 +38,8 @@ use prometheus::local::LocalHistogram;
 use self::held_poll::HeldPoll;
 use super::conn_io::ConnIo;
 use super::context::{Ctx, Transport, WorkerStats};
-use super::out_queue::{Pushed, Written};
+use super::fanout::SlowConsumer;
+use super::out_queue::Written;
 use super::rate_limit::MessageBudget;
 use super::read_buf::ReadBuf;
 use super::session::Session;
@@ -586,16 +587,15 @@ impl Connection {
             return; // draining: ticks are no longer wanted
         };
         session.last_sent = now;
-        match self.io.out.push_tick(tick, bound, policy) {
-            Pushed::Queued => {}
-            Pushed::Conflated => stats.conflated += 1,
-            Pushed::Dropped => stats.dropped += 1,
-            Pushed::Overflow => return self.disconnect_slow_consumer(stats, now),
-        }
-        if self.io.out.len() > bound {
-            if let Some(session) = self.session_mut() {
-                session.over_bound_since.get_or_insert(now);
+        let pushed = self.io.out.push_tick(tick, bound, policy);
+        match SlowConsumer::after_push(pushed, self.io.out.len(), bound, stats) {
+            SlowConsumer::Disconnect => self.disconnect_slow_consumer(stats, now),
+            SlowConsumer::OverBound => {
+                if let Some(session) = self.session_mut() {
+                    session.over_bound_since.get_or_insert(now);
+                }
             }
+            SlowConsumer::Keep | SlowConsumer::Recovered => {}
         }
     }
 
@@ -751,15 +751,17 @@ impl Connection {
         let Some(session) = self.session_mut() else {
             return;
         };
-        if session
-            .over_bound_since
-            .is_some_and(|since| now >= since + settings.slow_consumer_grace)
-        {
-            if queued > ctx.tick_bound {
-                self.disconnect_slow_consumer(ctx.stats, now);
-                return;
-            }
-            session.over_bound_since = None;
+        let grace = settings.slow_consumer_grace;
+        match SlowConsumer::after_grace(
+            session.over_bound_since,
+            queued,
+            ctx.tick_bound,
+            grace,
+            now,
+        ) {
+            SlowConsumer::Disconnect => return self.disconnect_slow_consumer(ctx.stats, now),
+            SlowConsumer::Recovered => session.over_bound_since = None,
+            SlowConsumer::Keep | SlowConsumer::OverBound => {}
         }
         if session.has_topics() && now >= session.last_sent + settings.heartbeat_interval {
             let heartbeat = events::heartbeat(session.topics().map(|(name, id)| {
@@ -837,8 +839,6 @@ fn session_deadline(session: &Session, settings: &Settings) -> Option<Instant> {
     let heartbeat = session
         .has_topics()
         .then(|| session.last_sent + settings.heartbeat_interval);
-    let slow = session
-        .over_bound_since
-        .map(|since| since + settings.slow_consumer_grace);
+    let slow = SlowConsumer::grace_deadline(session.over_bound_since, settings.slow_consumer_grace);
     heartbeat.into_iter().chain(slow).min()
 }

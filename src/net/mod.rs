@@ -6,6 +6,7 @@ pub mod buffer_pool;
 pub mod conn_io;
 pub mod connection;
 pub mod context;
+pub mod fanout;
 pub mod listener;
 pub mod out_queue;
 pub mod peer_limit;

@@ -8,8 +8,6 @@
 //! same). Workers share nothing mutable but the topic table's shards and the
 //! connection count, so a connection is only ever touched by its own thread.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,18 +20,18 @@ use mio::{Events, Interest, Poll, Token};
 use super::buffer_pool;
 use super::connection::{Connection, OverLimit, Verdict};
 use super::context::{Ctx, WorkerStats};
+use super::fanout::{Fanout, Slot};
 use super::listener::configure_accepted;
 use super::peer_limit::PeerLimit;
 use super::read_buf::ReadBuf;
 use super::settings::Settings;
 use super::slab::Slab;
-use super::timer::Timers;
+use super::timer::{Timer, Timers};
 use crate::broker::auth::Auth;
 use crate::broker::mailbox::{Delivery, Inbox};
 use crate::broker::subscriptions::LocalTopics;
 use crate::broker::topic_table::TopicTable;
 use crate::metrics::{Metrics, WorkerGauges};
-use crate::tick::{Tick, TopicId};
 
 const LISTENER: Token = Token(usize::MAX);
 /// The token of the waker that the topic table and the server use.
@@ -47,11 +45,6 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// 10,000 subscribers a turn handles ~25 ticks, with 10 subscribers ~25,000,
 /// so a publish flood can neither starve reads nor hold every write back.
 const FANOUT_BUDGET: usize = 256 * 1024;
-
-/// The least a connection's queue bound shrinks to while the worker is over
-/// its share of `broker.max_total_queue_bytes`: hundreds of small ticks,
-/// more than a reader that keeps up ever has queued.
-const MIN_PRESSED_QUEUE_BYTES: usize = 64 * 1024;
 
 /// How long accepting pauses after the process ran out of file descriptors,
 /// so a full table does not spin the loop on a listener that stays ready.
@@ -86,39 +79,6 @@ pub struct Shared {
     pub worker_count: usize,
 }
 
-/// A connection and the worker's bookkeeping about it (kept out of the
-/// connection, which knows nothing of the worker's lists and timers).
-#[derive(Debug)]
-struct Slot {
-    connection: Connection,
-    /// Queued in the worker's list of connections to flush this turn.
-    dirty: bool,
-    /// This connection's share of the worker's queued-bytes total, as the
-    /// worker last counted it (see [`Worker::recount`]).
-    counted_queue_bytes: usize,
-    /// The deadline this connection has filed with the worker's timers.
-    timer_at: Option<Instant>,
-}
-
-impl Slot {
-    fn new(connection: Connection) -> Self {
-        Slot {
-            connection,
-            dirty: false,
-            counted_queue_bytes: 0,
-            timer_at: None,
-        }
-    }
-
-    /// Marks the connection for the next sweep's write, once.
-    fn mark_dirty(&mut self, token: Token, dirty: &mut Vec<Token>) {
-        if !self.dirty {
-            self.dirty = true;
-            dirty.push(token);
-        }
-    }
-}
-
 /// A worker's event loop and everything it owns.
 #[derive(Debug)]
 pub struct Worker {
@@ -128,9 +88,9 @@ pub struct Worker {
     listener: Option<TcpListener>,
     connections: Slab<Slot>,
     local: LocalTopics,
+    /// Connection deadlines and `max_hz` subscriptions' held ticks.
     timers: Timers,
-    /// `max_hz` subscriptions holding a tick until they may send it.
-    rate_timers: BinaryHeap<Reverse<(Instant, TopicId, usize)>>,
+    fanout: Fanout,
     scratch: ReadBuf,
     shared: Arc<Shared>,
     stats: WorkerStats,
@@ -142,17 +102,11 @@ pub struct Worker {
     /// Connections that stopped reading before `WouldBlock` and must be
     /// read again without waiting for an edge.
     reread: Vec<Token>,
-    /// Connections with newly queued ticks, each written once in the next sweep.
-    dirty: Vec<Token>,
     /// The mailbox had more than one turn's budget.
     mail_waiting: bool,
     /// The next sweep of `dirty` waits until then: `flush_interval_ms`
     /// after the start of the last one.
     sweep_not_before: Instant,
-    /// Outbound bytes queued on this worker's connections, as last counted
-    /// per connection (see [`Worker::recount`]), and how many have any.
-    queued_bytes: usize,
-    queued_connections: usize,
     accept_paused_until: Option<Instant>,
     next_housekeeping: Instant,
     stop_deadline: Option<Instant>,
@@ -178,7 +132,7 @@ impl Worker {
             connections: Slab::default(),
             local: LocalTopics::default(),
             timers: Timers::default(),
-            rate_timers: BinaryHeap::new(),
+            fanout: Fanout::default(),
             scratch: ReadBuf::with_capacity(SCRATCH_BYTES),
             stats: WorkerStats::default(),
             logged_stats: WorkerStats::default(),
@@ -187,11 +141,8 @@ impl Worker {
             shared,
             next_metrics: Instant::now() + METRICS_EVERY,
             reread: Vec::new(),
-            dirty: Vec::new(),
             mail_waiting: false,
             sweep_not_before: Instant::now(),
-            queued_bytes: 0,
-            queued_connections: 0,
             accept_paused_until: None,
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             stop_deadline: None,
@@ -255,14 +206,13 @@ impl Worker {
         if !self.reread.is_empty() || self.mail_waiting {
             return Some(Duration::ZERO);
         }
-        let sweep = (!self.dirty.is_empty()).then_some(self.sweep_not_before);
+        let sweep = self.fanout.has_dirty().then_some(self.sweep_not_before);
         if sweep.is_some_and(|at| at <= now) {
             return Some(Duration::ZERO);
         }
         let next = [
             sweep,
             self.timers.next_at(),
-            self.rate_timers.peek().map(|Reverse((at, _, _))| *at),
             self.accept_paused_until,
             self.stop_deadline,
             Some(self.next_housekeeping),
@@ -277,7 +227,7 @@ impl Worker {
 
     /// Lends a connection what it needs from the worker for one event.
     fn ctx(&mut self, token: Token, now: Instant) -> (Option<&mut Slot>, Ctx<'_>) {
-        let tick_bound = self.tick_bound();
+        let tick_bound = self.fanout.tick_bound(&self.shared.settings);
         let Worker {
             connections,
             local,
@@ -421,70 +371,22 @@ impl Worker {
             match self.inbox.try_take() {
                 // At least one unit per tick, so ticks nobody here wants
                 // are budgeted too.
-                Some(Delivery::Tick(tick)) => work += self.deliver(tick, now).max(1),
+                Some(Delivery::Tick(tick)) => {
+                    let reached = self.fanout.deliver(
+                        tick,
+                        &mut self.local,
+                        &mut self.connections,
+                        &mut self.timers,
+                        &self.shared.settings,
+                        &mut self.stats,
+                        now,
+                    );
+                    work += reached.max(1);
+                }
                 None => return,
             }
         }
         self.mail_waiting = true;
-    }
-
-    /// Queues a tick for every local subscriber of its topic: a reference
-    /// to the one shared frame each, no copy.
-    /// Returns how many subscribers the tick reached (or was held for).
-    fn deliver(&mut self, tick: Tick, now: Instant) -> usize {
-        let bound = self.tick_bound();
-        let Worker {
-            local,
-            connections,
-            rate_timers,
-            dirty,
-            shared,
-            stats,
-            ..
-        } = self;
-        let Some(topic) = local.get_mut(tick.topic) else {
-            return 0; // the last local subscriber left while it was in flight
-        };
-        topic.last_seq = topic.last_seq.max(tick.seq);
-        for subscriber in topic.subscribers.iter_mut() {
-            if tick.seq <= subscriber.after_seq {
-                continue; // already sent in its snapshot or replay
-            }
-            if let Some(rate) = &mut subscriber.rate {
-                if now < rate.next_at {
-                    if rate.held.replace(tick.clone()).is_none() {
-                        rate_timers.push(Reverse((
-                            rate.next_at,
-                            tick.topic,
-                            subscriber.connection.0,
-                        )));
-                    }
-                    continue;
-                }
-                // This tick is newer than any held one, which must not follow it.
-                rate.held = None;
-                rate.next_at = now + rate.interval;
-            }
-            let Some(slot) = connections.get_mut(subscriber.connection) else {
-                continue;
-            };
-            let policy = shared.settings.slow_consumer;
-            slot.connection
-                .enqueue_tick(&tick, bound, policy, stats, now);
-            slot.mark_dirty(subscriber.connection, dirty);
-        }
-        topic.subscribers.len()
-    }
-
-    fn enqueue_held(&mut self, token: Token, tick: Tick, now: Instant) {
-        let bound = self.tick_bound();
-        let Some(slot) = self.connections.get_mut(token) else {
-            return;
-        };
-        let policy = self.shared.settings.slow_consumer;
-        slot.connection
-            .enqueue_tick(&tick, bound, policy, &mut self.stats, now);
-        slot.mark_dirty(token, &mut self.dirty);
     }
 
     /// Writes every connection that got ticks since the last sweep, once;
@@ -494,10 +396,10 @@ impl Worker {
     /// same for one tick as for fifty); a tick after a quiet spell finds
     /// the interval already passed and goes out at the end of its turn.
     fn flush_dirty(&mut self, now: Instant) {
-        if !self.dirty.is_empty() {
+        if self.fanout.has_dirty() {
             self.sweep_not_before = now + self.shared.settings.tick_flush_interval;
         }
-        for token in std::mem::take(&mut self.dirty) {
+        for token in self.fanout.take_dirty() {
             let (Some(slot), mut ctx) = self.ctx(token, now) else {
                 continue;
             };
@@ -511,35 +413,12 @@ impl Worker {
         }
     }
 
-    /// Brings the worker's queued-bytes total up to date with one
-    /// connection's queue. Done after every event, sweep and timer of the
-    /// connection rather than on every change of its queue: in between the
-    /// total lags by at most the ticks of one loop turn.
+    /// Brings the fan-out's queued-bytes total up to date with one
+    /// connection's queue (see [`Fanout::recount`]).
     fn recount(&mut self, token: Token) {
-        let Some(slot) = self.connections.get_mut(token) else {
-            return;
-        };
-        let now = slot.connection.queued_bytes();
-        let before = std::mem::replace(&mut slot.counted_queue_bytes, now);
-        self.queued_bytes = self.queued_bytes - before + now;
-        self.queued_connections =
-            self.queued_connections - usize::from(before > 0) + usize::from(now > 0);
-    }
-
-    /// The queue bound past which a connection's slow-consumer policy
-    /// applies now: `broker.max_queue_bytes` while the worker's queues
-    /// together are within its share of `broker.max_total_queue_bytes`,
-    /// else a fair share of that per connection with anything queued (never
-    /// below [`MIN_PRESSED_QUEUE_BYTES`], so readers that keep up are left
-    /// alone).
-    fn tick_bound(&self) -> usize {
-        let settings = &self.shared.settings;
-        if self.queued_bytes <= settings.worker_queue_budget {
-            return settings.max_queue_bytes;
+        if let Some(slot) = self.connections.get_mut(token) {
+            self.fanout.recount(slot);
         }
-        (settings.worker_queue_budget / self.queued_connections.max(1))
-            .max(MIN_PRESSED_QUEUE_BYTES)
-            .min(settings.max_queue_bytes)
     }
 
     /// Files a timer entry if the connection's deadline is earlier than the
@@ -556,43 +435,37 @@ impl Worker {
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        while let Some((at, token)) = self.timers.pop_due(now) {
-            let (Some(slot), mut ctx) = self.ctx(token, now) else {
-                continue;
-            };
-            if slot.timer_at != Some(at) {
-                continue; // superseded by an earlier entry
-            }
-            slot.timer_at = None;
-            let connection = &mut slot.connection;
-            let mut verdict = connection.on_deadline(&mut ctx);
-            if verdict == Verdict::Keep {
-                verdict = connection.flush(ctx.stats, ctx.latency);
-            }
-            self.settle(token, verdict);
-        }
-        while let Some(Reverse((at, topic, index))) = self.rate_timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.rate_timers.pop();
-            let token = Token(index);
-            let Some(subscriber) = self.local.subscriber_mut(topic, token) else {
-                continue;
-            };
-            let Some(rate) = subscriber.rate.as_mut() else {
-                continue;
-            };
-            if now < rate.next_at {
-                // Stale: a tick was sent at once since this entry was filed,
-                // and the newer entry for `next_at` is still in the heap.
-                continue;
-            }
-            if let Some(tick) = rate.held.take() {
-                rate.next_at = now + rate.interval;
-                self.enqueue_held(token, tick, now);
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Deadline(token) => self.on_deadline(token, at, now),
+                Timer::HeldTick(topic, token) => self.fanout.release_held(
+                    topic,
+                    token,
+                    &mut self.local,
+                    &mut self.connections,
+                    &self.shared.settings,
+                    &mut self.stats,
+                    now,
+                ),
             }
         }
+    }
+
+    /// A connection's filed deadline `at` passed.
+    fn on_deadline(&mut self, token: Token, at: Instant, now: Instant) {
+        let (Some(slot), mut ctx) = self.ctx(token, now) else {
+            return;
+        };
+        if slot.timer_at != Some(at) {
+            return; // superseded by an earlier entry
+        }
+        slot.timer_at = None;
+        let connection = &mut slot.connection;
+        let mut verdict = connection.on_deadline(&mut ctx);
+        if verdict == Verdict::Keep {
+            verdict = connection.flush(ctx.stats, ctx.latency);
+        }
+        self.settle(token, verdict);
     }
 
     /// Publishes this worker's counts and levels to the metrics.
@@ -674,16 +547,11 @@ impl Worker {
     }
 
     fn close(&mut self, token: Token) {
-        let Some(Slot {
-            mut connection,
-            counted_queue_bytes,
-            ..
-        }) = self.connections.remove(token)
-        else {
+        let Some(slot) = self.connections.remove(token) else {
             return;
         };
-        self.queued_bytes -= counted_queue_bytes;
-        self.queued_connections -= usize::from(counted_queue_bytes > 0);
+        self.fanout.forget(&slot);
+        let mut connection = slot.connection;
         let _ = self.poll.registry().deregister(connection.socket_mut());
         self.shared.live_connections.fetch_sub(1, Ordering::AcqRel);
         if let Some(peer) = connection.counted_peer() {
