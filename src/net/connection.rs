@@ -97,12 +97,13 @@ pub enum Verdict {
 
 #[derive(Debug)]
 enum Phase {
-    /// Waiting for (the rest of) an HTTP request head.
-    Http,
+    /// Waiting for (the rest of) an HTTP request head, or its body.
+    Http(AwaitedBody),
     WebSocket {
         decoder: Decoder,
         endpoint: Endpoint,
         budget: MessageBudget,
+        liveness: Liveness,
     },
     /// A Server-Sent Events stream: subscriptions like a WebSocket's, ticks
     /// in the SSE encoding, and nothing read from the client but its EOF.
@@ -113,6 +114,25 @@ enum Phase {
     /// shut first and reads are discarded until the peer closes (or the close
     /// timeout), so unread input cannot turn our last bytes into a reset.
     Draining { linger: bool },
+}
+
+/// What the HTTP phase keeps about a request whose body is still coming.
+#[derive(Debug, Default)]
+struct AwaitedBody {
+    /// Bytes the request needs in all (head + body), so the read buffer
+    /// grows toward it.
+    wanted: usize,
+    /// `100 Continue` was sent: the head is parsed again on every read
+    /// until the body is in, and must get one `100` in all.
+    continue_sent: bool,
+}
+
+/// Whether a WebSocket peer is alive: heard from, or pinged and waited for.
+#[derive(Debug)]
+struct Liveness {
+    /// When the peer last sent anything.
+    last_heard: Instant,
+    ping_outstanding: bool,
 }
 
 /// What an open WebSocket does with the messages it receives.
@@ -139,9 +159,6 @@ pub struct Connection {
     phase: Phase,
     /// When the phase began (handshake and close deadlines count from it).
     phase_since: Instant,
-    /// When the peer last sent anything.
-    last_heard: Instant,
-    ping_outstanding: bool,
     /// Reads stopped before `WouldBlock`; the worker must call again.
     read_unfinished: bool,
     /// Accepted over a connection limit: every request gets 503.
@@ -151,13 +168,6 @@ pub struct Connection {
     counted_peer: Option<IpAddr>,
     /// What the connection is used for, for metrics (kept while draining).
     transport: Transport,
-    /// Bytes an HTTP request with a body needs in all (head + body), so the
-    /// read buffer grows to it at once.
-    http_wanted: usize,
-    /// `100 Continue` was sent for the request whose body is awaited: its
-    /// head is parsed again on every read until the body is in, and must
-    /// get one `100` in all.
-    continue_sent: bool,
     /// Reading is paused until then: mailboxes are backed up and this
     /// connection may publish.
     read_paused_until: Option<Instant>,
@@ -176,16 +186,12 @@ impl Connection {
     ) -> Self {
         Connection {
             io: ConnIo::new(socket),
-            phase: Phase::Http,
+            phase: Phase::Http(AwaitedBody::default()),
             phase_since: now,
-            last_heard: now,
-            ping_outstanding: false,
             read_unfinished: false,
             over_limit,
             counted_peer,
             transport: Transport::Http,
-            http_wanted: 0,
-            continue_sent: false,
             pending_unprocessed: false,
             read_paused_until: None,
         }
@@ -256,7 +262,7 @@ impl Connection {
     /// request (`POST /publish`) or a WebSocket session with publish rights.
     fn may_publish(&self) -> bool {
         match &self.phase {
-            Phase::Http => true,
+            Phase::Http(_) => true,
             Phase::WebSocket {
                 endpoint: Endpoint::PubSub(session),
                 ..
@@ -268,7 +274,7 @@ impl Connection {
     /// Whether the queue is over the bound past which no more input is
     /// acted on (in a phase whose input turns into answers).
     fn answers_pile_up(&self, settings: &Settings) -> bool {
-        matches!(self.phase, Phase::Http | Phase::WebSocket { .. })
+        matches!(self.phase, Phase::Http(_) | Phase::WebSocket { .. })
             && self.queued_bytes() >= settings.out_pause_bytes()
     }
 
@@ -321,8 +327,10 @@ impl Connection {
                 }
                 Ok(n) => {
                     ctx.stats.bytes_in += n as u64;
-                    self.last_heard = now;
-                    self.ping_outstanding = false;
+                    if let Phase::WebSocket { liveness, .. } = &mut self.phase {
+                        liveness.last_heard = now;
+                        liveness.ping_outstanding = false;
+                    }
                     let verdict = self.process(&mut input, ctx);
                     Some(verdict).filter(|v| *v == Verdict::Close)
                 }
@@ -352,7 +360,7 @@ impl Connection {
     fn size_hint(&self, pending: &[u8]) -> usize {
         let announced = match &self.phase {
             Phase::WebSocket { decoder, .. } => decoder.frame_len_hint(pending).unwrap_or(0),
-            Phase::Http => self.http_wanted,
+            Phase::Http(body) => body.wanted,
             _ => 0,
         };
         announced.min(pending.len().saturating_mul(2).max(GROW_AHEAD_BYTES))
@@ -399,7 +407,7 @@ impl Connection {
                 return Verdict::Keep;
             }
             let (consumed, flow) = match self.phase {
-                Phase::Http => self.on_http_bytes(bytes, ctx),
+                Phase::Http(_) => self.on_http_bytes(bytes, ctx),
                 Phase::WebSocket { .. } => self.on_websocket_bytes(bytes, ctx),
                 // A request pipelined behind a held poll waits for its turn,
                 // but no more than one request head's worth of it.
@@ -486,6 +494,11 @@ impl Connection {
                 decoder: Decoder::new(settings.frame_limits),
                 endpoint,
                 budget: MessageBudget::new(settings.max_messages_per_sec, ctx.now),
+                // The upgrade request was just heard.
+                liveness: Liveness {
+                    last_heard: ctx.now,
+                    ping_outstanding: false,
+                },
             },
             ctx.now,
         );
@@ -498,6 +511,7 @@ impl Connection {
             decoder,
             endpoint,
             budget,
+            ..
         } = &mut self.phase
         else {
             return (0, Flow::NeedMore);
@@ -677,12 +691,16 @@ impl Connection {
 
     fn phase_deadline(&self, settings: &Settings) -> Instant {
         match &self.phase {
-            Phase::Http => self.phase_since + settings.handshake_timeout,
-            Phase::WebSocket { endpoint, .. } => {
-                let liveness = if self.ping_outstanding {
-                    self.last_heard + settings.idle_timeout
+            Phase::Http(_) => self.phase_since + settings.handshake_timeout,
+            Phase::WebSocket {
+                endpoint,
+                liveness: heard,
+                ..
+            } => {
+                let liveness = if heard.ping_outstanding {
+                    heard.last_heard + settings.idle_timeout
                 } else {
-                    self.last_heard + settings.ping_interval.min(settings.idle_timeout)
+                    heard.last_heard + settings.ping_interval.min(settings.idle_timeout)
                 };
                 let Endpoint::PubSub(session) = endpoint else {
                     return liveness;
@@ -710,7 +728,7 @@ impl Connection {
             return Verdict::Keep;
         }
         match self.phase {
-            Phase::Http => {
+            Phase::Http(_) => {
                 // Best effort: a client that stalls its request hears why.
                 self.refuse(&Refusal::HeadTimeout, ctx);
                 let _ = self.io.flush();
@@ -731,15 +749,18 @@ impl Connection {
 
     fn on_websocket_deadline(&mut self, ctx: &mut Ctx<'_>) {
         let (settings, now) = (ctx.settings, ctx.now);
-        if now >= self.last_heard + settings.idle_timeout {
+        let Phase::WebSocket { liveness, .. } = &mut self.phase else {
+            return;
+        };
+        if now >= liveness.last_heard + settings.idle_timeout {
             self.fail(CloseCode::GOING_AWAY, "idle timeout", ctx.stats, now);
             return;
         }
-        if !self.ping_outstanding && now >= self.last_heard + settings.ping_interval {
+        if !liveness.ping_outstanding && now >= liveness.last_heard + settings.ping_interval {
+            liveness.ping_outstanding = true;
             self.io
                 .out
                 .append(|buf| write_frame(buf, OpCode::Ping, b""));
-            self.ping_outstanding = true;
         }
         self.on_session_deadline(ctx);
     }
@@ -793,8 +814,10 @@ impl Connection {
             // keep-alive client may still ask, and hear /readyz say 503,
             // until it hangs up or the grace period ends.
             Phase::Polling(_) => self.finish_poll(ctx),
-            Phase::Http if self.queued_bytes() == 0 && self.io.pending.is_empty() => Verdict::Close,
-            Phase::Http => {
+            Phase::Http(_) if self.queued_bytes() == 0 && self.io.pending.is_empty() => {
+                Verdict::Close
+            }
+            Phase::Http(_) => {
                 self.enter(Phase::Draining { linger: true }, now);
                 Verdict::Keep
             }

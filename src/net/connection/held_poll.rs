@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Connection, Flow, Phase, Verdict};
+use super::{AwaitedBody, Connection, Flow, Phase, Verdict};
 use crate::broker::topic_table::Start;
 use crate::http::longpoll::{poll_body, Gap};
 use crate::http::query::{format_cursor, StreamRequest};
@@ -103,7 +103,7 @@ impl Connection {
         }
         // Answered at once: a request pipelined behind it is next.
         let flow = match self.phase {
-            Phase::Http => Flow::Continue,
+            Phase::Http(_) => Flow::Continue,
             _ => Flow::NeedMore,
         };
         (request.head_len, flow)
@@ -156,7 +156,7 @@ impl Connection {
                 response
             };
             self.io.out.append(|buf| response.write_to(buf));
-            self.enter(Phase::Http, ctx.now);
+            self.enter(Phase::Http(AwaitedBody::default()), ctx.now);
             if !self.io.pending.is_empty() {
                 // Requests that arrived while the poll was held.
                 self.pending_unprocessed = true;

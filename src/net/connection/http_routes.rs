@@ -2,7 +2,7 @@
 //! `POST /publish`, and the start of a long-poll or an SSE stream. The pure
 //! parts (routes, queries, bodies, answers) live in `crate::http`.
 
-use super::{presented_rights, Connection, Flow, Phase};
+use super::{presented_rights, AwaitedBody, Connection, Flow, Phase};
 use crate::broker::auth::{Access, Rights};
 use crate::broker::topic_table::{BatchItem, Start};
 use crate::http::publish::parse_publish_body;
@@ -129,8 +129,9 @@ impl Connection {
 
     /// Forgets what was kept about a request that waited for its body.
     fn end_request(&mut self) {
-        self.http_wanted = 0;
-        self.continue_sent = false;
+        if let Phase::Http(body) = &mut self.phase {
+            *body = AwaitedBody::default();
+        }
     }
 
     /// `POST /publish`: refuses on the head what the head shows cannot be
@@ -158,11 +159,13 @@ impl Connection {
         if bytes.len() < total {
             // RFC 9110 §10.1.1: a server that will accept the content
             // "ought to" send 100 (curl waits a second for it otherwise).
-            if expects_continue && !self.continue_sent {
-                self.continue_sent = true;
-                self.io.out.append(|buf| Response::new(100).write_to(buf));
+            if let Phase::Http(body) = &mut self.phase {
+                if expects_continue && !body.continue_sent {
+                    body.continue_sent = true;
+                    self.io.out.append(|buf| Response::new(100).write_to(buf));
+                }
+                body.wanted = total;
             }
-            self.http_wanted = total;
             return (0, Flow::NeedMore);
         }
         let topic = request
