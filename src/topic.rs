@@ -5,6 +5,18 @@
 //! checked when it was made; the tick envelope, the server's events and the
 //! topic table take only that type, so "the topic needs no escaping" is
 //! the compiler's to enforce.
+//!
+//! Names come from the network: held to the panic-class lints (tests exempt).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 use std::borrow::Cow;
 use std::fmt;

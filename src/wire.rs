@@ -3,6 +3,18 @@
 //! with them) and the syntax of a bearer token (configured tokens must be
 //! presentable). A leaf: it imports nothing of the crate, so `config` can
 //! check against it without importing the `http` layer.
+//!
+//! Held to the panic-class lints (tests exempt).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 /// Liveness.
 pub const HEALTHZ_PATH: &str = "/healthz";

@@ -2,6 +2,13 @@
 //! assigns each publish its seq and hands the tick, encoded once, to the
 //! workers with subscribers; each worker keeps its own subscriber lists.
 //!
+//! - [`topic_table`]: seq, epoch, history and the workers with subscribers,
+//!   per topic, in shards; [`mailbox`]: a worker's inbox of ticks.
+//! - [`client_op`]: the client's JSON operations; [`refused`]: the `error`
+//!   event each refusal is answered with; [`events`]: the server's events.
+//! - [`auth`]: the rights a token grants; [`subscriptions`]: a worker's
+//!   own subscriber lists and `max_hz` caps.
+//!
 //! Topic names, ops and publish data arrive from the network, so the whole
 //! layer is held to the lints that rule out panics and silent wrapping
 //! (tests are exempt); any `allow` says why its site is safe.

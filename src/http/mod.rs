@@ -20,9 +20,11 @@
 )]
 
 //!
-//! The routes' own pure parts: [`router`] maps paths to routes, [`query`]
-//! reads long-poll and SSE requests, [`publish`] reads publish bodies, and
-//! [`longpoll`] builds long-poll answers.
+//! The routes' own pure parts: [`router`] maps paths to routes, [`upgrade`]
+//! applies RFC 6455's rules to an upgrade request, [`query`] reads
+//! long-poll and SSE requests, [`publish`] reads publish bodies, and
+//! [`longpoll`] builds long-poll answers. [`refusal`] is every refusal's
+//! status, text and metrics label, in one place.
 
 pub mod error;
 pub mod longpoll;

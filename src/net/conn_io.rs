@@ -7,6 +7,18 @@
 //! queue bytes and consume input. So the transport can change in one place:
 //! a TLS stream replacing the plain socket changes this type and nothing
 //! that decides what to send.
+//!
+//! Held to the panic-class lints (tests exempt): it handles what a client sends.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used
+    )
+)]
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;

@@ -190,7 +190,7 @@ impl Fanout {
     /// applies now: `broker.max_queue_bytes` while the worker's queues
     /// together are within its share of `broker.max_total_queue_bytes`,
     /// else a fair share of that per connection with anything queued (never
-    /// below [`MIN_PRESSED_QUEUE_BYTES`], so readers that keep up are left
+    /// below `MIN_PRESSED_QUEUE_BYTES`, so readers that keep up are left
     /// alone).
     pub fn tick_bound(&self, settings: &Settings) -> usize {
         if self.queued_bytes <= settings.worker_queue_budget {

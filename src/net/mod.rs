@@ -1,6 +1,21 @@
 //! The only code that touches sockets: listeners, worker event loops and
 //! connections. Decisions about bytes are delegated to `protocol`, `http`
 //! and `broker`.
+//!
+//! - [`listener`]: the listening sockets (one per worker, `SO_REUSEPORT`).
+//! - [`worker`]: a worker's event loop; [`slab`] its connections,
+//!   [`timer`] its one timer heap, [`context`] what it lends a connection.
+//! - [`connection`]: one client through its phases (HTTP request,
+//!   WebSocket, SSE, held long-poll, draining); [`session`] a pub/sub
+//!   client's subscriptions and ops; [`rate_limit`] its message budget.
+//! - [`conn_io`]: the one type that reads, writes and shuts a client's
+//!   socket, with its [`read_buf`] and [`out_queue`] ([`buffer_pool`]
+//!   recycles the queues' buffers).
+//! - [`fanout`]: ticks to local subscribers, `max_hz`, queue pressure and
+//!   the slow-consumer policy.
+//! - [`peer_limit`]: connections per client address; [`settings`]: the
+//!   configuration as the network layer runs on it (the one place it is read).
+//! - [`session_harness`]: a session outside a worker, for the fuzzer.
 
 pub mod buffer_pool;
 pub mod conn_io;

@@ -2,7 +2,8 @@
 //! frame parsing and encoding, masking, UTF-8 validation and close codes.
 //! Bytes go in, decisions come out; `net` owns the sockets.
 //!
-//! - [`handshake`]: the server's half of the opening handshake (§4.2).
+//! - [`handshake`]: the WebSocket-only parts of the opening handshake
+//!   (§4.2): the accept key, the `101`, the version and key rules.
 //! - [`frame`]: frame headers (§5.2), parsed from and encoded to bytes.
 //! - [`decoder`]: frames into messages, with fragmentation (§5.4) and
 //!   UTF-8 validation (§8.1); [`mask`] and [`utf8`] are its fast paths.
