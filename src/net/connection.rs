@@ -26,6 +26,7 @@
 mod fault_injection;
 mod held_poll;
 mod http_routes;
+mod websocket;
 
 use std::borrow::Cow;
 use std::io;
@@ -36,11 +37,11 @@ use mio::net::TcpStream;
 use prometheus::local::LocalHistogram;
 
 use self::held_poll::HeldPoll;
+use self::websocket::{Endpoint, Step, WebSocketPhase};
 use super::conn_io::ConnIo;
 use super::context::{Ctx, Transport, WorkerStats};
 use super::fanout::SlowConsumer;
 use super::out_queue::Written;
-use super::rate_limit::MessageBudget;
 use super::read_buf::ReadBuf;
 use super::session::Session;
 use super::settings::Settings;
@@ -53,8 +54,7 @@ use crate::http::response::Response;
 use crate::http::router::{websocket_route, WebSocketRoute};
 use crate::http::upgrade::{upgrade_request, Upgrade};
 use crate::protocol::close::CloseCode;
-use crate::protocol::decoder::{Decoder, Message};
-use crate::protocol::frame::{write_close_frame, write_frame, OpCode};
+use crate::protocol::frame::write_close_frame;
 use crate::protocol::handshake::{accept_key, write_switching_protocols};
 use crate::tick::{now_micros, Tick, TopicId};
 
@@ -99,12 +99,7 @@ pub enum Verdict {
 enum Phase {
     /// Waiting for (the rest of) an HTTP request head, or its body.
     Http(AwaitedBody),
-    WebSocket {
-        decoder: Decoder,
-        endpoint: Endpoint,
-        budget: MessageBudget,
-        liveness: Liveness,
-    },
+    WebSocket(WebSocketPhase),
     /// A Server-Sent Events stream: subscriptions like a WebSocket's, ticks
     /// in the SSE encoding, and nothing read from the client but its EOF.
     Sse(Box<Session>),
@@ -113,7 +108,9 @@ enum Phase {
     /// Sending what is queued, then closing. With `linger`, the write side is
     /// shut first and reads are discarded until the peer closes (or the close
     /// timeout), so unread input cannot turn our last bytes into a reset.
-    Draining { linger: bool },
+    Draining {
+        linger: bool,
+    },
 }
 
 /// What the HTTP phase keeps about a request whose body is still coming.
@@ -125,21 +122,6 @@ struct AwaitedBody {
     /// `100 Continue` was sent: the head is parsed again on every read
     /// until the body is in, and must get one `100` in all.
     continue_sent: bool,
-}
-
-/// Whether a WebSocket peer is alive: heard from, or pinged and waited for.
-#[derive(Debug)]
-struct Liveness {
-    /// When the peer last sent anything.
-    last_heard: Instant,
-    ping_outstanding: bool,
-}
-
-/// What an open WebSocket does with the messages it receives.
-#[derive(Debug)]
-enum Endpoint {
-    Echo,
-    PubSub(Box<Session>),
 }
 
 /// What processing a run of input bytes led to.
@@ -213,16 +195,16 @@ impl Connection {
     }
 
     pub fn is_websocket(&self) -> bool {
-        matches!(self.phase, Phase::WebSocket { .. })
+        matches!(self.phase, Phase::WebSocket(_))
     }
 
     /// The pub/sub session, if this is an open pub/sub WebSocket or an SSE stream.
     pub fn session_mut(&mut self) -> Option<&mut Session> {
         match &mut self.phase {
-            Phase::WebSocket {
+            Phase::WebSocket(WebSocketPhase {
                 endpoint: Endpoint::PubSub(session),
                 ..
-            }
+            })
             | Phase::Sse(session) => Some(session),
             _ => None,
         }
@@ -263,10 +245,10 @@ impl Connection {
     fn may_publish(&self) -> bool {
         match &self.phase {
             Phase::Http(_) => true,
-            Phase::WebSocket {
+            Phase::WebSocket(WebSocketPhase {
                 endpoint: Endpoint::PubSub(session),
                 ..
-            } => session.can_publish(),
+            }) => session.can_publish(),
             _ => false,
         }
     }
@@ -274,7 +256,7 @@ impl Connection {
     /// Whether the queue is over the bound past which no more input is
     /// acted on (in a phase whose input turns into answers).
     fn answers_pile_up(&self, settings: &Settings) -> bool {
-        matches!(self.phase, Phase::Http(_) | Phase::WebSocket { .. })
+        matches!(self.phase, Phase::Http(_) | Phase::WebSocket(_))
             && self.queued_bytes() >= settings.out_pause_bytes()
     }
 
@@ -327,9 +309,8 @@ impl Connection {
                 }
                 Ok(n) => {
                     ctx.stats.bytes_in += n as u64;
-                    if let Phase::WebSocket { liveness, .. } = &mut self.phase {
-                        liveness.last_heard = now;
-                        liveness.ping_outstanding = false;
+                    if let Phase::WebSocket(websocket) = &mut self.phase {
+                        websocket.heard(now);
                     }
                     let verdict = self.process(&mut input, ctx);
                     Some(verdict).filter(|v| *v == Verdict::Close)
@@ -359,7 +340,7 @@ impl Connection {
     /// would cost gigabytes. Doubling keeps the copies linear.
     fn size_hint(&self, pending: &[u8]) -> usize {
         let announced = match &self.phase {
-            Phase::WebSocket { decoder, .. } => decoder.frame_len_hint(pending).unwrap_or(0),
+            Phase::WebSocket(websocket) => websocket.frame_len_hint(pending),
             Phase::Http(body) => body.wanted,
             _ => 0,
         };
@@ -408,7 +389,7 @@ impl Connection {
             }
             let (consumed, flow) = match self.phase {
                 Phase::Http(_) => self.on_http_bytes(bytes, ctx),
-                Phase::WebSocket { .. } => self.on_websocket_bytes(bytes, ctx),
+                Phase::WebSocket(_) => self.on_websocket_bytes(bytes, ctx),
                 // A request pipelined behind a held poll waits for its turn,
                 // but no more than one request head's worth of it.
                 Phase::Polling(_) if bytes.len() > ctx.settings.max_header_bytes => {
@@ -489,97 +470,27 @@ impl Connection {
         });
         ctx.stats.count_handshake(Transport::WebSocket);
         self.transport = Transport::WebSocket;
-        self.enter(
-            Phase::WebSocket {
-                decoder: Decoder::new(settings.frame_limits),
-                endpoint,
-                budget: MessageBudget::new(settings.max_messages_per_sec, ctx.now),
-                // The upgrade request was just heard.
-                liveness: Liveness {
-                    last_heard: ctx.now,
-                    ping_outstanding: false,
-                },
-            },
-            ctx.now,
-        );
+        let websocket = WebSocketPhase::new(endpoint, settings, ctx.now);
+        self.enter(Phase::WebSocket(websocket), ctx.now);
         Ok(())
     }
 
     fn on_websocket_bytes(&mut self, bytes: &mut [u8], ctx: &mut Ctx<'_>) -> (usize, Flow) {
-        let now = ctx.now;
-        let Phase::WebSocket {
-            decoder,
-            endpoint,
-            budget,
-            ..
-        } = &mut self.phase
-        else {
+        let Phase::WebSocket(websocket) = &mut self.phase else {
             return (0, Flow::NeedMore);
         };
-        let decoded = match decoder.decode(bytes) {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                self.fail(error.close_code(), error.reason(), ctx.stats, now);
-                return (bytes.len(), Flow::NeedMore);
+        match websocket.on_bytes(&mut self.io.out, bytes, ctx) {
+            Step::Consumed(n) => (n, Flow::Continue),
+            Step::NeedMore => (0, Flow::NeedMore),
+            Step::Fail(code, reason) => {
+                self.fail(code, reason, ctx.stats, ctx.now);
+                (bytes.len(), Flow::NeedMore)
             }
-        };
-        if decoded.needs_more() {
-            return (0, Flow::NeedMore);
+            Step::PeerClosed => {
+                self.enter(Phase::Draining { linger: false }, ctx.now);
+                (bytes.len(), Flow::NeedMore)
+            }
         }
-        let consumed = decoded.consumed;
-        let Some(message) = decoded.message else {
-            return (consumed, Flow::Continue);
-        };
-        if !budget.spend(ctx.settings.max_messages_per_sec, now) {
-            self.fail(CloseCode::POLICY_VIOLATION, "rate limit", ctx.stats, now);
-            return (bytes.len(), Flow::NeedMore);
-        }
-        let outcome = match (message, endpoint) {
-            (Message::Text(payload), Endpoint::Echo) => {
-                self.io
-                    .out
-                    .append(|buf| write_frame(buf, OpCode::Text, payload));
-                Ok(())
-            }
-            (Message::Binary(payload), Endpoint::Echo) => {
-                self.io
-                    .out
-                    .append(|buf| write_frame(buf, OpCode::Binary, payload));
-                Ok(())
-            }
-            (Message::Text(payload), Endpoint::PubSub(session)) => {
-                session.on_text(&mut self.io.out, payload, ctx)
-            }
-            (Message::Binary(_), Endpoint::PubSub(session)) => {
-                session.on_binary(&mut self.io.out, now)
-            }
-            // §5.5.2: a pong "MUST have identical Application data" to the ping.
-            (Message::Ping(payload), _) => {
-                self.io
-                    .out
-                    .append(|buf| write_frame(buf, OpCode::Pong, payload));
-                Ok(())
-            }
-            // §5.5.3: an unsolicited pong needs no answer; being heard from is enough.
-            (Message::Pong(_), _) => Ok(()),
-            (Message::Close(close), _) => {
-                // §5.5.1: echo the status code, then the server closes TCP first (§7.1.1).
-                self.io.out.append(|buf| match close.code {
-                    Some(code) => write_close_frame(buf, code.0, ""),
-                    None => write_frame(buf, OpCode::Close, &[]),
-                });
-                if let Some(code) = close.code {
-                    ctx.stats.count_close(code.0);
-                }
-                self.enter(Phase::Draining { linger: false }, now);
-                return (bytes.len(), Flow::NeedMore);
-            }
-        };
-        if let Err(close) = outcome {
-            self.fail(close.code, close.reason, ctx.stats, now);
-            return (bytes.len(), Flow::NeedMore);
-        }
-        (consumed, Flow::Continue)
     }
 
     /// Queues a live tick under the slow-consumer policy, which applies
@@ -692,17 +603,9 @@ impl Connection {
     fn phase_deadline(&self, settings: &Settings) -> Instant {
         match &self.phase {
             Phase::Http(_) => self.phase_since + settings.handshake_timeout,
-            Phase::WebSocket {
-                endpoint,
-                liveness: heard,
-                ..
-            } => {
-                let liveness = if heard.ping_outstanding {
-                    heard.last_heard + settings.idle_timeout
-                } else {
-                    heard.last_heard + settings.ping_interval.min(settings.idle_timeout)
-                };
-                let Endpoint::PubSub(session) = endpoint else {
+            Phase::WebSocket(websocket) => {
+                let liveness = websocket.liveness_deadline(settings);
+                let Endpoint::PubSub(session) = &websocket.endpoint else {
                     return liveness;
                 };
                 session_deadline(session, settings).map_or(liveness, |d| d.min(liveness))
@@ -734,7 +637,7 @@ impl Connection {
                 let _ = self.io.flush();
                 Verdict::Close
             }
-            Phase::WebSocket { .. } => {
+            Phase::WebSocket(_) => {
                 self.on_websocket_deadline(ctx);
                 Verdict::Keep
             }
@@ -748,19 +651,14 @@ impl Connection {
     }
 
     fn on_websocket_deadline(&mut self, ctx: &mut Ctx<'_>) {
-        let (settings, now) = (ctx.settings, ctx.now);
-        let Phase::WebSocket { liveness, .. } = &mut self.phase else {
+        let Phase::WebSocket(websocket) = &mut self.phase else {
             return;
         };
-        if now >= liveness.last_heard + settings.idle_timeout {
-            self.fail(CloseCode::GOING_AWAY, "idle timeout", ctx.stats, now);
+        if let Some((code, reason)) =
+            websocket.check_liveness(&mut self.io.out, ctx.settings, ctx.now)
+        {
+            self.fail(code, reason, ctx.stats, ctx.now);
             return;
-        }
-        if !liveness.ping_outstanding && now >= liveness.last_heard + settings.ping_interval {
-            liveness.ping_outstanding = true;
-            self.io
-                .out
-                .append(|buf| write_frame(buf, OpCode::Ping, b""));
         }
         self.on_session_deadline(ctx);
     }
@@ -801,7 +699,7 @@ impl Connection {
     pub fn begin_shutdown(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
         let now = ctx.now;
         match self.phase {
-            Phase::WebSocket { .. } | Phase::Sse(_) => {
+            Phase::WebSocket(_) | Phase::Sse(_) => {
                 self.fail(
                     CloseCode::GOING_AWAY,
                     "server shutting down",

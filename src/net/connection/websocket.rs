@@ -1,0 +1,161 @@
+//! The WebSocket phase of a connection (RFC 6455 §5–§7): frames decoded in
+//! place, each message handed to the endpoint (echo, or the pub/sub
+//! session), control frames answered, the peer's liveness kept with pings.
+//!
+//! The phase only queues bytes on the connection's outbound queue and says
+//! what the connection must do next ([`Step`]); the connection owns the
+//! socket and the transitions (failing with a close code, draining).
+
+use std::time::Instant;
+
+use crate::net::context::Ctx;
+use crate::net::out_queue::OutQueue;
+use crate::net::rate_limit::MessageBudget;
+use crate::net::session::Session;
+use crate::net::settings::Settings;
+use crate::protocol::close::CloseCode;
+use crate::protocol::decoder::{Decoder, Message};
+use crate::protocol::frame::{write_close_frame, write_frame, OpCode};
+
+/// What an open WebSocket does with the messages it receives.
+#[derive(Debug)]
+pub(super) enum Endpoint {
+    Echo,
+    PubSub(Box<Session>),
+}
+
+/// An open WebSocket: its decoder, endpoint, message budget and liveness.
+#[derive(Debug)]
+pub(super) struct WebSocketPhase {
+    decoder: Decoder,
+    pub(super) endpoint: Endpoint,
+    budget: MessageBudget,
+    /// When the peer last sent anything.
+    last_heard: Instant,
+    ping_outstanding: bool,
+}
+
+/// What acting on input led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// `n` bytes were used; there may be another message after them.
+    Consumed(usize),
+    /// The rest is an incomplete frame.
+    NeedMore,
+    /// Fail the connection: close with this code and reason (§7.1.2).
+    Fail(CloseCode, &'static str),
+    /// The peer closed; its close was echoed (§5.5.1) and TCP is ours to end.
+    PeerClosed,
+}
+
+impl WebSocketPhase {
+    /// A WebSocket just upgraded, its request heard `now`.
+    pub(super) fn new(endpoint: Endpoint, settings: &Settings, now: Instant) -> Self {
+        WebSocketPhase {
+            decoder: Decoder::new(settings.frame_limits),
+            endpoint,
+            budget: MessageBudget::new(settings.max_messages_per_sec, now),
+            last_heard: now,
+            ping_outstanding: false,
+        }
+    }
+
+    /// The bytes the frame at the front of `pending` needs in all, if known.
+    pub(super) fn frame_len_hint(&self, pending: &[u8]) -> usize {
+        self.decoder.frame_len_hint(pending).unwrap_or(0)
+    }
+
+    /// The peer sent something: it is alive.
+    pub(super) fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.ping_outstanding = false;
+    }
+
+    /// Acts on the frame at the front of `bytes`.
+    pub(super) fn on_bytes(
+        &mut self,
+        out: &mut OutQueue,
+        bytes: &mut [u8],
+        ctx: &mut Ctx<'_>,
+    ) -> Step {
+        let decoded = match self.decoder.decode(bytes) {
+            Ok(decoded) => decoded,
+            Err(error) => return Step::Fail(error.close_code(), error.reason()),
+        };
+        if decoded.needs_more() {
+            return Step::NeedMore;
+        }
+        let consumed = decoded.consumed;
+        let Some(message) = decoded.message else {
+            return Step::Consumed(consumed);
+        };
+        if !self
+            .budget
+            .spend(ctx.settings.max_messages_per_sec, ctx.now)
+        {
+            return Step::Fail(CloseCode::POLICY_VIOLATION, "rate limit");
+        }
+        let outcome = match (message, &mut self.endpoint) {
+            (Message::Text(payload), Endpoint::Echo) => {
+                out.append(|buf| write_frame(buf, OpCode::Text, payload));
+                Ok(())
+            }
+            (Message::Binary(payload), Endpoint::Echo) => {
+                out.append(|buf| write_frame(buf, OpCode::Binary, payload));
+                Ok(())
+            }
+            (Message::Text(payload), Endpoint::PubSub(session)) => {
+                session.on_text(out, payload, ctx)
+            }
+            (Message::Binary(_), Endpoint::PubSub(session)) => session.on_binary(out, ctx.now),
+            // §5.5.2: a pong "MUST have identical Application data" to the ping.
+            (Message::Ping(payload), _) => {
+                out.append(|buf| write_frame(buf, OpCode::Pong, payload));
+                Ok(())
+            }
+            // §5.5.3: an unsolicited pong needs no answer; being heard from is enough.
+            (Message::Pong(_), _) => Ok(()),
+            (Message::Close(close), _) => {
+                // §5.5.1: echo the status code, then the server closes TCP first (§7.1.1).
+                out.append(|buf| match close.code {
+                    Some(code) => write_close_frame(buf, code.0, ""),
+                    None => write_frame(buf, OpCode::Close, &[]),
+                });
+                if let Some(code) = close.code {
+                    ctx.stats.count_close(code.0);
+                }
+                return Step::PeerClosed;
+            }
+        };
+        match outcome {
+            Ok(()) => Step::Consumed(consumed),
+            Err(close) => Step::Fail(close.code, close.reason),
+        }
+    }
+
+    /// When the peer must next be pinged or given up on.
+    pub(super) fn liveness_deadline(&self, settings: &Settings) -> Instant {
+        if self.ping_outstanding {
+            self.last_heard + settings.idle_timeout
+        } else {
+            self.last_heard + settings.ping_interval.min(settings.idle_timeout)
+        }
+    }
+
+    /// At a deadline: pings a quiet peer (once), or gives up on a silent one.
+    pub(super) fn check_liveness(
+        &mut self,
+        out: &mut OutQueue,
+        settings: &Settings,
+        now: Instant,
+    ) -> Option<(CloseCode, &'static str)> {
+        if now >= self.last_heard + settings.idle_timeout {
+            return Some((CloseCode::GOING_AWAY, "idle timeout"));
+        }
+        if !self.ping_outstanding && now >= self.last_heard + settings.ping_interval {
+            self.ping_outstanding = true;
+            out.append(|buf| write_frame(buf, OpCode::Ping, b""));
+        }
+        None
+    }
+}
