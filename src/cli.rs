@@ -67,6 +67,27 @@ pub const SHORTHANDS: &[Shorthand] = &[
         mode: ShorthandMode::Set,
     },
     Shorthand {
+        flag: "tls-listen",
+        key: "tls.listen",
+        value_name: "ADDR",
+        help: "Address of the TLS listener (wss, https); \"\" = no TLS",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "tls-cert",
+        key: "tls.cert_file",
+        value_name: "FILE",
+        help: "Certificate chain of the TLS listener, PEM",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
+        flag: "tls-key",
+        key: "tls.key_file",
+        value_name: "FILE",
+        help: "Private key of the TLS certificate, PEM",
+        mode: ShorthandMode::Set,
+    },
+    Shorthand {
         flag: "workers",
         key: "server.workers",
         value_name: "N",
@@ -387,7 +408,8 @@ impl Cli {
     }
 
     /// Writes `addr` and a newline to the `--ready-file` path, if one was
-    /// given; returns whether it did.
+    /// given, and then `tls=` and the TLS listener's address and a newline
+    /// when there is one; returns whether it did.
     ///
     /// The binary calls this once the listeners are bound, so the address
     /// is the real one even for `--listen 127.0.0.1:0`. The text goes to
@@ -396,12 +418,20 @@ impl Cli {
     /// The file is not synced: it announces readiness, it does not outlive
     /// a crash usefully. tickfan never removes it; a supervisor removes a
     /// stale one before starting the broker.
-    pub fn write_ready_file(&self, addr: SocketAddr) -> io::Result<bool> {
+    pub fn write_ready_file(
+        &self,
+        addr: SocketAddr,
+        tls_addr: Option<SocketAddr>,
+    ) -> io::Result<bool> {
         let Some(path) = &self.ready_file else {
             return Ok(false);
         };
         let tmp = ready_tmp_path(path);
-        fs::write(&tmp, format!("{addr}\n"))?;
+        let mut text = format!("{addr}\n");
+        if let Some(tls_addr) = tls_addr {
+            text.push_str(&format!("tls={tls_addr}\n"));
+        }
+        fs::write(&tmp, text)?;
         if let Err(e) = fs::rename(&tmp, path) {
             // Leave nothing half-done behind; the rename's error is the one to report.
             let _ = fs::remove_file(&tmp);
@@ -934,12 +964,12 @@ mod tests {
     #[test]
     fn ready_file_gets_the_address_and_a_newline_only_when_asked() {
         let addr: SocketAddr = "127.0.0.1:45123".parse().unwrap();
-        assert!(!parse(&[]).write_ready_file(addr).unwrap());
+        assert!(!parse(&[]).write_ready_file(addr, None).unwrap());
 
         let path = temp_config("stale");
         let cli = parse(&["--ready-file", path.to_str().unwrap()]);
         assert_eq!(cli.ready_file.as_deref(), Some(path.as_path()));
-        let wrote = cli.write_ready_file(addr);
+        let wrote = cli.write_ready_file(addr, None);
         let text = fs::read_to_string(&path);
         fs::remove_file(&path).unwrap();
         assert!(wrote.unwrap());
@@ -950,7 +980,7 @@ mod tests {
         );
 
         let e = parse(&["--ready-file", "/nonexistent/tickfan.ready"])
-            .write_ready_file(addr)
+            .write_ready_file(addr, None)
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }

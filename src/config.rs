@@ -57,6 +57,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[auth]`: who may publish and subscribe; its `Debug` redacts the tokens.
     pub auth: AuthConfig,
+    /// `[tls]`: the TLS listener (wss, https) and its certificate.
+    pub tls: TlsConfig,
     /// `[log]`: diagnostics.
     pub log: LogConfig,
 }
@@ -229,6 +231,24 @@ pub struct AuthConfig {
 }
 
 /// The `[log]` section: diagnostics.
+/// The `[tls]` section: the TLS listener and the files of its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `tls.listen`: the TLS listener's address; `None` when off.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub listen: Option<SocketAddr>,
+    /// `tls.cert_file`: the certificate chain, PEM; `None` when unset.
+    #[serde(deserialize_with = "off_if_empty_path")]
+    pub cert_file: Option<PathBuf>,
+    /// `tls.key_file`: the certificate's private key, PEM.
+    #[serde(deserialize_with = "off_if_empty_path")]
+    pub key_file: Option<PathBuf>,
+    /// `tls.client_ca_file`: the CA client certificates must be signed by.
+    #[serde(deserialize_with = "off_if_empty_path")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
@@ -499,6 +519,7 @@ impl Config {
         }
 
         check_log_level("log.level", &log.level)?;
+        check_tls(&self.tls)?;
 
         check_route_paths(ws, http)
     }
@@ -841,6 +862,54 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
     let text = String::deserialize(d)?;
     text.parse()
         .map_err(|_| D::Error::custom(format!("{text:?} is not a socket address")))
+}
+
+/// A TLS listener needs its certificate and key, and the files mean
+/// nothing without one (the files themselves are read at start).
+fn check_tls(tls: &TlsConfig) -> Result<(), ConfigError> {
+    let files = [
+        ("tls.cert_file", &tls.cert_file),
+        ("tls.key_file", &tls.key_file),
+        ("tls.client_ca_file", &tls.client_ca_file),
+    ];
+    match tls.listen {
+        Some(_) => {
+            for (key, file) in files.iter().take(2) {
+                if file.is_none() {
+                    return Err(ConfigError::invalid(
+                        (*key).to_owned(),
+                        "is required with tls.listen",
+                    ));
+                }
+            }
+        }
+        None => {
+            if let Some((key, _)) = files.iter().find(|(_, file)| file.is_some()) {
+                return Err(ConfigError::invalid(
+                    (*key).to_owned(),
+                    "is set but tls.listen is empty: no TLS listener would use it",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// serde reader of `tls.listen`: a socket address, or `""` for none.
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{text:?} is not a socket address")))
+}
+
+/// serde reader of a file path that `""` leaves unset.
+fn off_if_empty_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = String::deserialize(d)?;
+    Ok((!path.is_empty()).then(|| PathBuf::from(path)))
 }
 
 /// serde reader of a route path that `""` turns off.
@@ -1260,6 +1329,12 @@ mod tests {
                     publish_tokens: vec![],
                     subscribe_tokens: vec![],
                     subscribe_requires_token: false,
+                },
+                tls: TlsConfig {
+                    listen: None,
+                    cert_file: None,
+                    key_file: None,
+                    client_ca_file: None,
                 },
                 log: LogConfig {
                     level: "info".to_owned(),

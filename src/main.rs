@@ -56,6 +56,7 @@ fn main() -> ExitCode {
     };
     tracing::info!(
         listen = %server.local_addr(),
+        tls_listen = %server.tls_local_addr().map_or("off".to_owned(), |a| a.to_string()),
         workers = server.worker_count(),
         echo_path = config.websocket.echo_path.as_deref().unwrap_or("off"),
         "tickfan listening"
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
     let stopper = server.stopper();
     // After the log line, so a harness that waits for the file and then
     // reads the log finds the line written.
-    if let Err(e) = cli.write_ready_file(server.local_addr()) {
+    if let Err(e) = cli.write_ready_file(server.local_addr(), server.tls_local_addr()) {
         let path = cli.ready_file.clone().unwrap_or_default();
         tracing::error!(error = %e, ready_file = %path.display(), "cannot write the ready file");
         stopper.stop();

@@ -30,6 +30,8 @@ use crate::net::worker::{Shared, Worker, WAKER};
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
+    /// The TLS listener's address, when `tls.listen` is set.
+    tls_local_addr: Option<SocketAddr>,
     worker_count: usize,
     stopper: Stopper,
     threads: Vec<JoinHandle<()>>,
@@ -101,6 +103,15 @@ impl Server {
         let worker_count = config.worker_count();
         let listeners = bind_listeners(config.server.listen, config.server.backlog, worker_count)?;
         let local_addr = listeners[0].local_addr()?;
+        let tls = tls_setup(config, worker_count)?;
+        let tls_local_addr = match &tls {
+            Some((_, listeners)) => Some(listeners[0].local_addr()?),
+            None => None,
+        };
+        let (tls_config, tls_listeners) = match tls {
+            Some((config, listeners)) => (Some(config), listeners.into_iter().map(Some).collect()),
+            None => (None, (0..worker_count).map(|_| None).collect::<Vec<_>>()),
+        };
         // Each worker's poll exists before the topic table, which holds
         // every worker's waker in its mailboxes.
         let mut polls = Vec::with_capacity(worker_count);
@@ -141,13 +152,26 @@ impl Server {
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             dead_workers: AtomicUsize::new(0),
+            tls: tls_config,
             worker_count,
         });
         let mut workers = Vec::with_capacity(worker_count);
-        for (id, ((poll, listener), inbox)) in
-            polls.into_iter().zip(listeners).zip(inboxes).enumerate()
+        for (id, (((poll, listener), tls_listener), inbox)) in polls
+            .into_iter()
+            .zip(listeners)
+            .zip(tls_listeners)
+            .zip(inboxes)
+            .enumerate()
         {
-            workers.push(Worker::new(id, poll, listener, inbox, Arc::clone(&shared))?);
+            let shared = Arc::clone(&shared);
+            workers.push(Worker::new(
+                id,
+                poll,
+                listener,
+                tls_listener,
+                inbox,
+                shared,
+            )?);
         }
         install_worker_panic_hook();
         let (ended_tx, ended) = channel();
@@ -164,6 +188,7 @@ impl Server {
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Server {
             local_addr,
+            tls_local_addr,
             worker_count,
             stopper: Stopper {
                 shared,
@@ -178,6 +203,11 @@ impl Server {
     /// The address actually bound (the port is real even if 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's bound address, when there is one.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
     }
 
     pub fn worker_count(&self) -> usize {
@@ -294,4 +324,24 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(a panic without a message)")
+}
+
+/// The TLS listeners (one per worker) and their rustls configuration, when
+/// `tls.listen` is set; a certificate or key that cannot be used is an
+/// error naming its config key.
+fn tls_setup(
+    config: &Config,
+    worker_count: usize,
+) -> io::Result<Option<(Arc<rustls::ServerConfig>, Vec<mio::net::TcpListener>)>> {
+    let tls = &config.tls;
+    let (Some(listen), Some(cert_file), Some(key_file)) =
+        (tls.listen, &tls.cert_file, &tls.key_file)
+    else {
+        return Ok(None);
+    };
+    let server_config =
+        crate::net::tls::server_config(cert_file, key_file, tls.client_ca_file.as_deref())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let listeners = bind_listeners(listen, config.server.backlog, worker_count)?;
+    Ok(Some((server_config, listeners)))
 }

@@ -161,13 +161,13 @@ pub struct Connection {
 impl Connection {
     /// A connection just accepted, waiting for its HTTP request.
     pub fn new(
-        socket: TcpStream,
+        io: ConnIo,
         now: Instant,
         over_limit: Option<OverLimit>,
         counted_peer: Option<IpAddr>,
     ) -> Self {
         Connection {
-            io: ConnIo::new(socket),
+            io,
             phase: Phase::Http(AwaitedBody::default()),
             phase_since: now,
             read_unfinished: false,
@@ -580,7 +580,7 @@ impl Connection {
         if let Some(ts) = written.oldest_tick_ts {
             latency.observe(now_micros().saturating_sub(ts) as f64 / 1e6);
         }
-        if !self.io.out.is_empty() {
+        if !self.io.is_drained() {
             return Verdict::Keep;
         }
         match self.phase {

@@ -32,4 +32,5 @@ pub mod session_harness;
 pub mod settings;
 pub mod slab;
 pub mod timer;
+pub mod tls;
 pub mod worker;

@@ -18,6 +18,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use super::buffer_pool;
+use super::conn_io::ConnIo;
 use super::connection::{Connection, OverLimit, Verdict};
 use super::context::{Ctx, WorkerStats};
 use super::fanout::{Fanout, Slot};
@@ -36,6 +37,7 @@ use crate::metrics::{Metrics, WorkerGauges};
 const LISTENER: Token = Token(usize::MAX);
 /// The token of the waker that the topic table and the server use.
 pub const WAKER: Token = Token(usize::MAX - 1);
+const TLS_LISTENER: Token = Token(usize::MAX - 2);
 
 /// The shared scratch buffer every read goes into first.
 const SCRATCH_BYTES: usize = 64 * 1024;
@@ -73,6 +75,8 @@ pub struct Shared {
     /// Set once when shutdown was asked for with a drain delay: readiness
     /// answers 503 while everything else is still served.
     pub draining: AtomicBool,
+    /// The TLS listener's configuration, when there is one.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Workers whose thread ended by a panic or an error: the broker is
     /// then unhealthy (`/healthz` and `/readyz` answer 503) and stopping.
     pub dead_workers: AtomicUsize,
@@ -86,6 +90,8 @@ pub struct Worker {
     poll: Poll,
     inbox: Inbox,
     listener: Option<TcpListener>,
+    /// The TLS listener (`tls.listen`), when configured.
+    tls_listener: Option<TcpListener>,
     connections: Slab<Slot>,
     local: LocalTopics,
     /// Connection deadlines and `max_hz` subscriptions' held ticks.
@@ -114,21 +120,27 @@ pub struct Worker {
 
 impl Worker {
     /// Sets up worker `id` around its poll (whose waker the topic table
-    /// holds), its listener and its mailbox.
+    /// holds), its listeners (plain, and TLS when configured) and its mailbox.
     pub fn new(
         id: usize,
         poll: Poll,
         mut listener: TcpListener,
+        mut tls_listener: Option<TcpListener>,
         inbox: Inbox,
         shared: Arc<Shared>,
     ) -> io::Result<Worker> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(tls_listener) = tls_listener.as_mut() {
+            poll.registry()
+                .register(tls_listener, TLS_LISTENER, Interest::READABLE)?;
+        }
         Ok(Worker {
             id,
             poll,
             inbox,
             listener: Some(listener),
+            tls_listener,
             connections: Slab::default(),
             local: LocalTopics::default(),
             timers: Timers::default(),
@@ -170,7 +182,7 @@ impl Worker {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER | TLS_LISTENER => self.accept(now),
                     WAKER => {}
                     token => {
                         self.on_event(token, event.is_readable() || event.is_read_closed(), now)
@@ -263,17 +275,20 @@ impl Worker {
             return;
         }
         self.accept_paused_until = None;
-        let Some(listener) = self.listener.take() else {
-            return;
-        };
-        self.accept_from(&listener, now);
-        self.listener = Some(listener);
+        if let Some(listener) = self.listener.take() {
+            self.accept_from(&listener, false, now);
+            self.listener = Some(listener);
+        }
+        if let Some(listener) = self.tls_listener.take() {
+            self.accept_from(&listener, true, now);
+            self.tls_listener = Some(listener);
+        }
     }
 
-    fn accept_from(&mut self, listener: &TcpListener, now: Instant) {
+    fn accept_from(&mut self, listener: &TcpListener, tls: bool, now: Instant) {
         loop {
             match listener.accept() {
-                Ok((socket, peer)) => self.admit(socket, peer.ip(), now),
+                Ok((socket, peer)) => self.admit(socket, peer.ip(), tls, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_out_of_descriptors(&e) => {
@@ -291,10 +306,20 @@ impl Worker {
         }
     }
 
-    fn admit(&mut self, socket: mio::net::TcpStream, peer: IpAddr, now: Instant) {
+    fn admit(&mut self, socket: mio::net::TcpStream, peer: IpAddr, tls: bool, now: Instant) {
         if configure_accepted(&socket).is_err() {
             return;
         }
+        let io = match (&self.shared.tls, tls) {
+            (Some(config), true) => match ConnIo::new_tls(socket, Arc::clone(config)) {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a TLS session");
+                    return;
+                }
+            },
+            _ => ConnIo::new(socket),
+        };
         let live = self.shared.live_connections.fetch_add(1, Ordering::AcqRel) + 1;
         let within_peer_limit = self.shared.peer_limit.admit(peer);
         let over_limit = if live > self.shared.settings.max_connections {
@@ -306,7 +331,7 @@ impl Worker {
         };
         let counted_peer = within_peer_limit.map(|_| peer);
         let token = self.connections.insert(Slot::new(Connection::new(
-            socket,
+            io,
             now,
             over_limit,
             counted_peer,
@@ -520,7 +545,10 @@ impl Worker {
     fn stop(&mut self, now: Instant) -> bool {
         if self.stop_deadline.is_none() {
             self.stop_deadline = Some(now + self.shared.settings.shutdown_grace);
-            if let Some(mut listener) = self.listener.take() {
+            for mut listener in [self.listener.take(), self.tls_listener.take()]
+                .into_iter()
+                .flatten()
+            {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
             for token in self.connections.tokens() {

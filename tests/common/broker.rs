@@ -35,6 +35,8 @@ pub const ECHO: &str = "/echo";
 pub struct Broker {
     child: Child,
     addr: SocketAddr,
+    /// The TLS listener's address, when the broker has one.
+    tls_addr: Option<SocketAddr>,
     /// Where the broker writes its address once it listens; removed on drop.
     ready_file: PathBuf,
     /// Every stderr line so far; a thread keeps appending until EOF.
@@ -115,31 +117,36 @@ impl Broker {
         let mut broker = Broker {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_addr: None,
             ready_file,
             stderr: lines,
             stderr_eof: Mutex::new(Some(eof_rx)),
             exit: None,
         };
-        broker.addr = broker.wait_ready(&args);
+        (broker.addr, broker.tls_addr) = broker.wait_ready(&args);
         broker
     }
 
     /// Waits for the ready file the broker writes once it listens and
     /// returns the address in it; fails the test, with the broker's stderr,
     /// if the broker exits first or [`IO_TIMEOUT`] passes.
-    fn wait_ready(&mut self, args: &[&str]) -> SocketAddr {
+    fn wait_ready(&mut self, args: &[&str]) -> (SocketAddr, Option<SocketAddr>) {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             // The broker renames the file into place whole: a file that
             // exists holds the whole address.
             match std::fs::read_to_string(&self.ready_file) {
                 Ok(text) => {
-                    return text
-                        .strip_suffix('\n')
-                        .and_then(|addr| addr.parse().ok())
-                        .unwrap_or_else(|| {
-                            panic!("ready file {:?} holds {text:?}", self.ready_file)
-                        })
+                    let mut lines = text.lines();
+                    let addr = lines.next().and_then(|addr| addr.parse().ok());
+                    let tls = lines
+                        .next()
+                        .and_then(|line| line.strip_prefix("tls="))
+                        .and_then(|addr| addr.parse().ok());
+                    let Some(addr) = addr.filter(|_| text.ends_with('\n')) else {
+                        panic!("ready file {:?} holds {text:?}", self.ready_file)
+                    };
+                    return (addr, tls);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => panic!("reading the ready file {:?} failed: {e}", self.ready_file),
@@ -176,6 +183,13 @@ impl Broker {
     /// The address the broker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the broker's TLS listener; fails the test when it
+    /// was started without one.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr
+            .expect("the broker was started with --tls-listen")
     }
 
     /// The ready file the broker wrote its address to (removed on drop).

@@ -1,0 +1,339 @@
+//! wss:// and https:// on the TLS listener (`tls.listen`): a certificate
+//! authority made at test time (rcgen), the broker started with a
+//! certificate it signed, and real clients — rustls verifying that CA, with
+//! tungstenite speaking WebSocket over it, and curl for plain HTTPS routes.
+//! The same topic table serves both listeners.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use common::*;
+
+/// The PEM files of one test's certificate authority and server certificate.
+struct Pki {
+    dir: PathBuf,
+    ca_pem: String,
+}
+
+impl Pki {
+    /// A CA, and a certificate for `localhost` and 127.0.0.1 signed by it.
+    fn new(name: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("tickfan-tls-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "tickfan test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        // A key of another certificate, for the mismatch case.
+        std::fs::write(
+            dir.join("other-key.pem"),
+            KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
+        Pki {
+            dir,
+            ca_pem: ca.pem(),
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_str().unwrap().to_owned()
+    }
+
+    /// A broker with a TLS listener using this certificate.
+    fn broker(&self) -> Broker {
+        Broker::start(&[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &self.path("cert.pem"),
+            "--tls-key",
+            &self.path("key.pem"),
+        ])
+    }
+
+    /// A rustls client that trusts only this CA.
+    fn client_config(&self) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        let ca = rustls::pki_types::CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap();
+        roots.add(ca).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
+    /// A verified TLS connection to the broker's TLS listener.
+    fn connect(&self, broker: &Broker) -> StreamOwned<ClientConnection, TcpStream> {
+        let tcp = TcpStream::connect(broker.tls_addr()).unwrap();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let connection = ClientConnection::new(self.client_config(), name).unwrap();
+        StreamOwned::new(connection, tcp)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+/// Sends one HTTP/1.1 request over `stream` and reads the whole answer
+/// (the request asks the broker to close after it).
+fn https_request(stream: &mut impl ReadWrite, request: &str) -> String {
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+#[test]
+fn wss_subscriber_gets_ticks_published_over_plain_ws() {
+    let pki = Pki::new("wss");
+    let broker = pki.broker();
+    let stream = pki.connect(&broker);
+    let (mut wss, response) =
+        tungstenite::client("wss://localhost/ws", stream).expect("wss upgrade");
+    assert_eq!(response.status(), 101);
+    wss.send(tungstenite::Message::text(r#"{"op":"sub","topic":"AAPL"}"#))
+        .unwrap();
+    let subscribed = wss.read().unwrap().into_text().unwrap();
+    assert!(
+        subscribed.contains(r#""event":"subscribed""#),
+        "{subscribed}"
+    );
+    // One topic table behind both listeners.
+    let mut publisher = broker.pubsub();
+    for i in 1..=50 {
+        publisher.publish("AAPL", &format!("{{\"bid\":{i}}}"));
+    }
+    for i in 1..=50u64 {
+        let tick = wss.read().unwrap().into_text().unwrap();
+        assert!(tick.contains(&format!(r#""seq":{i},"#)), "{tick}");
+        assert!(tick.contains(&format!(r#""data":{{"bid":{i}}}"#)), "{tick}");
+    }
+    wss.close(None).unwrap();
+}
+
+#[test]
+fn wss_echo_round_trips_large_messages() {
+    let pki = Pki::new("echo");
+    let broker = pki.broker();
+    let (mut wss, _) = tungstenite::client("wss://localhost/echo", pki.connect(&broker)).unwrap();
+    // Larger than one TLS record, so it spans several.
+    let big = "x".repeat(100_000);
+    wss.send(tungstenite::Message::text(big.clone())).unwrap();
+    assert_eq!(wss.read().unwrap().into_text().unwrap(), big);
+}
+
+#[test]
+fn https_routes_answer_over_tls() {
+    let pki = Pki::new("https");
+    let broker = pki.broker();
+    let health = https_request(
+        &mut pki.connect(&broker),
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let body = r#"{"bid":1}"#;
+    let published = https_request(
+        &mut pki.connect(&broker),
+        &format!(
+            "POST /publish?topic=A HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(published.starts_with("HTTP/1.1 202"), "{published}");
+    let polled = https_request(
+        &mut pki.connect(&broker),
+        "GET /poll?topic=A&since=A:0 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(polled.starts_with("HTTP/1.1 200"), "{polled}");
+    assert!(polled.contains(r#""data":{"bid":1}"#), "{polled}");
+}
+
+#[test]
+fn curl_verifies_the_certificate_and_reads_sse_and_metrics() {
+    let pki = Pki::new("curl");
+    let broker = pki.broker();
+    let url = |path: &str| format!("https://localhost:{}{path}", broker.tls_addr().port());
+    let curl = |args: &[&str]| {
+        let output = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "5"])
+            .args([
+                "--resolve",
+                &format!("localhost:{}:127.0.0.1", broker.tls_addr().port()),
+            ])
+            .args(args)
+            .output()
+            .expect("run curl");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (status, metrics) = curl(&["--cacert", &pki.path("ca.pem"), &url("/metrics")]);
+    assert_eq!(status, Some(0));
+    assert!(metrics.contains("tickfan_topics"), "{metrics}");
+    // Without the CA, curl refuses the broker's certificate.
+    let (status, _) = curl(&[&url("/healthz")]);
+    assert_ne!(
+        status,
+        Some(0),
+        "curl accepted a certificate it cannot verify"
+    );
+    // SSE: the stream's head and the snapshot of a published topic.
+    let mut publisher = broker.pubsub();
+    publisher.publish("S", "7");
+    let (_, events) = curl(&[
+        "--cacert",
+        &pki.path("ca.pem"),
+        "--max-time",
+        "2",
+        &url("/sse?topic=S"),
+    ]);
+    assert!(events.contains(r#""topic":"S","seq":1"#), "{events}");
+}
+
+#[test]
+fn plain_http_on_the_tls_port_is_cut_off() {
+    let pki = Pki::new("plain");
+    let broker = pki.broker();
+    let mut tcp = TcpStream::connect(broker.tls_addr()).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    // At most a TLS alert record (content type 21), never an HTTP answer.
+    assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+    let (health, _) = http_exchange(&broker, &get_request("/healthz"));
+    assert_eq!(health.status, 200);
+}
+
+fn start_error(args: &[&str]) -> String {
+    let output = run_cli(args);
+    assert!(!output.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn unusable_certificates_stop_the_start_naming_the_key() {
+    let pki = Pki::new("errors");
+    let base = ["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"];
+    let with = |cert: &str, key: &str| {
+        let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--tls-cert".into(),
+            cert.into(),
+            "--tls-key".into(),
+            key.into(),
+        ]);
+        args
+    };
+    let run = |args: Vec<String>| start_error(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let missing = run(with("/nonexistent/cert.pem", &pki.path("key.pem")));
+    assert!(missing.contains("tls.cert_file"), "{missing}");
+    let mismatched = run(with(&pki.path("cert.pem"), &pki.path("other-key.pem")));
+    assert!(mismatched.contains("tls.key_file"), "{mismatched}");
+    let not_a_key = run(with(&pki.path("cert.pem"), &pki.path("cert.pem")));
+    assert!(not_a_key.contains("tls.key_file"), "{not_a_key}");
+    let no_listener = start_error(&["--tls-cert", &pki.path("cert.pem")]);
+    assert!(no_listener.contains("tls.cert_file"), "{no_listener}");
+    let no_key = start_error(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pki.path("cert.pem"),
+    ]);
+    assert!(no_key.contains("tls.key_file"), "{no_key}");
+    let _ = Path::new(&pki.dir);
+}
+
+#[test]
+fn a_stalled_tls_handshake_is_cut_off_by_the_handshake_timeout() {
+    let pki = Pki::new("stall");
+    let broker = Broker::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pki.path("cert.pem"),
+        "--tls-key",
+        &pki.path("key.pem"),
+        "--set",
+        "websocket.handshake_timeout_ms=300",
+    ]);
+    // The first bytes of a ClientHello record, then nothing.
+    let mut tcp = TcpStream::connect(broker.tls_addr()).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(&[22, 3, 1, 0]).unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < IO_TIMEOUT,
+        "the broker held a stalled handshake open"
+    );
+    // The broker serves on.
+    let (health, _) = http_exchange(&broker, &get_request("/healthz"));
+    assert_eq!(health.status, 200);
+}
+
+#[test]
+fn shutdown_closes_wss_with_1001_then_close_notify() {
+    let pki = Pki::new("shutdown");
+    let mut broker = pki.broker();
+    let (mut wss, _) = tungstenite::client("wss://localhost/ws", pki.connect(&broker)).unwrap();
+    wss.send(tungstenite::Message::text(r#"{"op":"sub","topic":"A"}"#))
+        .unwrap();
+    wss.read().unwrap();
+    broker.send_sigterm();
+    let close = loop {
+        match wss.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame before the end: {e}"),
+        }
+    };
+    let frame = close.expect("a close code");
+    assert_eq!(u16::from(frame.code), 1001);
+    // The closing handshake completes and the TLS session ends cleanly
+    // (close_notify: rustls reports no unexpected EOF).
+    let _ = wss.close(None);
+    loop {
+        match wss.read() {
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("the wss connection did not end cleanly: {e}"),
+        }
+    }
+    assert!(broker.wait_exit(IO_TIMEOUT).success());
+}
