@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tickfan::cli::Cli;
 use tickfan::server::Server;
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
         .init();
 
     raise_open_files_limit(config.server.max_connections);
-    let mut signals = match Signals::new([SIGINT, SIGTERM]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(signals) => signals,
         Err(e) => {
             tracing::error!(error = %e, "cannot install signal handlers");
@@ -73,8 +73,14 @@ fn main() -> ExitCode {
     }
     let drain_delay = config.server.drain_delay();
     let (signalled, signal) = std::sync::mpsc::channel();
+    let reloader = server.stopper();
     std::thread::spawn(move || {
         for number in signals.forever() {
+            // SIGHUP reloads the TLS certificate; the others stop the broker.
+            if number == SIGHUP {
+                reloader.reload_tls();
+                continue;
+            }
             if signalled.send(number).is_err() {
                 return;
             }

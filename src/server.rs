@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::net::listener::bind_listeners;
 use crate::net::peer_limit::PeerLimit;
 use crate::net::settings::Settings;
+use crate::net::tls::{TlsAcceptor, TlsFiles};
 use crate::net::worker::{Shared, Worker, WAKER};
 
 /// A running broker.
@@ -86,6 +87,27 @@ impl Stopper {
     /// the drain delay before [`Stopper::stop`]; idempotent.
     pub fn drain(&self) {
         self.shared.draining.store(true, Ordering::Release);
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new connections
+    /// get the new certificate, open ones keep theirs; a failed reload
+    /// keeps the old one. Logged and counted in
+    /// `tickfan_tls_reloads_total{result}`; a no-op without TLS.
+    pub fn reload_tls(&self) {
+        let Some(acceptor) = &self.shared.tls else {
+            tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+            return;
+        };
+        match acceptor.reload() {
+            Ok(()) => {
+                tracing::info!("TLS certificate reloaded: new connections get it");
+                self.shared.metrics.count_tls_reload(true);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS reload failed: keeping the certificate in use");
+                self.shared.metrics.count_tls_reload(false);
+            }
+        }
     }
 
     /// Starts the graceful shutdown on every worker; idempotent.
@@ -332,16 +354,19 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 fn tls_setup(
     config: &Config,
     worker_count: usize,
-) -> io::Result<Option<(Arc<rustls::ServerConfig>, Vec<mio::net::TcpListener>)>> {
+) -> io::Result<Option<(TlsAcceptor, Vec<mio::net::TcpListener>)>> {
     let tls = &config.tls;
     let (Some(listen), Some(cert_file), Some(key_file)) =
         (tls.listen, &tls.cert_file, &tls.key_file)
     else {
         return Ok(None);
     };
-    let server_config =
-        crate::net::tls::server_config(cert_file, key_file, tls.client_ca_file.as_deref())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let acceptor = TlsAcceptor::load(TlsFiles {
+        cert_file: cert_file.clone(),
+        key_file: key_file.clone(),
+        client_ca_file: tls.client_ca_file.clone(),
+    })
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let listeners = bind_listeners(listen, config.server.backlog, worker_count)?;
-    Ok(Some((server_config, listeners)))
+    Ok(Some((acceptor, listeners)))
 }

@@ -22,6 +22,8 @@ use common::*;
 struct Pki {
     dir: PathBuf,
     ca_pem: String,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
 }
 
 impl Pki {
@@ -52,7 +54,31 @@ impl Pki {
         Pki {
             dir,
             ca_pem: ca.pem(),
+            ca,
+            ca_key,
         }
+    }
+
+    /// Replaces cert.pem and key.pem with a new certificate from the same
+    /// CA; returns its DER, to recognise it.
+    fn renew(&self) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        std::fs::write(self.dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(self.dir.join("key.pem"), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+
+    /// The DER of the certificate the broker presents to a new connection.
+    fn presented(&self, broker: &Broker) -> Vec<u8> {
+        let mut stream = self.connect(broker);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).unwrap();
+        }
+        let certs = stream.conn.peer_certificates().unwrap();
+        certs[0].to_vec()
     }
 
     fn path(&self, file: &str) -> String {
@@ -336,4 +362,53 @@ fn shutdown_closes_wss_with_1001_then_close_notify() {
         }
     }
     assert!(broker.wait_exit(IO_TIMEOUT).success());
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections_only() {
+    let pki = Pki::new("reload");
+    let broker = pki.broker();
+    let first = pki.presented(&broker);
+    // An open wss connection that keeps streaming across the reload.
+    let (mut wss, _) = tungstenite::client("wss://localhost/ws", pki.connect(&broker)).unwrap();
+    wss.send(tungstenite::Message::text(r#"{"op":"sub","topic":"R"}"#))
+        .unwrap();
+    wss.read().unwrap();
+    let renewed = pki.renew();
+    assert_ne!(first, renewed);
+    broker.send_sighup();
+    // The reload is asynchronous: wait (bounded) for a new connection to see it.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while pki.presented(&broker) != renewed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the certificate was not reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut publisher = broker.pubsub();
+    publisher.publish("R", "1");
+    let tick = wss.read().unwrap().into_text().unwrap();
+    assert!(tick.contains(r#""seq":1"#), "{tick}");
+    // A bad file: the reload fails, the certificate in use stays.
+    std::fs::write(pki.dir.join("cert.pem"), "not a certificate").unwrap();
+    broker.send_sighup();
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let metrics = scrape_metrics(&broker);
+        if metric_sum(&metrics, "tickfan_tls_reloads_total{result=\"failed\"") >= 1.0 {
+            assert_eq!(
+                metric_sum(&metrics, "tickfan_tls_reloads_total{result=\"ok\""),
+                1.0
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed reload counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(pki.presented(&broker), renewed);
+    assert!(broker.stderr_text().contains("TLS reload failed"));
 }

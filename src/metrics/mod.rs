@@ -37,6 +37,7 @@ pub struct Metrics {
     slow_consumer_actions: IntCounterVec,
     handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
+    tls_reloads: IntCounterVec,
     closes: IntCounterVec,
     worker_busy: CounterVec,
     accept_errors: IntCounter,
@@ -97,6 +98,11 @@ impl Metrics {
                 "Refused upgrades and HTTP requests, by reason",
                 &["reason"],
             ),
+            tls_reloads: counter_vec(
+                "tickfan_tls_reloads_total",
+                "Reloads of the TLS certificate (SIGHUP), by result",
+                &["result"],
+            ),
             closes: counter_vec(
                 "tickfan_closes_total",
                 "WebSocket close frames sent, by close code",
@@ -148,7 +154,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn Collector>; 18] = [
+        let collectors: [Box<dyn Collector>; 19] = [
             Box::new(m.published.clone()),
             Box::new(m.delivered.clone()),
             Box::new(m.received_bytes.clone()),
@@ -157,6 +163,7 @@ impl Metrics {
             Box::new(m.slow_consumer_actions.clone()),
             Box::new(m.handshakes.clone()),
             Box::new(m.handshake_failures.clone()),
+            Box::new(m.tls_reloads.clone()),
             Box::new(m.closes.clone()),
             Box::new(m.worker_busy.clone()),
             Box::new(m.accept_errors.clone()),
@@ -209,6 +216,12 @@ impl Metrics {
 
     /// The histogram a worker records publish-to-write latencies in; the
     /// worker keeps a local copy and flushes it with its counters.
+    /// Counts a reload of the TLS certificate, `ok` or failed.
+    pub fn count_tls_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.tls_reloads.with_label_values(&[result]).inc();
+    }
+
     pub fn latency(&self) -> &Histogram {
         &self.latency
     }

@@ -3,10 +3,15 @@
 //! into a rustls [`ServerConfig`] built with an explicit crypto provider
 //! (ring), never the process default, so two providers in the dependency
 //! graph cannot make it panic. TLS 1.2 and 1.3; ALPN offers `http/1.1`.
+//!
+//! [`TlsAcceptor`] keeps the files and the configuration new connections
+//! get; [`TlsAcceptor::reload`] (SIGHUP) reads the files again and swaps the
+//! configuration only when they are usable, so a bad file keeps the old
+//! certificate. Open connections keep the configuration they started with.
 
 use std::fmt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -33,6 +38,55 @@ fn failed(key: &'static str, reason: impl fmt::Display) -> TlsSetupError {
     TlsSetupError {
         key,
         reason: reason.to_string(),
+    }
+}
+
+/// The files of the TLS listener's certificate.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The configuration new TLS connections get, reloadable from its files.
+#[derive(Debug)]
+pub struct TlsAcceptor {
+    files: TlsFiles,
+    current: Mutex<Arc<ServerConfig>>,
+}
+
+impl TlsAcceptor {
+    /// Reads the files; an unusable one is an error naming its key.
+    pub fn load(files: TlsFiles) -> Result<TlsAcceptor, TlsSetupError> {
+        let config = server_config(
+            &files.cert_file,
+            &files.key_file,
+            files.client_ca_file.as_deref(),
+        )?;
+        Ok(TlsAcceptor {
+            files,
+            current: Mutex::new(config),
+        })
+    }
+
+    /// The configuration for a connection accepted now.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(&current)
+    }
+
+    /// Reads the files again; on success new connections get the new
+    /// certificate, on failure the old one stays and the error says why.
+    pub fn reload(&self) -> Result<(), TlsSetupError> {
+        let files = &self.files;
+        let config = server_config(
+            &files.cert_file,
+            &files.key_file,
+            files.client_ca_file.as_deref(),
+        )?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(())
     }
 }
 

@@ -28,6 +28,7 @@ use super::read_buf::ReadBuf;
 use super::settings::Settings;
 use super::slab::Slab;
 use super::timer::{Timer, Timers};
+use super::tls::TlsAcceptor;
 use crate::broker::auth::Auth;
 use crate::broker::mailbox::{Delivery, Inbox};
 use crate::broker::subscriptions::LocalTopics;
@@ -76,7 +77,7 @@ pub struct Shared {
     /// answers 503 while everything else is still served.
     pub draining: AtomicBool,
     /// The TLS listener's configuration, when there is one.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<TlsAcceptor>,
     /// Workers whose thread ended by a panic or an error: the broker is
     /// then unhealthy (`/healthz` and `/readyz` answer 503) and stopping.
     pub dead_workers: AtomicUsize,
@@ -311,7 +312,7 @@ impl Worker {
             return;
         }
         let io = match (&self.shared.tls, tls) {
-            (Some(config), true) => match ConnIo::new_tls(socket, Arc::clone(config)) {
+            (Some(acceptor), true) => match ConnIo::new_tls(socket, acceptor.current()) {
                 Ok(io) => io,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start a TLS session");

@@ -244,6 +244,11 @@ impl Broker {
         signal(self.child.id(), libc::SIGTERM).expect("kill(SIGTERM)");
     }
 
+    /// Sends SIGHUP to the broker process (and to nothing else).
+    pub fn send_sighup(&self) {
+        signal(self.child.id(), libc::SIGHUP).expect("kill(SIGHUP)");
+    }
+
     /// Sends SIGINT to the broker process (and to nothing else).
     pub fn send_sigint(&self) {
         signal(self.child.id(), libc::SIGINT).expect("kill(SIGINT)");
