@@ -7,14 +7,22 @@
 #
 # Usage: scripts/autobahn.sh           run and compare
 #        scripts/autobahn.sh --update  run and rewrite the expected file
+#        scripts/autobahn.sh --wss     the same cases over wss: tickfan's TLS
+#                                      echo route behind a socat TLS client
+#                                      tunnel (kosoku speaks plain ws to
+#                                      socat, socat TLS to tickfan), compared
+#                                      with the same expected verdicts
 #
-# Needs python3 with the venv module and cargo; only binds 127.0.0.1.
+# Needs python3 with the venv module and cargo (and socat and openssl for
+# --wss); only binds 127.0.0.1.
 set -euo pipefail
 
 update=0
+wss=0
 case "${1:-}" in
 "") ;;
 --update) update=1 ;;
+--wss) wss=1 ;;
 *)
     echo "usage: $0 [--update]" >&2
     exit 2
@@ -49,17 +57,30 @@ cargo build --release --bin tickfan
 
 tmp="$(mktemp -d)"
 server_pid=""
+tunnel_pid=""
 cleanup() {
-    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    for pid in "$tunnel_pid" "$server_pid"; do
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 
+tls_args=()
+if ((wss)); then
+    # A throwaway self-signed certificate: the tunnel does not verify it
+    # (what is tested here is the WebSocket protocol over tickfan's TLS).
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj /CN=localhost -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+    tls_args=(--tls-listen 127.0.0.1:0 --tls-cert "$tmp/cert.pem" --tls-key "$tmp/key.pem")
+fi
+
 server_log="$tmp/tickfan.stderr"
 target/release/tickfan \
+    "${tls_args[@]}" \
     --listen 127.0.0.1:0 \
     --workers 2 \
     --echo-path /echo \
@@ -87,6 +108,23 @@ while [[ -z "$port" ]]; do
     [[ -n "$port" ]] || sleep 0.1
 done
 echo "autobahn: tickfan pid $server_pid listening on 127.0.0.1:$port"
+if ((wss)); then
+    tls_port="$(sed -n 's/.*tls_listen=127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$server_log" | head -n 1)"
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" \
+        "OPENSSL:127.0.0.1:$tls_port,verify=0" 2>"$tmp/socat.stderr" &
+    tunnel_pid=$!
+    deadline=$((SECONDS + startup_timeout_s))
+    until python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1).close()" 2>/dev/null; do
+        if ((SECONDS >= deadline)) || ! kill -0 "$tunnel_pid" 2>/dev/null; then
+            echo "autobahn: the socat tunnel did not come up:" >&2
+            cat "$tmp/socat.stderr" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "autobahn: over wss: kosoku -> socat 127.0.0.1:$port -> TLS 127.0.0.1:$tls_port"
+fi
 
 # 3. The suite: 1.* to 10.* (there is no 8.*; 12.* and 13.* are
 # permessage-deflate, which tickfan does not offer).

@@ -3,7 +3,7 @@
 # is already there so that repeated runs cost nothing.
 set -euo pipefail
 
-packages=(python3 python3-venv python3-pip curl prometheus)
+packages=(python3 python3-venv python3-pip curl prometheus socat openssl)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

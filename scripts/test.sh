@@ -18,4 +18,6 @@ echo "== cargo test (unit, integration, benches compile; broker and tickfan-load
 cargo test --workspace --all-targets
 echo "== autobahn conformance (kosoku)"
 scripts/autobahn.sh
+echo "== autobahn conformance over wss (kosoku -> socat -> tickfan's TLS listener)"
+scripts/autobahn.sh --wss
 scripts/soak.sh 20 --short
