@@ -412,3 +412,57 @@ fn sighup_reloads_the_certificate_for_new_connections_only() {
     assert_eq!(pki.presented(&broker), renewed);
     assert!(broker.stderr_text().contains("TLS reload failed"));
 }
+
+#[test]
+fn client_certificates_are_required_when_a_client_ca_is_set() {
+    let pki = Pki::new("mtls");
+    let broker = Broker::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pki.path("cert.pem"),
+        "--tls-key",
+        &pki.path("key.pem"),
+        "--set",
+        &format!("tls.client_ca_file={}", pki.path("ca.pem")),
+    ]);
+    // A client certificate the CA signed.
+    let client_key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["client".to_owned()]).unwrap();
+    let client_cert = params.signed_by(&client_key, &pki.ca, &pki.ca_key).unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let with_cert = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![client_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(client_key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let connect = |config: Arc<ClientConfig>| {
+        let tcp = TcpStream::connect(broker.tls_addr()).unwrap();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        StreamOwned::new(ClientConnection::new(config, name).unwrap(), tcp)
+    };
+    let health = https_request(
+        &mut connect(Arc::new(with_cert)),
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // Without one, the broker ends the handshake: no HTTP answer comes.
+    let mut without = connect(pki.client_config());
+    let refused = without
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .and_then(|()| {
+            let mut answer = Vec::new();
+            without.read_to_end(&mut answer).map(|_| answer)
+        });
+    // An error is the alert the broker sent, as rustls reports it.
+    if let Ok(answer) = refused {
+        assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    }
+}
