@@ -317,6 +317,7 @@ fn a_stalled_tls_handshake_is_cut_off_by_the_handshake_timeout() {
         "--set",
         "websocket.handshake_timeout_ms=300",
     ]);
+    let fds_before = fd_count(broker.pid());
     // The first bytes of a ClientHello record, then nothing.
     let mut tcp = TcpStream::connect(broker.tls_addr()).unwrap();
     tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -328,9 +329,42 @@ fn a_stalled_tls_handshake_is_cut_off_by_the_handshake_timeout() {
         started.elapsed() < IO_TIMEOUT,
         "the broker held a stalled handshake open"
     );
-    // The broker serves on.
+    // The broker serves on, and holds nothing of the stalled client.
     let (health, _) = http_exchange(&broker, &get_request("/healthz"));
     assert_eq!(health.status, 200);
+    drop(tcp);
+    let (fds, back) = wait_for_fd_count(broker.pid(), IO_TIMEOUT, |n| n <= fds_before);
+    assert!(
+        back,
+        "{fds} descriptors open, {fds_before} before the stalled client"
+    );
+}
+
+#[test]
+fn a_burst_of_tls_handshakes_is_served_a_few_per_turn_without_losing_any() {
+    let pki = Pki::new("burst");
+    let broker = pki.broker();
+    // More handshakes at once than a worker takes in one loop turn.
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let config = pki.client_config();
+            let addr = broker.tls_addr();
+            std::thread::spawn(move || {
+                let tcp = TcpStream::connect(addr).unwrap();
+                tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let name = ServerName::try_from("localhost").unwrap();
+                let mut stream =
+                    StreamOwned::new(ClientConnection::new(config, name).unwrap(), tcp);
+                https_request(
+                    &mut stream,
+                    "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                )
+            })
+        })
+        .collect();
+    for answer in join_all(clients) {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
 }
 
 #[test]

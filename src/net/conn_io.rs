@@ -77,6 +77,11 @@ impl ConnIo {
         })
     }
 
+    /// Whether a TLS handshake is under way (not done, not failed).
+    pub fn is_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.is_handshaking())
+    }
+
     /// Whether this connection came in over TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()

@@ -279,6 +279,15 @@ impl Connection {
             ctx.stats.publisher_pauses += 1;
             return Verdict::Keep;
         }
+        // A TLS handshake costs real CPU: only so many per loop turn, the
+        // rest resumed by the worker in the next one.
+        if self.io.is_handshaking() {
+            if *ctx.tls_handshakes_left == 0 {
+                self.read_unfinished = true;
+                return Verdict::Keep;
+            }
+            *ctx.tls_handshakes_left -= 1;
+        }
         if std::mem::take(&mut self.pending_unprocessed) {
             let mut input = std::mem::take(&mut self.io.pending);
             let verdict = self.process(&mut input, ctx);

@@ -32,6 +32,9 @@ pub struct Ctx<'a> {
     pub tick_bound: usize,
     pub local: &'a mut LocalTopics,
     pub scratch: &'a mut ReadBuf,
+    /// TLS handshake steps this worker may still take in this loop turn
+    /// (see `TLS_HANDSHAKES_PER_TURN` in the worker).
+    pub tls_handshakes_left: &'a mut usize,
     pub stats: &'a mut WorkerStats,
     /// Publish-to-write latencies, buffered by the worker.
     pub latency: &'a prometheus::local::LocalHistogram,
