@@ -109,7 +109,7 @@ while [[ -z "$port" ]]; do
 done
 echo "autobahn: tickfan pid $server_pid listening on 127.0.0.1:$port"
 if ((wss)); then
-    tls_port="$(sed -n 's/.*tls_listen=127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$server_log" | head -n 1)"
+    tls_port="$(sed -n 's/.*tls=127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$server_log" | head -n 1)"
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" \
         "OPENSSL:127.0.0.1:$tls_port,verify=0" 2>"$tmp/socat.stderr" &

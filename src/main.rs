@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     };
     tracing::info!(
         listen = %server.local_addr(),
-        tls_listen = %server.tls_local_addr().map_or("off".to_owned(), |a| a.to_string()),
+        tls = %server.tls_local_addr().map_or("off".to_owned(), |a| a.to_string()),
         workers = server.worker_count(),
         echo_path = config.websocket.echo_path.as_deref().unwrap_or("off"),
         "tickfan listening"
