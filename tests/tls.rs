@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -87,14 +87,22 @@ impl Pki {
 
     /// A broker with a TLS listener using this certificate.
     fn broker(&self) -> Broker {
-        Broker::start(&[
+        self.broker_with(&[])
+    }
+
+    /// [`Self::broker`] with `extra` flags.
+    fn broker_with(&self, extra: &[&str]) -> Broker {
+        let (cert, key) = (self.path("cert.pem"), self.path("key.pem"));
+        let mut args = vec![
             "--tls-listen",
             "127.0.0.1:0",
             "--tls-cert",
-            &self.path("cert.pem"),
+            &cert,
             "--tls-key",
-            &self.path("key.pem"),
-        ])
+            &key,
+        ];
+        args.extend_from_slice(extra);
+        Broker::start(&args)
     }
 
     /// A rustls client that trusts only this CA.
@@ -301,22 +309,12 @@ fn unusable_certificates_stop_the_start_naming_the_key() {
         &pki.path("cert.pem"),
     ]);
     assert!(no_key.contains("tls.key_file"), "{no_key}");
-    let _ = Path::new(&pki.dir);
 }
 
 #[test]
 fn a_stalled_tls_handshake_is_cut_off_by_the_handshake_timeout() {
     let pki = Pki::new("stall");
-    let broker = Broker::start(&[
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &pki.path("cert.pem"),
-        "--tls-key",
-        &pki.path("key.pem"),
-        "--set",
-        "websocket.handshake_timeout_ms=300",
-    ]);
+    let broker = pki.broker_with(&["--set", "websocket.handshake_timeout_ms=300"]);
     let fds_before = fd_count(broker.pid());
     // The first bytes of a ClientHello record, then nothing.
     let mut tcp = TcpStream::connect(broker.tls_addr()).unwrap();
@@ -450,16 +448,8 @@ fn sighup_reloads_the_certificate_for_new_connections_only() {
 #[test]
 fn client_certificates_are_required_when_a_client_ca_is_set() {
     let pki = Pki::new("mtls");
-    let broker = Broker::start(&[
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &pki.path("cert.pem"),
-        "--tls-key",
-        &pki.path("key.pem"),
-        "--set",
-        &format!("tls.client_ca_file={}", pki.path("ca.pem")),
-    ]);
+    let client_ca = format!("tls.client_ca_file={}", pki.path("ca.pem"));
+    let broker = pki.broker_with(&["--set", &client_ca]);
     // A client certificate the CA signed.
     let client_key = KeyPair::generate().unwrap();
     let params = CertificateParams::new(vec!["client".to_owned()]).unwrap();
