@@ -490,3 +490,40 @@ fn client_certificates_are_required_when_a_client_ca_is_set() {
         assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
     }
 }
+
+#[test]
+fn tls_connections_are_counted_as_wss_and_tls() {
+    let pki = Pki::new("labels");
+    let broker = pki.broker();
+    let (mut wss, _) = tungstenite::client("wss://localhost/ws", pki.connect(&broker)).unwrap();
+    wss.send(tungstenite::Message::text(r#"{"op":"sub","topic":"M"}"#))
+        .unwrap();
+    wss.read().unwrap();
+    let health = https_request(
+        &mut pki.connect(&broker),
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // Workers publish their counts about once a second.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let metrics = scrape_metrics(&broker);
+        let wss_up = metric_sum(&metrics, "tickfan_handshakes_total{transport=\"wss\"") >= 1.0;
+        let tls_up = metric_sum(&metrics, "tickfan_handshakes_total{transport=\"tls\"") >= 1.0;
+        let open = metrics.lines().any(|l| {
+            l.starts_with("tickfan_connections{")
+                && l.contains("transport=\"wss\"")
+                && !l.ends_with(" 0")
+        });
+        if wss_up && tls_up && open {
+            assert_eq!(
+                metric_sum(&metrics, "tickfan_handshakes_total{transport=\"websocket\""),
+                0.0,
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

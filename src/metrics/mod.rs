@@ -241,7 +241,14 @@ impl Metrics {
         self.published
             .with_label_values(&["http"])
             .inc_by(delta(now.published_http, before.published_http));
-        for transport in [Transport::WebSocket, Transport::Sse, Transport::LongPoll] {
+        let streamed = [
+            Transport::WebSocket,
+            Transport::Sse,
+            Transport::LongPoll,
+            Transport::Wss,
+            Transport::Tls,
+        ];
+        for transport in streamed {
             let i = transport as usize;
             self.delivered
                 .with_label_values(&[transport.label()])

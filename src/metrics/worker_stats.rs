@@ -12,15 +12,29 @@ pub enum Transport {
     WebSocket = 1,
     Sse = 2,
     LongPoll = 3,
+    /// A WebSocket over TLS.
+    Wss = 4,
+    /// Anything else over TLS: HTTP requests, SSE streams, long-polls.
+    Tls = 5,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 4] = [
+    pub const ALL: [Transport; 6] = [
         Transport::Http,
         Transport::WebSocket,
         Transport::Sse,
         Transport::LongPoll,
+        Transport::Wss,
+        Transport::Tls,
     ];
+
+    /// The same use over a TLS connection.
+    pub fn over_tls(self) -> Transport {
+        match self {
+            Transport::WebSocket | Transport::Wss => Transport::Wss,
+            _ => Transport::Tls,
+        }
+    }
 
     /// The `transport` label value.
     pub fn label(self) -> &'static str {
@@ -29,6 +43,8 @@ impl Transport {
             Transport::WebSocket => "websocket",
             Transport::Sse => "sse",
             Transport::LongPoll => "longpoll",
+            Transport::Wss => "wss",
+            Transport::Tls => "tls",
         }
     }
 }
@@ -59,7 +75,7 @@ pub struct WorkerStats {
     pub published_ws: u64,
     pub published_http: u64,
     /// Ticks written, by [`Transport`] index.
-    pub delivered: [u64; 4],
+    pub delivered: [u64; Transport::ALL.len()],
     pub write_syscalls: u64,
     pub bytes_out: u64,
     pub bytes_in: u64,
@@ -67,7 +83,7 @@ pub struct WorkerStats {
     pub dropped: u64,
     pub slow_disconnects: u64,
     /// Accepted upgrades and requests, by [`Transport`] index.
-    pub handshakes: [u64; 4],
+    pub handshakes: [u64; Transport::ALL.len()],
     /// Refusals, by index in [`FAILURE_REASONS`].
     pub handshake_failures: [u64; 11],
     /// Close frames sent, by index in [`CLOSE_CODES`].

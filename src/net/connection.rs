@@ -166,6 +166,11 @@ impl Connection {
         over_limit: Option<OverLimit>,
         counted_peer: Option<IpAddr>,
     ) -> Self {
+        let transport = if io.is_tls() {
+            Transport::Tls
+        } else {
+            Transport::Http
+        };
         Connection {
             io,
             phase: Phase::Http(AwaitedBody::default()),
@@ -173,7 +178,7 @@ impl Connection {
             read_unfinished: false,
             over_limit,
             counted_peer,
-            transport: Transport::Http,
+            transport,
             pending_unprocessed: false,
             read_paused_until: None,
         }
@@ -182,6 +187,22 @@ impl Connection {
     /// The client address counted against `server.max_connections_per_ip`.
     pub fn counted_peer(&self) -> Option<IpAddr> {
         self.counted_peer
+    }
+
+    /// Records what the connection is used for now (over TLS, as such);
+    /// returns the label it is counted under.
+    fn set_transport(&mut self, transport: Transport) -> Transport {
+        self.transport = self.counted_as(transport);
+        self.transport
+    }
+
+    /// The label `transport` is counted under on this connection.
+    fn counted_as(&self, transport: Transport) -> Transport {
+        if self.io.is_tls() {
+            transport.over_tls()
+        } else {
+            transport
+        }
     }
 
     /// What the connection is used for now.
@@ -477,8 +498,8 @@ impl Connection {
         self.io.out.append(|buf| {
             write_switching_protocols(buf, &accept_key(upgrade.key), upgrade.subprotocol)
         });
-        ctx.stats.count_handshake(Transport::WebSocket);
-        self.transport = Transport::WebSocket;
+        let transport = self.set_transport(Transport::WebSocket);
+        ctx.stats.count_handshake(transport);
         let websocket = WebSocketPhase::new(endpoint, settings, ctx.now);
         self.enter(Phase::WebSocket(websocket), ctx.now);
         Ok(())

@@ -94,9 +94,9 @@ impl Connection {
                 cursor: wanted.since.unwrap_or(subscribed.seq).min(subscribed.seq),
             });
         }
-        ctx.stats.count_handshake(Transport::LongPoll);
+        let transport = self.set_transport(Transport::LongPoll);
+        ctx.stats.count_handshake(transport);
         let answer_now = poll.is_ready() || !poll.gaps.is_empty();
-        self.transport = Transport::LongPoll;
         self.enter(Phase::Polling(Box::new(poll)), ctx.now);
         if answer_now {
             self.finish_poll(ctx);
@@ -143,8 +143,7 @@ impl Connection {
             advance_cursors(&mut poll.topics, &poll.ticks, kept);
             poll.ticks.truncate(kept);
             let cursor = format_cursor(poll.topics.iter().map(|t| (&*t.name, t.cursor)));
-            ctx.stats
-                .count_delivered(Transport::LongPoll, poll.ticks.len());
+            ctx.stats.count_delivered(self.transport, poll.ticks.len());
             Response::json(200, poll_body(&poll.ticks, &poll.gaps, &cursor))
                 .header("Cache-Control", "no-store")
         };

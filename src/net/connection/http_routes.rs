@@ -96,7 +96,7 @@ impl Connection {
         response: Response,
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
-        ctx.stats.count_handshake(Transport::Http);
+        ctx.stats.count_handshake(self.counted_as(Transport::Http));
         self.end_request();
         if request.keep_alive() {
             let response = if request.needs_keep_alive_header() {
@@ -255,8 +255,8 @@ impl Connection {
             // Refusals (topic limits) arrive as `error` events on the stream.
             let _ = session.subscribe(&mut self.io.out, &wanted.topic, start, None, ctx);
         }
-        ctx.stats.count_handshake(Transport::Sse);
-        self.transport = Transport::Sse;
+        let transport = self.set_transport(Transport::Sse);
+        ctx.stats.count_handshake(transport);
         self.enter(Phase::Sse(Box::new(session)), ctx.now);
     }
 }
