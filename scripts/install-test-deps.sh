@@ -18,3 +18,14 @@ fi
 for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component" || true
 done
+
+# Python clients the integration tests run against the broker (tests/tls.rs:
+# the `websockets` library over wss with a verifying ssl context), in a
+# virtualenv of their own, reused when it already has the version.
+clients_venv=.venv/clients
+websockets_version=15.0.1
+if ! "$clients_venv/bin/python" -m pip show websockets 2>/dev/null | grep -qx "Version: $websockets_version"; then
+  rm -rf "$clients_venv"
+  python3 -m venv "$clients_venv"
+  "$clients_venv/bin/python" -m pip install --quiet --disable-pip-version-check "websockets==$websockets_version"
+fi

@@ -527,3 +527,93 @@ fn tls_connections_are_counted_as_wss_and_tls() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The Python of the clients' virtualenv that scripts/install-test-deps.sh
+/// makes (with the `websockets` library); `None` when it was not made.
+fn clients_python() -> Option<PathBuf> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/clients/bin/python");
+    python.exists().then_some(python)
+}
+
+#[test]
+fn python_websockets_verifies_the_ca_and_streams_over_wss() {
+    let Some(python) = clients_python() else {
+        eprintln!("skipped: no .venv/clients (scripts/install-test-deps.sh makes it)");
+        return;
+    };
+    let pki = Pki::new("python");
+    let broker = pki.broker();
+    let script = r#"
+import asyncio, json, ssl, sys
+import websockets
+
+async def main(port, ca):
+    context = ssl.create_default_context(cafile=ca)
+    async with websockets.connect(f"wss://localhost:{port}/ws", ssl=context) as ws:
+        await ws.send(json.dumps({"op": "sub", "topic": "PY"}))
+        print(json.loads(await ws.recv())["event"], flush=True)
+        for _ in range(20):
+            tick = json.loads(await ws.recv())
+            print(tick["seq"], tick["data"]["i"], flush=True)
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+"#;
+    let mut child = Command::new(&python)
+        .args([
+            "-c",
+            script,
+            &broker.tls_addr().port().to_string(),
+            &pki.path("ca.pem"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the Python client");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed", "{line}");
+    let mut publisher = broker.pubsub();
+    for i in 1..=20 {
+        publisher.publish("PY", &format!("{{\"i\":{i}}}"));
+    }
+    let output = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: String = (1..=20).map(|i| format!("{i} {i}\n")).collect();
+    assert_eq!(rest, expected);
+}
+
+#[test]
+fn python_websockets_refuses_a_certificate_it_cannot_verify() {
+    let Some(python) = clients_python() else {
+        eprintln!("skipped: no .venv/clients (scripts/install-test-deps.sh makes it)");
+        return;
+    };
+    let pki = Pki::new("python-refuse");
+    let broker = pki.broker();
+    let script = r#"
+import asyncio, ssl, sys
+import websockets
+
+async def main(port):
+    try:
+        async with websockets.connect(f"wss://localhost:{port}/ws", ssl=ssl.create_default_context()):
+            print("connected")
+    except ssl.SSLCertVerificationError:
+        print("refused")
+
+asyncio.run(main(int(sys.argv[1])))
+"#;
+    let output = Command::new(&python)
+        .args(["-c", script, &broker.tls_addr().port().to_string()])
+        .output()
+        .expect("run the Python client");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "refused");
+}
