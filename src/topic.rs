@@ -7,16 +7,6 @@
 //! the compiler's to enforce.
 //!
 //! Names come from the network: held to the panic-class lints (tests exempt).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::arithmetic_side_effects,
-        clippy::cast_possible_truncation,
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use std::borrow::Cow;
 use std::fmt;

@@ -5,16 +5,6 @@
 //! check against it without importing the `http` layer.
 //!
 //! Held to the panic-class lints (tests exempt).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::arithmetic_side_effects,
-        clippy::cast_possible_truncation,
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 /// Liveness.
 pub const HEALTHZ_PATH: &str = "/healthz";

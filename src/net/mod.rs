@@ -18,16 +18,18 @@
 //! - [`session_harness`]: a session outside a worker, for the fuzzer.
 
 pub mod buffer_pool;
-pub mod conn_io;
+network_facing! {
+    pub mod conn_io;
+    pub mod out_queue;
+    pub mod read_buf;
+    pub mod session;
+}
 pub mod connection;
 pub mod context;
 pub mod fanout;
 pub mod listener;
-pub mod out_queue;
 pub mod peer_limit;
 pub mod rate_limit;
-pub mod read_buf;
-pub mod session;
 pub mod session_harness;
 pub mod settings;
 pub mod slab;

