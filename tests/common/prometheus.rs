@@ -172,11 +172,13 @@ impl Prometheus {
             stopped: false,
             _dir: dir,
         };
-        let mut listening = None;
-        loop {
+        // Both lines, in either order: the web listener logs its address
+        // from its own goroutine, sometimes after "ready".
+        let (mut listening, mut ready) = (None, false);
+        while listening.is_none() || !ready {
             match rx.recv_timeout(START_TIMEOUT) {
                 Ok(Startup::Listening(addr)) => listening = Some(addr),
-                Ok(Startup::Ready) => break,
+                Ok(Startup::Ready) => ready = true,
                 Ok(Startup::Exited) => panic!(
                     "prometheus exited while starting; log:\n{}",
                     prometheus.log_text()
