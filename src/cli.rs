@@ -407,9 +407,10 @@ impl Cli {
         Ok(true)
     }
 
-    /// Writes `addr` and a newline to the `--ready-file` path, if one was
-    /// given, and then `tls=` and the TLS listener's address and a newline
-    /// when there is one; returns whether it did.
+    /// Writes the plain listener's address (or `off` when `server.listen`
+    /// is empty) and a newline to the `--ready-file` path, if one was given,
+    /// and then `tls=` and the TLS listener's address and a newline when
+    /// there is one; returns whether it did.
     ///
     /// The binary calls this once the listeners are bound, so the address
     /// is the real one even for `--listen 127.0.0.1:0`. The text goes to
@@ -420,14 +421,17 @@ impl Cli {
     /// stale one before starting the broker.
     pub fn write_ready_file(
         &self,
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         tls_addr: Option<SocketAddr>,
     ) -> io::Result<bool> {
         let Some(path) = &self.ready_file else {
             return Ok(false);
         };
         let tmp = ready_tmp_path(path);
-        let mut text = format!("{addr}\n");
+        let mut text = match addr {
+            Some(addr) => format!("{addr}\n"),
+            None => "off\n".to_owned(),
+        };
         if let Some(tls_addr) = tls_addr {
             text.push_str(&format!("tls={tls_addr}\n"));
         }
@@ -728,7 +732,7 @@ mod tests {
         ])
         .load_config()
         .unwrap();
-        assert_eq!(c.server.listen, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(c.server.listen, Some("0.0.0.0:9100".parse().unwrap()));
         assert_eq!(c.server.workers, 2);
         assert_eq!(c.server.max_connections, 5);
         assert_eq!(c.server.shutdown_grace_ms, 0);
@@ -963,7 +967,7 @@ mod tests {
 
     #[test]
     fn ready_file_gets_the_address_and_a_newline_only_when_asked() {
-        let addr: SocketAddr = "127.0.0.1:45123".parse().unwrap();
+        let addr: Option<SocketAddr> = Some("127.0.0.1:45123".parse().unwrap());
         assert!(!parse(&[]).write_ready_file(addr, None).unwrap());
 
         let path = temp_config("stale");
@@ -983,5 +987,17 @@ mod tests {
             .write_ready_file(addr, None)
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    }
+
+    #[test]
+    fn ready_file_says_off_for_a_missing_plain_listener() {
+        let path = temp_config("tls-only");
+        let cli = parse(&["--ready-file", path.to_str().unwrap()]);
+        let tls: SocketAddr = "127.0.0.1:9443".parse().unwrap();
+        let wrote = cli.write_ready_file(None, Some(tls));
+        let text = fs::read_to_string(&path);
+        fs::remove_file(&path).unwrap();
+        assert!(wrote.unwrap());
+        assert_eq!(text.unwrap(), "off\ntls=127.0.0.1:9443\n");
     }
 }

@@ -67,9 +67,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// `server.listen`: address the broker listens on.
-    #[serde(deserialize_with = "socket_addr")]
-    pub listen: SocketAddr,
+    /// `server.listen`: the plain (ws, http) listener's address; `None`
+    /// (`""`) when only the TLS listener serves.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub listen: Option<SocketAddr>,
     /// `server.workers`: worker threads; 0 means one per CPU core (see [`Config::worker_count`]).
     #[serde(deserialize_with = "int")]
     pub workers: usize,
@@ -520,6 +521,12 @@ impl Config {
 
         check_log_level("log.level", &log.level)?;
         check_tls(&self.tls)?;
+        if self.server.listen.is_none() && self.tls.listen.is_none() {
+            return Err(ConfigError::invalid(
+                "server.listen".to_owned(),
+                "is empty and so is tls.listen: the broker would listen nowhere",
+            ));
+        }
 
         check_route_paths(ws, http)
     }
@@ -857,13 +864,6 @@ fn int<'de, D: Deserializer<'de>, T: ConfigInt>(d: D) -> Result<T, D::Error> {
     })
 }
 
-/// serde reader of `server.listen`: a string holding a socket address.
-fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse()
-        .map_err(|_| D::Error::custom(format!("{text:?} is not a socket address")))
-}
-
 /// A TLS listener needs its certificate and key, and the files mean
 /// nothing without one (the files themselves are read at start).
 fn check_tls(tls: &TlsConfig) -> Result<(), ConfigError> {
@@ -895,7 +895,8 @@ fn check_tls(tls: &TlsConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// serde reader of `tls.listen`: a socket address, or `""` for none.
+/// serde reader of `server.listen` and `tls.listen`: a socket address, or
+/// `""` for none.
 fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(d)?;
     if text.is_empty() {
@@ -1282,7 +1283,7 @@ mod tests {
             c,
             Config {
                 server: ServerConfig {
-                    listen: "127.0.0.1:9001".parse().unwrap(),
+                    listen: Some("127.0.0.1:9001".parse().unwrap()),
                     workers: 0,
                     backlog: 1024,
                     max_connections: 10_000,
@@ -1524,7 +1525,23 @@ mod tests {
             "config key `server.listen`: \"abc\" is not a socket address"
         );
         let c = Config::from_toml_str("[server]\nlisten = \"[::1]:0\"\n").unwrap();
-        assert_eq!(c.server.listen, "[::1]:0".parse().unwrap());
+        assert_eq!(c.server.listen, Some("[::1]:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_plain_listener_is_off_only_beside_a_tls_listener() {
+        let e = err("[server]\nlisten = \"\"\n");
+        assert_eq!(
+            e.to_string(),
+            "config key `server.listen`: is empty and so is tls.listen: the broker would listen nowhere"
+        );
+        let c = Config::from_toml_str(
+            "[server]\nlisten = \"\"\n[tls]\nlisten = \"127.0.0.1:0\"\n\
+             cert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, None);
+        assert_eq!(c.tls.listen, Some("127.0.0.1:0".parse().unwrap()));
     }
 
     #[test]
@@ -2057,7 +2074,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.server.workers, 8);
-        assert_eq!(c.server.listen, "0.0.0.0:9100".parse().unwrap());
+        assert_eq!(c.server.listen, Some("0.0.0.0:9100".parse().unwrap()));
         assert_eq!(c.websocket.echo_path.as_deref(), Some("/echo"));
         assert_eq!(c.log.level, "debug");
         assert_eq!(c.websocket.max_message_bytes, 16 * 1024 * 1024);
@@ -2066,7 +2083,7 @@ mod tests {
         let c = override_then_load(&[("log.level", "\"warn\""), ("server.listen", "[::1]:80")])
             .unwrap();
         assert_eq!(c.log.level, "warn");
-        assert_eq!(c.server.listen.port(), 80);
+        assert_eq!(c.server.listen.unwrap().port(), 80);
         assert_eq!(
             override_then_load(&[("server.listen", "9001")])
                 .unwrap_err()

@@ -50,13 +50,18 @@ fn main() -> ExitCode {
     let server = match Server::start(&config) {
         Ok(server) => server,
         Err(e) => {
-            tracing::error!(error = %e, listen = %config.server.listen, "cannot start");
+            tracing::error!(
+                error = %e,
+                listen = %off_or(config.server.listen),
+                tls = %off_or(config.tls.listen),
+                "cannot start"
+            );
             return ExitCode::FAILURE;
         }
     };
     tracing::info!(
-        listen = %server.local_addr(),
-        tls = %server.tls_local_addr().map_or("off".to_owned(), |a| a.to_string()),
+        listen = %off_or(server.local_addr()),
+        tls = %off_or(server.tls_local_addr()),
         workers = server.worker_count(),
         echo_path = config.websocket.echo_path.as_deref().unwrap_or("off"),
         "tickfan listening"
@@ -135,4 +140,9 @@ fn raise_open_files_limit(max_connections: usize) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
+}
+
+/// A listener's address for a log line, `off` when it is not configured.
+fn off_or(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or("off".to_owned(), |a| a.to_string())
 }

@@ -30,7 +30,8 @@ use crate::net::worker::{Shared, Worker, WAKER};
 /// A running broker.
 #[derive(Debug)]
 pub struct Server {
-    local_addr: SocketAddr,
+    /// The plain listener's address, when `server.listen` is set.
+    local_addr: Option<SocketAddr>,
     /// The TLS listener's address, when `tls.listen` is set.
     tls_local_addr: Option<SocketAddr>,
     worker_count: usize,
@@ -120,11 +121,19 @@ impl Stopper {
 }
 
 impl Server {
-    /// Binds the configured address and starts the workers.
+    /// Binds the configured listeners (plain, TLS, or both) and starts the workers.
     pub fn start(config: &Config) -> io::Result<Server> {
         let worker_count = config.worker_count();
-        let listeners = bind_listeners(config.server.listen, config.server.backlog, worker_count)?;
-        let local_addr = listeners[0].local_addr()?;
+        let (local_addr, listeners) = match config.server.listen {
+            Some(listen) => {
+                let listeners = bind_listeners(listen, config.server.backlog, worker_count)?;
+                (
+                    Some(listeners[0].local_addr()?),
+                    listeners.into_iter().map(Some).collect(),
+                )
+            }
+            None => (None, (0..worker_count).map(|_| None).collect::<Vec<_>>()),
+        };
         let tls = tls_setup(config, worker_count)?;
         let tls_local_addr = match &tls {
             Some((_, listeners)) => Some(listeners[0].local_addr()?),
@@ -222,8 +231,9 @@ impl Server {
         })
     }
 
-    /// The address actually bound (the port is real even if 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
+    /// The plain listener's bound address (the port is real even if 0 was
+    /// asked for), when there is one.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 

@@ -12,130 +12,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use common::pki::Pki;
 use common::*;
-
-/// The PEM files of one test's certificate authority and server certificate.
-struct Pki {
-    dir: PathBuf,
-    ca_pem: String,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    /// A CA, and a certificate for `localhost` and 127.0.0.1 signed by it.
-    fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("tickfan-tls-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "tickfan test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        // A key of another certificate, for the mismatch case.
-        std::fs::write(
-            dir.join("other-key.pem"),
-            KeyPair::generate().unwrap().serialize_pem(),
-        )
-        .unwrap();
-        Pki {
-            dir,
-            ca_pem: ca.pem(),
-            ca,
-            ca_key,
-        }
-    }
-
-    /// Replaces cert.pem and key.pem with a new certificate from the same
-    /// CA; returns its DER, to recognise it.
-    fn renew(&self) -> Vec<u8> {
-        let key = KeyPair::generate().unwrap();
-        let params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        std::fs::write(self.dir.join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(self.dir.join("key.pem"), key.serialize_pem()).unwrap();
-        cert.der().to_vec()
-    }
-
-    /// The DER of the certificate the broker presents to a new connection.
-    fn presented(&self, broker: &Broker) -> Vec<u8> {
-        let mut stream = self.connect(broker);
-        while stream.conn.is_handshaking() {
-            stream.conn.complete_io(&mut stream.sock).unwrap();
-        }
-        let certs = stream.conn.peer_certificates().unwrap();
-        certs[0].to_vec()
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_str().unwrap().to_owned()
-    }
-
-    /// A broker with a TLS listener using this certificate.
-    fn broker(&self) -> Broker {
-        self.broker_with(&[])
-    }
-
-    /// [`Self::broker`] with `extra` flags.
-    fn broker_with(&self, extra: &[&str]) -> Broker {
-        let (cert, key) = (self.path("cert.pem"), self.path("key.pem"));
-        let mut args = vec![
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ];
-        args.extend_from_slice(extra);
-        Broker::start(&args)
-    }
-
-    /// A rustls client that trusts only this CA.
-    fn client_config(&self) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        let ca = rustls::pki_types::CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap();
-        roots.add(ca).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(config)
-    }
-
-    /// A verified TLS connection to the broker's TLS listener.
-    fn connect(&self, broker: &Broker) -> StreamOwned<ClientConnection, TcpStream> {
-        let tcp = TcpStream::connect(broker.tls_addr()).unwrap();
-        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let name = ServerName::try_from("localhost").unwrap();
-        let connection = ClientConnection::new(self.client_config(), name).unwrap();
-        StreamOwned::new(connection, tcp)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-use rustls::pki_types::pem::PemObject;
 
 /// Sends one HTTP/1.1 request over `stream` and reads the whole answer
 /// (the request asks the broker to close after it).
@@ -616,4 +498,50 @@ asyncio.run(main(int(sys.argv[1])))
         .output()
         .expect("run the Python client");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "refused");
+}
+
+#[test]
+fn with_the_plain_listener_off_only_the_tls_listener_serves() {
+    let pki = Pki::new("tls-only");
+    let broker = pki.broker_with(&["--listen", ""]);
+    assert_eq!(broker.plain_addr(), None);
+    let tls_port = broker.tls_addr().port();
+    // One listening socket per worker (SO_REUSEPORT), all on the TLS port.
+    assert_eq!(
+        listening_ports(broker.pid()),
+        vec![tls_port, tls_port],
+        "the broker listens on more than its TLS port"
+    );
+    let (mut wss, _) = tungstenite::client("wss://localhost/ws", pki.connect(&broker)).unwrap();
+    wss.send(tungstenite::Message::text(r#"{"op":"sub","topic":"T"}"#))
+        .unwrap();
+    let subscribed = wss.read().unwrap().into_text().unwrap();
+    assert!(
+        subscribed.contains(r#""event":"subscribed""#),
+        "{subscribed}"
+    );
+    let log = broker.stderr_text();
+    assert!(
+        log.contains("listen=off") && log.contains(&format!("tls=127.0.0.1:{tls_port}")),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_broker_with_neither_listener_does_not_start() {
+    let stderr = start_error(&["--listen", ""]);
+    assert!(
+        stderr.contains("server.listen") && stderr.contains("tls.listen"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn both_listeners_serve_side_by_side() {
+    let pki = Pki::new("both");
+    let broker = pki.broker();
+    let (plain, tls) = (broker.addr().port(), broker.tls_addr().port());
+    let mut expected = vec![plain, plain, tls, tls];
+    expected.sort_unstable();
+    assert_eq!(listening_ports(broker.pid()), expected);
 }

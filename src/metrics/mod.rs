@@ -14,7 +14,9 @@ use prometheus::{
 
 pub mod worker_stats;
 
-use self::worker_stats::{Transport, WorkerStats, CLOSE_CODES, FAILURE_REASONS};
+use self::worker_stats::{
+    Transport, WorkerStats, CLOSE_CODES, FAILURE_REASONS, TLS_FAILURE_REASONS,
+};
 
 /// Per-worker values that are levels, not counts: measured when flushed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub struct Metrics {
     handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
     tls_reloads: IntCounterVec,
+    tls_handshakes: IntCounter,
+    tls_handshake_failures: IntCounterVec,
     closes: IntCounterVec,
     worker_busy: CounterVec,
     accept_errors: IntCounter,
@@ -103,6 +107,15 @@ impl Metrics {
                 "Reloads of the TLS certificate (SIGHUP), by result",
                 &["result"],
             ),
+            tls_handshakes: counter(
+                "tickfan_tls_handshakes_total",
+                "TLS handshakes completed on the TLS listener",
+            ),
+            tls_handshake_failures: counter_vec(
+                "tickfan_tls_handshake_failures_total",
+                "TLS handshakes that failed, by reason",
+                &["reason"],
+            ),
             closes: counter_vec(
                 "tickfan_closes_total",
                 "WebSocket close frames sent, by close code",
@@ -154,7 +167,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn Collector>; 19] = [
+        let collectors: [Box<dyn Collector>; 21] = [
             Box::new(m.published.clone()),
             Box::new(m.delivered.clone()),
             Box::new(m.received_bytes.clone()),
@@ -164,6 +177,8 @@ impl Metrics {
             Box::new(m.handshakes.clone()),
             Box::new(m.handshake_failures.clone()),
             Box::new(m.tls_reloads.clone()),
+            Box::new(m.tls_handshakes.clone()),
+            Box::new(m.tls_handshake_failures.clone()),
             Box::new(m.closes.clone()),
             Box::new(m.worker_busy.clone()),
             Box::new(m.accept_errors.clone()),
@@ -208,6 +223,9 @@ impl Metrics {
         }
         for reason in FAILURE_REASONS {
             self.handshake_failures.with_label_values(&[reason]);
+        }
+        for reason in TLS_FAILURE_REASONS {
+            self.tls_handshake_failures.with_label_values(&[reason]);
         }
         for code in CLOSE_CODES {
             self.closes.with_label_values(&[&code.to_string()]);
@@ -277,6 +295,19 @@ impl Metrics {
             let added = delta(now.handshake_failures[i], before.handshake_failures[i]);
             if added > 0 {
                 self.handshake_failures
+                    .with_label_values(&[reason])
+                    .inc_by(added);
+            }
+        }
+        self.tls_handshakes
+            .inc_by(delta(now.tls_handshakes, before.tls_handshakes));
+        for (i, reason) in TLS_FAILURE_REASONS.iter().enumerate() {
+            let added = delta(
+                now.tls_handshake_failures[i],
+                before.tls_handshake_failures[i],
+            );
+            if added > 0 {
+                self.tls_handshake_failures
                     .with_label_values(&[reason])
                     .inc_by(added);
             }

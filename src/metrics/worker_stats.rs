@@ -65,6 +65,18 @@ pub const FAILURE_REASONS: [&str; 11] = [
     "over_limit",
 ];
 
+/// Why a TLS handshake failed: the `reason` labels of
+/// `tickfan_tls_handshake_failures_total` (`crate::net::tls_outcome` decides).
+pub const TLS_FAILURE_REASONS: [&str; 7] = [
+    "not_tls",
+    "incompatible",
+    "peer_alert",
+    "client_certificate",
+    "protocol",
+    "timeout",
+    "closed",
+];
+
 /// The close codes the broker sends, counted per code.
 pub const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011];
 
@@ -86,6 +98,10 @@ pub struct WorkerStats {
     pub handshakes: [u64; Transport::ALL.len()],
     /// Refusals, by index in [`FAILURE_REASONS`].
     pub handshake_failures: [u64; 11],
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes failed, by index in [`TLS_FAILURE_REASONS`].
+    pub tls_handshake_failures: [u64; TLS_FAILURE_REASONS.len()],
     /// Close frames sent, by index in [`CLOSE_CODES`].
     pub closes: [u64; 8],
     pub accept_errors: u64,
@@ -115,6 +131,21 @@ impl WorkerStats {
     pub fn count_refusal(&mut self, label: &str) {
         if let Some(i) = FAILURE_REASONS.iter().position(|reason| *reason == label) {
             self.handshake_failures[i] += 1;
+        }
+    }
+
+    /// Counts a completed TLS handshake.
+    pub fn count_tls_handshake(&mut self) {
+        self.tls_handshakes += 1;
+    }
+
+    /// Counts a failed TLS handshake under its `reason` label.
+    pub fn count_tls_failure(&mut self, reason: &str) {
+        if let Some(i) = TLS_FAILURE_REASONS
+            .iter()
+            .position(|known| *known == reason)
+        {
+            self.tls_handshake_failures[i] += 1;
         }
     }
 

@@ -46,6 +46,7 @@ use super::read_buf::ReadBuf;
 use super::session::Session;
 use super::settings::Settings;
 use super::settings::SlowConsumerPolicy;
+use super::tls_outcome;
 use crate::broker::auth::{Access, Rights};
 use crate::broker::events;
 use crate::http::refusal::Refusal;
@@ -329,7 +330,11 @@ impl Connection {
             } else {
                 std::mem::take(&mut self.io.pending)
             };
+            let tls_handshaking = self.io.is_handshaking();
             let result = self.read_into(&mut input);
+            if tls_handshaking {
+                tls_outcome::count_read(&self.io, &result, ctx.stats);
+            }
             let verdict = match result {
                 Ok(0) => {
                     // The peer half-closed: what it asked for before that
@@ -661,6 +666,12 @@ impl Connection {
             return Verdict::Keep;
         }
         match self.phase {
+            Phase::Http(_) if self.io.is_handshaking() => {
+                // No HTTP answer can reach a client before its TLS
+                // handshake is done; the close is the answer.
+                ctx.stats.count_tls_failure("timeout");
+                Verdict::Close
+            }
             Phase::Http(_) => {
                 // Best effort: a client that stalls its request hears why.
                 self.refuse(&Refusal::HeadTimeout, ctx);

@@ -13,6 +13,8 @@
 //!   recycles the queues' buffers).
 //! - [`fanout`]: ticks to local subscribers, `max_hz`, queue pressure and
 //!   the slow-consumer policy.
+//! - [`tls`]: the TLS listener's certificate and its reload;
+//!   [`tls_outcome`]: how each TLS handshake ended, for the metrics.
 //! - [`peer_limit`]: connections per client address; [`settings`]: the
 //!   configuration as the network layer runs on it (the one place it is read).
 //! - [`session_harness`]: a session outside a worker, for the fuzzer.
@@ -23,6 +25,7 @@ network_facing! {
     pub mod out_queue;
     pub mod read_buf;
     pub mod session;
+    pub mod tls_outcome;
 }
 pub mod connection;
 pub mod context;

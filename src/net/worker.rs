@@ -133,13 +133,15 @@ impl Worker {
     pub fn new(
         id: usize,
         poll: Poll,
-        mut listener: TcpListener,
+        mut listener: Option<TcpListener>,
         mut tls_listener: Option<TcpListener>,
         inbox: Inbox,
         shared: Arc<Shared>,
     ) -> io::Result<Worker> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(listener) = listener.as_mut() {
+            poll.registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
         if let Some(tls_listener) = tls_listener.as_mut() {
             poll.registry()
                 .register(tls_listener, TLS_LISTENER, Interest::READABLE)?;
@@ -148,7 +150,7 @@ impl Worker {
             id,
             poll,
             inbox,
-            listener: Some(listener),
+            listener,
             tls_listener,
             connections: Slab::default(),
             local: LocalTopics::default(),

@@ -34,7 +34,8 @@ pub const ECHO: &str = "/echo";
 #[derive(Debug)]
 pub struct Broker {
     child: Child,
-    addr: SocketAddr,
+    /// The plain listener's address; `None` when started with `--listen ""`.
+    addr: Option<SocketAddr>,
     /// The TLS listener's address, when the broker has one.
     tls_addr: Option<SocketAddr>,
     /// Where the broker writes its address once it listens; removed on drop.
@@ -48,8 +49,8 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the binary with `--listen 127.0.0.1:0`, a `--ready-file` of
-    /// its own and `extra` flags, plus `--echo-path /echo` and `--workers 2`
+    /// Starts the binary with a `--ready-file` of its own and `extra` flags,
+    /// plus `--listen 127.0.0.1:0`, `--echo-path /echo` and `--workers 2`
     /// unless `extra` sets them, and waits for the ready file.
     pub fn start(extra: &[&str]) -> Broker {
         Broker::spawn(Command::new(BIN), extra)
@@ -82,7 +83,10 @@ impl Broker {
             .to_str()
             .expect("temp dir path is UTF-8")
             .to_owned();
-        let mut args: Vec<&str> = vec!["--listen", "127.0.0.1:0", "--ready-file", &ready_arg];
+        let mut args: Vec<&str> = vec!["--ready-file", &ready_arg];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
         if !extra.contains(&"--echo-path") {
             args.extend(["--echo-path", ECHO]);
         }
@@ -116,7 +120,7 @@ impl Broker {
         }
         let mut broker = Broker {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: None,
             tls_addr: None,
             ready_file,
             stderr: lines,
@@ -130,7 +134,7 @@ impl Broker {
     /// Waits for the ready file the broker writes once it listens and
     /// returns the address in it; fails the test, with the broker's stderr,
     /// if the broker exits first or [`IO_TIMEOUT`] passes.
-    fn wait_ready(&mut self, args: &[&str]) -> (SocketAddr, Option<SocketAddr>) {
+    fn wait_ready(&mut self, args: &[&str]) -> (Option<SocketAddr>, Option<SocketAddr>) {
         let deadline = Instant::now() + IO_TIMEOUT;
         loop {
             // The broker renames the file into place whole: a file that
@@ -138,7 +142,11 @@ impl Broker {
             match std::fs::read_to_string(&self.ready_file) {
                 Ok(text) => {
                     let mut lines = text.lines();
-                    let addr = lines.next().and_then(|addr| addr.parse().ok());
+                    // Line 1: the plain listener's address, or `off`.
+                    let addr = lines.next().and_then(|addr| match addr {
+                        "off" => Some(None),
+                        addr => addr.parse().ok().map(Some),
+                    });
                     let tls = lines
                         .next()
                         .and_then(|line| line.strip_prefix("tls="))
@@ -180,8 +188,15 @@ impl Broker {
         }
     }
 
-    /// The address the broker listens on.
+    /// The address the broker's plain listener is bound to; fails the
+    /// test when it was started without one.
     pub fn addr(&self) -> SocketAddr {
+        self.addr
+            .expect("the broker was started with a plain listener")
+    }
+
+    /// The plain listener's address, `None` when started with `--listen ""`.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
@@ -204,7 +219,7 @@ impl Broker {
 
     /// `ws://127.0.0.1:PORT{path}`.
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        format!("ws://{}{path}", self.addr())
     }
 
     /// Everything the broker wrote to stderr so far.
@@ -214,7 +229,7 @@ impl Broker {
 
     /// A TCP connection to the broker with read and write timeouts set.
     pub fn tcp(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect to tickfan");
+        let stream = TcpStream::connect(self.addr()).expect("connect to tickfan");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -348,6 +363,45 @@ pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("read /proc fd directory")
         .count()
+}
+
+/// The local ports of the TCP sockets process `pid` holds in the LISTEN
+/// state (one per worker and listener, as SO_REUSEPORT binds one each),
+/// read from `/proc/PID/net/tcp{,6}` and matched to the process's own
+/// descriptors by socket inode.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let own_inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc fd directory")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?.to_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT, st 0A is LISTEN, field 9 the inode.
+            let (Some(local), Some(&"0A"), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if own_inodes.iter().any(|own| own == inode) {
+                let port = local.rsplit(':').next().unwrap();
+                ports.push(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
 }
 
 /// Polls [`fd_count`] until `ok` accepts it or `timeout` passes; returns

@@ -17,8 +17,9 @@
 //! - [`pubsub`]: the `tickfan.v1` clients ([`PsClient`]) and tick parsing;
 //! - [`routes`]: `POST /publish` and long-poll answers;
 //! - [`metrics`]: `/metrics` scrapes and waits for a value;
-//! - [`prometheus`]: a real Prometheus server (not re-exported: its names
-//!   are imported where it is used).
+//! - [`prometheus`]: a real Prometheus server, and [`pki`]: a test CA and
+//!   server certificate for the TLS listener (neither re-exported: their
+//!   names are imported where they are used).
 //!
 //! Nothing here sleeps to synchronise: every read has a timeout, and every
 //! wait has a deadline after which the test fails with what it saw.
@@ -29,6 +30,7 @@
 pub mod broker;
 pub mod http;
 pub mod metrics;
+pub mod pki;
 pub mod prometheus;
 pub mod pubsub;
 pub mod routes;
