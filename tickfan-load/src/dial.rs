@@ -50,7 +50,7 @@ impl Ramp {
 }
 
 /// Registers a fleet connection for reads and writes under `token`.
-pub fn register(poll: &Poll, token: Token, mut stream: TcpStream) -> io::Result<TcpStream> {
+pub fn register<S: mio::event::Source>(poll: &Poll, token: Token, mut stream: S) -> io::Result<S> {
     poll.registry()
         .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
     Ok(stream)

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
 use mio::{Events, Poll, Token};
 use serde::Deserialize;
 
 use crate::dial::{dial, is_sample, register, Ramp};
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::{nats_item, NatsItem, Target};
+use crate::tls::{Stream, TlsClient};
 use crate::topics::Topics;
 use crate::ws::{self, OpCode, Rng, UpgradeStatus, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT};
 
@@ -61,6 +61,8 @@ pub struct FleetConfig {
     pub connect_concurrency: usize,
     /// Setup gives up on subscribers not in by then.
     pub setup_deadline: Instant,
+    /// Over TLS (wss) when set.
+    pub tls: Option<TlsClient>,
 }
 
 /// What a sample subscriber saw, merged over the loop.
@@ -249,7 +251,7 @@ impl Cursor {
 
 #[derive(Debug)]
 struct Sub {
-    stream: TcpStream,
+    stream: Stream,
     state: State,
     /// Bytes of a frame not yet complete (or, for a sink, not yet classified),
     /// carried into the front of the scratch before the next read.
@@ -415,12 +417,12 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
 
 /// Starts a non-blocking connect for global subscriber `global`, from the
 /// source address its index selects when the fleet spreads over several.
-fn connect(config: &FleetConfig, global: usize) -> io::Result<TcpStream> {
+fn connect(config: &FleetConfig, global: usize) -> io::Result<Stream> {
     // 127.0.0.1, 127.0.0.2, ... past `per_source_ip` clients each.
     let source = config
         .per_source_ip
         .map(|per_ip| (global / per_ip) as u32 + 1);
-    dial(config.addr, source)
+    Stream::new(dial(config.addr, source)?, config.tls.as_ref())
 }
 
 /// Handles one readiness event; `Err` closes the connection with a reason.
@@ -468,8 +470,10 @@ fn on_event(
     read_all(sub, scratch, config, ctx)
 }
 
-/// Writes what is pending; WouldBlock leaves the rest for the next writable edge.
+/// Writes what is pending (over TLS, the records held first); WouldBlock
+/// leaves the rest for the next writable edge.
 fn flush(sub: &mut Sub) -> io::Result<()> {
+    sub.stream.send_pending()?;
     while !sub.out.is_empty() {
         match sub.stream.write(&sub.out) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

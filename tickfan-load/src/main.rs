@@ -22,6 +22,7 @@ mod procfs;
 mod publisher;
 mod report;
 mod target;
+mod tls;
 mod topics;
 mod ws;
 
@@ -148,6 +149,14 @@ struct Args {
     /// Token for subscribers, if the broker needs one.
     #[arg(long)]
     subscribe_token: Option<String>,
+    /// Connect over TLS (wss), trusting the certificates in this PEM file
+    /// (a self-signed broker certificate itself will do); `--addr` is then
+    /// the broker's TLS listener. Subscribers and WebSocket publishers.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The name the broker's certificate is verified against.
+    #[arg(long, default_value = "localhost")]
+    tls_server_name: String,
     /// The broker's pid: report its CPU, RSS and write syscalls over the window.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -199,6 +208,13 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
     check_publishers(args)?;
+    let tls = match &args.tls_ca {
+        Some(_) if args.longpoll > 0 => {
+            return Err("--tls-ca: long-poll clients do not speak TLS; use --longpoll 0".into())
+        }
+        Some(ca) => Some(tls::TlsClient::new(ca, &args.tls_server_name)?),
+        None => None,
+    };
     let publisher_conns = match (args.no_publish, args.target.one_publisher_connection()) {
         (true, _) => 0,
         (false, true) => args.publishers,
@@ -266,6 +282,7 @@ fn run(args: &Args) -> Result<(), String> {
             publishers: args.publishers,
             over: args.publish_over,
             setup_deadline,
+            tls: tls.clone(),
         };
         let plan = plan.clone();
         Some(spawn("publisher", move || publisher::run(config, plan))?)
@@ -288,6 +305,7 @@ fn run(args: &Args) -> Result<(), String> {
             per_source_ip: (args.subscribers > args.per_source_ip).then_some(args.per_source_ip),
             connect_concurrency: args.connect_concurrency.max(1),
             setup_deadline,
+            tls: tls.clone(),
         };
         let plan = plan.clone();
         loops.push((

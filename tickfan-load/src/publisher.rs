@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::http_publish::HttpPipeline;
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::Target;
+use crate::tls::{Stream, TlsClient};
 use crate::ws::{self, OpCode, Rng, UpgradeStatus, OP_CLOSE, OP_PING, OP_TEXT};
 
 /// Pacing step: ticks due are sent this often.
@@ -98,6 +99,8 @@ pub struct PublisherConfig {
     /// WebSocket, or HTTP (tickfan only).
     pub over: PublishOver,
     pub setup_deadline: Instant,
+    /// Over TLS (wss) when set; WebSocket publishing only.
+    pub tls: Option<TlsClient>,
 }
 
 /// What the publisher did.
@@ -146,7 +149,7 @@ struct Tick<'a> {
 
 /// One publisher connection and what is queued on it.
 struct PubConn {
-    stream: TcpStream,
+    stream: Stream,
     out: Vec<u8>,
     /// Per queued tick: its end offset in the cumulative byte count, its
     /// topic and whether it is in the window, so a tick counts as published
@@ -162,7 +165,7 @@ struct PubConn {
 }
 
 impl PubConn {
-    fn new(stream: TcpStream, http: Option<HttpPipeline>) -> Self {
+    fn new(stream: Stream, http: Option<HttpPipeline>) -> Self {
         PubConn {
             stream,
             out: Vec::with_capacity(MAX_PENDING_BYTES * 2),
@@ -229,6 +232,11 @@ impl PubConn {
                 Err(e) => return Err(with_first_error(&format!("publisher write: {e}"), stats)),
             }
         }
+        // TLS records the socket did not take yet.
+        self.stream
+            .send_pending()
+            .map_err(|e| with_first_error(&format!("publisher write: {e}"), stats))?;
+        blocked |= self.stream.has_pending();
         while let Some(&(end, topic, in_window)) = self.queued.front() {
             if end > self.written_total {
                 break;
@@ -494,6 +502,9 @@ fn open_websocket(config: &PublisherConfig, path: &str, rng: &mut Rng) -> Result
 /// An HTTP publisher connection: connected, nothing sent until the first
 /// tick (or keep-alive).
 fn open_http(config: &PublisherConfig) -> Result<PubConn, String> {
+    if config.tls.is_some() {
+        return Err("publishing over HTTP is not offered over TLS (--tls-ca): use ws".into());
+    }
     let stream = connect(config)?;
     stream.set_nonblocking(true).map_err(|e| e.to_string())?;
     let http = HttpPipeline::new(
@@ -501,7 +512,10 @@ fn open_http(config: &PublisherConfig) -> Result<PubConn, String> {
         config.token.as_deref(),
         Instant::now(),
     );
-    Ok(PubConn::new(TcpStream::from_std(stream), Some(http)))
+    Ok(PubConn::new(
+        Stream::Plain(TcpStream::from_std(stream)),
+        Some(http),
+    ))
 }
 
 /// Ticks due `elapsed` after the start at `rate` per second.
@@ -538,14 +552,39 @@ fn connect(config: &PublisherConfig) -> Result<std::net::TcpStream, String> {
     Ok(stream)
 }
 
-/// Connects, upgrades (still blocking), then turns the socket non-blocking
-/// for the run.
+/// Connects, upgrades (still blocking; over TLS, the TLS handshake first),
+/// then turns the socket non-blocking for the run.
 fn connect_and_upgrade(
     config: &PublisherConfig,
     path: &str,
     rng: &mut Rng,
-) -> Result<TcpStream, String> {
-    let mut s = connect(config)?;
+) -> Result<Stream, String> {
+    let socket = connect(config)?;
+    let Some(tls) = &config.tls else {
+        let mut socket = socket;
+        upgrade(&mut socket, config, path, rng)?;
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        return Ok(Stream::Plain(TcpStream::from_std(socket)));
+    };
+    let session = tls.session().map_err(|e| e.to_string())?;
+    let mut blocking = rustls::StreamOwned::new(session, socket);
+    upgrade(&mut blocking, config, path, rng)?;
+    let rustls::StreamOwned { conn, sock } = blocking;
+    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(Stream::Tls {
+        socket: TcpStream::from_std(sock),
+        session: Box::new(conn),
+    })
+}
+
+/// The WebSocket upgrade on a blocking stream, read up to the end of the
+/// response head.
+fn upgrade(
+    s: &mut (impl Read + Write),
+    config: &PublisherConfig,
+    path: &str,
+    rng: &mut Rng,
+) -> Result<(), String> {
     let req = ws::upgrade_request(
         &config.addr.to_string(),
         path,
@@ -570,11 +609,9 @@ fn connect_and_upgrade(
         match ws::check_upgrade_response(&buf, &req.expected_accept) {
             UpgradeStatus::Partial => continue,
             UpgradeStatus::Refused(r) => return Err(format!("publisher handshake: {r}")),
-            UpgradeStatus::Accepted(_) => break,
+            UpgradeStatus::Accepted(_) => return Ok(()),
         }
     }
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    Ok(TcpStream::from_std(s))
 }
 
 /// Reads what the broker sent a publisher connection and acts on it: HTTP

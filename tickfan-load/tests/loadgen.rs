@@ -292,3 +292,81 @@ fn refuses_publisher_settings_the_target_cannot_honour() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// Subscribers and WebSocket publishers over wss (`--tls-ca`): a broker
+/// with a TLS listener and a self-signed certificate the run trusts gets
+/// every tick through (`--addr` is the TLS port: nothing plain gets in).
+#[test]
+fn a_wss_run_delivers_every_tick_in_order() {
+    let dir = std::env::temp_dir().join(format!("tickfan-load-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let broker = Broker::start(&[
+        "--workers",
+        "1",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_file.to_str().unwrap(),
+        "--tls-key",
+        key_file.to_str().unwrap(),
+    ]);
+    let json = dir.join("report.json");
+    let output = Command::new(LOAD_BIN)
+        .args(["--addr", &broker.tls_addr().to_string(), "--no-perf"])
+        .arg("--tls-ca")
+        .arg(&cert_file)
+        .args(["--publishers", "2", "--topics", "4", "--subscribers", "20"])
+        .args(["--sample", "4", "--rate", "300", "--warmup", "0.5"])
+        .args(["--duration", "2", "--drain", "0.5"])
+        .args(["--broker-pid", &broker.pid().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tickfan-load");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tickfan-load failed: {stderr}\n{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_complete_delivery(&report, &stdout);
+
+    // The same run against a CA that did not sign the broker's certificate
+    // fails at once, naming the certificate problem.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let other_file =
+        std::env::temp_dir().join(format!("tickfan-load-ca-{}.pem", std::process::id()));
+    std::fs::write(&other_file, other.cert.pem()).unwrap();
+    let output = Command::new(LOAD_BIN)
+        .args(["--addr", &broker.tls_addr().to_string(), "--no-perf"])
+        .arg("--tls-ca")
+        .arg(&other_file)
+        .args(["--subscribers", "2", "--rate", "10", "--warmup", "0.2"])
+        .args([
+            "--duration",
+            "0.5",
+            "--drain",
+            "0.2",
+            "--setup-timeout",
+            "5",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tickfan-load");
+    let _ = std::fs::remove_file(&other_file);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{all}");
+    assert!(all.to_lowercase().contains("certificate"), "{all}");
+}

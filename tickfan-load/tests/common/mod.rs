@@ -51,6 +51,8 @@ pub fn broker_bin() -> PathBuf {
 pub struct Broker {
     child: Child,
     addr: SocketAddr,
+    /// The TLS listener's address, when started with one.
+    tls_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -75,9 +77,9 @@ impl Broker {
             let mut ready_tx = Some(ready_tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = listening_addr(&line) {
+                if let Some(addrs) = listening_addrs(&line) {
                     if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(Ok(addr));
+                        let _ = tx.send(Ok(addrs));
                     }
                 }
                 if ready_tx.is_some() {
@@ -88,8 +90,8 @@ impl Broker {
                 let _ = tx.send(Err(seen.join("\n")));
             }
         });
-        let addr = match ready_rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(Ok(addr)) => addr,
+        let (addr, tls_addr) = match ready_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(addrs)) => addrs,
             Ok(Err(stderr)) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -101,12 +103,22 @@ impl Broker {
                 panic!("tickfan {extra:?} did not report its address ({e})")
             }
         };
-        Broker { child, addr }
+        Broker {
+            child,
+            addr,
+            tls_addr,
+        }
     }
 
     /// The address the broker listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS listener's address; fails the test without one.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addr
+            .expect("the broker was started with --tls-listen")
     }
 
     /// The broker's process id.
@@ -124,8 +136,12 @@ impl Drop for Broker {
 }
 
 /// The address in a `tickfan listening listen=ADDR ...` log line.
-fn listening_addr(line: &str) -> Option<SocketAddr> {
+fn listening_addrs(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     let rest = line.split("tickfan listening").nth(1)?;
-    let value = rest.split("listen=").nth(1)?;
-    value.split_whitespace().next()?.parse().ok()
+    let field = |name: &str| {
+        rest.split_whitespace()
+            .find_map(|word| word.strip_prefix(name))
+            .and_then(|value| value.parse().ok())
+    };
+    Some((field("listen=")?, field("tls=")))
 }
