@@ -21,6 +21,11 @@
 #   flush           the latency/CPU trade-off of tickfan's --flush-interval-ms:
 #                   1 topic x 1,000 subscribers at fixed rates, uWebSockets then
 #                   tickfan with each interval, at the same rate
+#   wss             TLS: broadcast at 1,000 subscribers (SUBS) for tickfan over ws,
+#                   tickfan over wss and uWebSockets' SSLApp over wss (highest rate
+#                   with delivery >= 0.999, then all three at half the lowest max);
+#                   15,000 idle wss subscribers (IDLE_CONNS); full TLS handshakes
+#                   per second against one broker core (openssl s_time, new sessions)
 #
 # Builds release; starts tickfan (one worker) and/or the peers
 # (../shared/peers/peers.sh, or $PEERS_DIR/peers.sh; `install` first if missing);
@@ -47,9 +52,9 @@ set -euo pipefail
 
 SCENARIO=${1:-}
 case $SCENARIO in
-    broadcast | ws-vs-longpoll | idle | market | peers | flush) ;;
+    broadcast | ws-vs-longpoll | idle | market | peers | flush | wss) ;;
     *)
-        sed -n '2,24p' "$0" >&2
+        sed -n '2,29p' "$0" >&2
         exit 2
         ;;
 esac
@@ -93,15 +98,21 @@ port_of() {
 
 listening() { ss -ltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
 
-stop_tickfan() {
-    if [ -n "$tickfan_pid" ] && kill -0 "$tickfan_pid" 2>/dev/null; then
-        kill "$tickfan_pid" 2>/dev/null || true
+# Stops a broker this script started: SIGTERM, up to 5 s, then SIGKILL.
+stop_pid() {
+    local pid=$1
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do
-            kill -0 "$tickfan_pid" 2>/dev/null || break
+            kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -9 "$tickfan_pid" 2>/dev/null || true
+        kill -9 "$pid" 2>/dev/null || true
     fi
+}
+
+stop_tickfan() {
+    stop_pid "$tickfan_pid"
     tickfan_pid=
 }
 
@@ -121,9 +132,12 @@ stop_peers() {
 cleanup() {
     stop_tickfan
     stop_peers
+    [ "$(type -t stop_uws_tls)" = function ] && stop_uws_tls
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+tls_addr= # tickfan's TLS listener, when start_tickfan was given --tls-listen
 
 start_tickfan() { # start_tickfan [EXTRA BROKER FLAGS...]
     local blog=$TMP/tickfan-$RANDOM.log
@@ -140,6 +154,7 @@ start_tickfan() { # start_tickfan [EXTRA BROKER FLAGS...]
     done
     [ -n "$port" ] || { cat "$blog" >&2; return 1; }
     addr=127.0.0.1:$port
+    tls_addr=$(sed -n 's/.*tickfan listening.* tls=\(127\.0\.0\.1:[0-9]*\).*/\1/p' "$blog" | head -n1)
     broker_pid=$tickfan_pid
 }
 
@@ -424,7 +439,137 @@ flush() {
     done
 }
 
+# ---- wss ---------------------------------------------------------------------
+
+cert=$ROOT/$TMP/cert.pem
+key=$ROOT/$TMP/key.pem
+uws_tls_pid=
+
+make_cert() {
+    [ -f "$cert" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$key" -out "$cert" 2>/dev/null
+}
+
+start_tickfan_tls() {
+    start_tickfan --tls-listen 127.0.0.1:0 --tls-cert "$cert" --tls-key "$key"
+}
+
+# uWebSockets' SSLApp on 8085, started here (peers.sh starts it plain).
+start_uws_tls() {
+    ensure_peers_installed
+    if listening 8085; then
+        log "port 8085 is already in use; not starting uws --tls"
+        return 1
+    fi
+    (cd "$PEERS_DIR/node" && exec taskset -c 0 node uws-broker.js 8085 --tls "$cert" "$key") \
+        >"$TMP/uws-tls.log" 2>&1 &
+    uws_tls_pid=$!
+    for _ in $(seq 50); do
+        listening 8085 && break
+        sleep 0.1
+    done
+    listening 8085 || { log "uws --tls did not start"; return 1; }
+    broker_pid=$uws_tls_pid
+    addr=127.0.0.1:8085
+}
+
+stop_uws_tls() {
+    stop_pid "$uws_tls_pid"
+    uws_tls_pid=
+}
+
+# wss_variant VARIANT: starts the broker of one variant (tickfan-ws,
+# tickfan-wss, uws-wss); sets $addr and the dialect and TLS flags of its runs.
+wss_dialect=
+wss_flags=()
+start_wss_variant() {
+    case $1 in
+        tickfan-ws) start_tickfan_tls || return 1; wss_dialect=tickfan; wss_flags=() ;;
+        tickfan-wss)
+            start_tickfan_tls || return 1
+            addr=$tls_addr wss_dialect=tickfan wss_flags=(--tls-ca "$cert")
+            ;;
+        uws-wss) start_uws_tls || return 1; wss_dialect=uws; wss_flags=(--tls-ca "$cert") ;;
+    esac
+}
+
+stop_wss_variant() {
+    case $1 in
+        uws-wss) stop_uws_tls ;;
+        *) stop_tickfan ;;
+    esac
+}
+
+wss() {
+    local subs=${SUBS:-1000} variant
+    make_cert
+    declare -A wss_max
+    local args=(--subscribers "$subs" --topics 1 --threads 1)
+    for variant in tickfan-ws tickfan-wss uws-wss; do
+        start_wss_variant "$variant" || continue
+        local name=wss-$variant-$subs found
+        found=$(search "$name" "$wss_dialect" "${args[@]}" "${wss_flags[@]}")
+        wss_max[$variant]=${found% *}
+        row "broadcast over TLS" "${variant%-*}" "${variant##*-}" "$subs" 1 "${found% *}" "$found" \
+            "$TMP/$name-best.json" "$TMP/$name-best.json"
+        stop_wss_variant "$variant"
+    done
+    # All three at one rate, half the lowest maximum: broker CPU per tick.
+    local low=0
+    for variant in tickfan-ws tickfan-wss uws-wss; do
+        local m=${wss_max[$variant]:-0}
+        [ "$m" -gt 0 ] && { [ "$low" = 0 ] || [ "$m" -lt "$low" ]; } && low=$m
+    done
+    local rate=$((low / 2))
+    if [ "$rate" -gt 0 ]; then
+        for variant in tickfan-ws tickfan-wss uws-wss; do
+            start_wss_variant "$variant" || continue
+            local name=wss-same-$variant-$subs
+            log "$name: $rate ticks/s"
+            run_load "$wss_dialect" "$TMP/$name.json" --rate "$rate" --warmup 2 \
+                --duration "$DURATION" --drain 1 "${args[@]}" "${wss_flags[@]}" \
+                && row "same rate over TLS" "${variant%-*}" "${variant##*-}" "$subs" 1 "$rate" null \
+                    "$TMP/$name.json"
+            stop_wss_variant "$variant"
+        done
+    fi
+    # Idle wss subscribers: broker RSS per connection.
+    local conns=${IDLE_CONNS:-15000}
+    for variant in tickfan-ws tickfan-wss; do
+        start_wss_variant "$variant" || continue
+        log "idle over ${variant##*-}: $conns connections, nothing published, 10 s"
+        run_load tickfan "$TMP/idle-$variant.json" --no-publish --subscribers "$conns" \
+            --warmup 1 --duration 10 --drain 0 --setup-timeout 180 "${wss_flags[@]}" \
+            && row idle tickfan "${variant##*-}" "$conns" 1 0 null "$TMP/idle-$variant.json"
+        stop_wss_variant "$variant"
+    done
+    # Full TLS handshakes: openssl s_time (core 1) opens a new session per
+    # connection for 10 s; the broker (core 0) does the server side.
+    for variant in tickfan-wss uws-wss; do
+        start_wss_variant "$variant" || continue
+        local before after out=$TMP/handshakes-$variant.txt
+        before=$(awk '{print $14 + $15}' "/proc/$broker_pid/stat")
+        timeout 60 taskset -c 1 openssl s_time -connect "$addr" -new -time 10 -CAfile "$cert" \
+            >"$out" 2>&1 || true
+        after=$(awk '{print $14 + $15}' "/proc/$broker_pid/stat")
+        local cpu=$((after - before))
+        log "handshakes $variant: $(grep -E 'real seconds' "$out" | tail -n1); broker CPU ticks $cpu"
+        jq -cn --arg target "${variant%-*}" --arg line "$(grep -E 'connections in .* real seconds' "$out" | tail -n1)" \
+            --argjson cpu_ticks "$cpu" --argjson hz "$(getconf CLK_TCK)" \
+            '{part: "TLS handshakes", target: $target, transport: "wss", openssl_s_time: $line,
+              connections: ($line | capture("^(?<n>[0-9]+) connections in (?<s>[0-9]+) real") | .n | tonumber),
+              seconds: ($line | capture("^(?<n>[0-9]+) connections in (?<s>[0-9]+) real") | .s | tonumber),
+              broker_cpu_s: ($cpu_ticks / $hz)}
+             | .per_s = (.connections / .seconds) | .per_broker_cpu_s = (.connections / ([.broker_cpu_s, 0.001] | max))' \
+            >>"$TMP/handshakes.jsonl" || true
+        stop_wss_variant "$variant"
+    done
+}
+
 case $SCENARIO in
+    wss) wss ;;
     flush) flush ;;
     broadcast)
         for t in ${TARGETS:-tickfan}; do
@@ -458,5 +603,9 @@ jq -s --arg scenario "$SCENARIO" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
       ceiling_ticks_per_s: 9.5e6, runs: $runs,
       note: "2-core VM shared with other work: see other_processes_cpu_pct per run; figures are noisy",
       rows: .}' "$ROWS" >"$RESULTS/$SCENARIO.json"
+if [ -s "$TMP/handshakes.jsonl" ]; then
+    jq --slurpfile hs "$TMP/handshakes.jsonl" '.tls_handshakes = $hs' "$RESULTS/$SCENARIO.json" \
+        >"$TMP/with-handshakes.json" && mv "$TMP/with-handshakes.json" "$RESULTS/$SCENARIO.json"
+fi
 python3 scripts/bench_report.py "$RESULTS/$SCENARIO.json"
 cat "$RESULTS/$SCENARIO.md"

@@ -111,7 +111,7 @@ def table(doc):
         "for the load generator, whose starved reader makes the broker queue and conflate.",
         "",
     ]
-    return "\n".join(notes + lines) + "\n\n" + side_by_side(doc)
+    return "\n".join(notes + lines) + "\n\n" + side_by_side(doc) + tls_summary(doc)
 
 
 def ratio(a, b, digits=2):
@@ -171,6 +171,73 @@ def side_by_side(doc):
         *lines,
         "",
     ]) + "\n"
+
+
+def tls_summary(doc):
+    """The wss scenario's comparisons: wss against plain ws (the cost of
+    TLS in tickfan) and against uWebSockets' SSLApp, at each one's max and
+    at one shared rate; idle RSS per connection; full handshakes per second."""
+    if doc["scenario"] != "wss":
+        return ""
+    rows = doc["rows"]
+
+    def find(part, target, transport):
+        for r in rows:
+            if r["part"] == part and r["target"] == target and r["transport"] == transport:
+                return r
+        return None
+
+    def at_max(target, transport):
+        r = find("broadcast over TLS", target, transport)
+        return headline(r)[0] if r else None
+
+    def cpu(target, transport):
+        r = find("same rate over TLS", target, transport)
+        return get(r["report"], "broker", "cpu_us_per_1k_delivered") if r else None
+
+    def p99(target, transport):
+        r = find("same rate over TLS", target, transport)
+        return get(r["report"], "sample", "latency_us", "p99") if r else None
+
+    ws, wss, uws = ("tickfan", "ws"), ("tickfan", "wss"), ("uws", "wss")
+    same = find("same rate over TLS", "tickfan", "wss")
+    lines = [
+        "## TLS (wss) side by side",
+        "",
+        "| comparison | delivered/s at max | ratio | broker µs CPU/1k at the same rate | ratio "
+        "| p99 µs there | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, a, b in [("tickfan wss / tickfan ws", wss, ws), ("tickfan wss / uWebSockets wss", wss, uws)]:
+        lines.append(
+            f"| {label} | {num(at_max(*a))} / {num(at_max(*b))} | {ratio(at_max(*a), at_max(*b))} "
+            f"| {num(cpu(*a), 1)} / {num(cpu(*b), 1)} | {ratio(cpu(*a), cpu(*b))} "
+            f"| {num(p99(*a))} / {num(p99(*b))} | {ratio(p99(*a), p99(*b), 3)} |"
+        )
+    if same:
+        lines += ["", f"Same-rate runs at {num(same['rate'])} ticks/s × {num(same['clients'])} subscribers."]
+    idle = [r for r in rows if r["part"] == "idle"]
+    if idle:
+        lines += ["", "| idle connections | transport | broker RSS KiB per connection |", "|---|---|---|"]
+        for r in idle:
+            lines.append(
+                f"| {num(r['clients'])} | {r['transport']} "
+                f"| {num(get(r['report'], 'broker', 'rss_kib_per_connection'), 2)} |"
+            )
+    hs = doc.get("tls_handshakes") or []
+    if hs:
+        lines += [
+            "",
+            "| full TLS handshakes (openssl s_time -new, 10 s) | per second | broker CPU s "
+            "| handshakes per broker CPU second |",
+            "|---|---|---|---|",
+        ]
+        for h in hs:
+            lines.append(
+                f"| {h['target']} | {num(h.get('per_s'))} | {num(h.get('broker_cpu_s'), 2)} "
+                f"| {num(h.get('per_broker_cpu_s'))} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def bars_of(doc):

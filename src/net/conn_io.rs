@@ -35,12 +35,6 @@ pub struct ConnIo {
     write_shut: bool,
 }
 
-/// Plaintext handed to rustls per write: one TLS record's worth (16 KiB),
-/// so a burst of small ticks is encrypted as few full records rather than
-/// a record per tick (DESIGN.md: 111 M ticks/s in 16 KB records against
-/// 5.6 M records/s of one tick).
-const TLS_RECORD_BYTES: usize = 16 * 1024;
-
 /// Encrypted bytes rustls may hold for the socket before the queue stops
 /// handing it plaintext: the backlog stays in the `OutQueue`, where the
 /// slow-consumer policy can see and conflate it.
@@ -161,15 +155,17 @@ fn receive_tls(
     }
 }
 
-/// Hands the queue to rustls a record's worth at a time and writes the
-/// records to the socket, until both are empty or the socket would block.
+/// Hands the queue's front slices to rustls, which encrypts them straight
+/// into records of up to 16 KiB (many ticks per record, no copy of ours in
+/// between), and writes the records to the socket, until both are empty or
+/// the socket would block. rustls takes plaintext only while the records it
+/// holds stay under [`TLS_BUFFER_BYTES`].
 fn flush_tls(
     tls: &mut ServerConnection,
     out: &mut OutQueue,
     socket: &mut TcpStream,
 ) -> io::Result<Written> {
     let mut written = Written::default();
-    let mut record = Vec::with_capacity(TLS_RECORD_BYTES);
     loop {
         // Records waiting first: they hold older bytes than the queue.
         while tls.wants_write() {
@@ -184,9 +180,11 @@ fn flush_tls(
         if out.is_empty() || tls.is_handshaking() {
             break;
         }
-        record.clear();
-        gather(out, &mut record, TLS_RECORD_BYTES);
-        let taken = tls.writer().write(&record)?;
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = out.front_slices(&mut slices);
+        let taken = tls
+            .writer()
+            .write_vectored(slices.get(..count).unwrap_or_default())?;
         if taken == 0 {
             break; // rustls is full; its records go out first
         }
@@ -197,20 +195,6 @@ fn flush_tls(
         written.oldest_tick_ts = out.take_oldest_tick_ts();
     }
     Ok(written)
-}
-
-/// Copies up to `limit` bytes from the front of `out` into `record`,
-/// without consuming them.
-fn gather(out: &OutQueue, record: &mut Vec<u8>, limit: usize) {
-    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-    let count = out.front_slices(&mut slices);
-    for slice in slices.iter().take(count) {
-        let room = limit.saturating_sub(record.len());
-        if room == 0 {
-            break;
-        }
-        record.extend_from_slice(slice.get(..room.min(slice.len())).unwrap_or_default());
-    }
 }
 
 /// Writes the records rustls holds until it holds none (or the socket

@@ -532,8 +532,10 @@ fn read_all(
         }
         // A short read drained the receive queue at that moment; data that
         // arrives later raises a new edge, so the extra read that would only
-        // return WouldBlock is skipped (as tokio does on epoll).
-        if n < room {
+        // return WouldBlock is skipped (as tokio does on epoll). Not over
+        // TLS: a short read there may come from the session's plaintext
+        // while the socket still holds records.
+        if n < room && sub.stream.short_read_drains() {
             return Ok(());
         }
     }

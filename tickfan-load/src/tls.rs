@@ -117,6 +117,13 @@ impl Stream {
         }
     }
 
+    /// Whether a read that returned less than asked for emptied the
+    /// socket: true of a plain socket; over TLS the bytes may have come
+    /// from the session's buffer with more records still in the socket.
+    pub fn short_read_drains(&self) -> bool {
+        matches!(self, Stream::Plain(_))
+    }
+
     /// Whether TLS records wait for the socket to take them.
     pub fn has_pending(&self) -> bool {
         matches!(self, Stream::Tls { session, .. } if session.wants_write())
@@ -242,5 +249,95 @@ impl Source for Stream {
         match self {
             Stream::Plain(socket) | Stream::Tls { socket, .. } => socket.deregister(registry),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A TLS server on a blocking loopback socket that sends `bytes` of
+    /// application data right after the handshake; returns its address and
+    /// the CA file that trusts it.
+    fn server_sending(bytes: usize) -> (SocketAddr, std::path::PathBuf) {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let ca =
+            std::env::temp_dir().join(format!("tickfan-load-tls-unit-{}.pem", std::process::id()));
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            let session = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(session, socket);
+            tls.write_all(&vec![b'x'; bytes]).unwrap();
+            tls.flush().unwrap();
+            // Keep the connection open until the client is done.
+            let mut rest = Vec::new();
+            let _ = tls.read_to_end(&mut rest);
+        });
+        (addr, ca)
+    }
+
+    /// The contract the fleet's read loop relies on: over TLS a read that
+    /// returns less than the buffer holds does not mean the socket is empty
+    /// (the session hands out what it decrypted of one socket read), so the
+    /// loop must read on to `WouldBlock` — no new readiness edge would come.
+    #[test]
+    fn a_short_tls_read_leaves_more_to_read_without_a_new_edge() {
+        const SENT: usize = 60 * 1024;
+        let (addr, ca) = server_sending(SENT);
+        let client = TlsClient::new(&ca, "localhost").unwrap();
+        let _ = std::fs::remove_file(&ca);
+        let socket = TcpStream::connect(addr).unwrap();
+        let mut stream = Stream::new(socket, Some(&client)).unwrap();
+        assert!(!stream.short_read_drains());
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(8);
+        poll.registry()
+            .register(
+                &mut stream,
+                Token(0),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut received = 0;
+        let mut short_reads_with_more = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while received < SENT {
+            assert!(Instant::now() < deadline, "{received} of {SENT} bytes");
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            stream.send_pending().unwrap();
+            // Read to WouldBlock, noting short reads that had a successor.
+            let mut last_was_short = false;
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => panic!("the server closed after {received} bytes"),
+                    Ok(n) => {
+                        short_reads_with_more += usize::from(last_was_short);
+                        last_was_short = n < buf.len();
+                        received += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        }
+        assert_eq!(received, SENT);
+        assert!(
+            short_reads_with_more > 0,
+            "every short read emptied the socket: the property is not exercised"
+        );
     }
 }

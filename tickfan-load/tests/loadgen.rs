@@ -16,6 +16,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -147,9 +148,14 @@ fn refuses_a_non_loopback_address() {
 /// returns its JSON report and stdout; `tag` keeps the report file apart
 /// from other tests'.
 fn run_load(broker: &Broker, tag: &str, args: &[&str]) -> (serde_json::Value, String) {
+    run_load_at(broker.addr(), tag, args)
+}
+
+/// [`run_load`] against the broker listener at `addr`.
+fn run_load_at(addr: SocketAddr, tag: &str, args: &[&str]) -> (serde_json::Value, String) {
     let json = std::env::temp_dir().join(format!("tickfan-load-{tag}-{}.json", std::process::id()));
     let output = Command::new(LOAD_BIN)
-        .args(["--addr", &broker.addr().to_string(), "--no-perf"])
+        .args(["--addr", &addr.to_string(), "--no-perf"])
         .args(args)
         .arg("--json")
         .arg(&json)
@@ -314,29 +320,31 @@ fn a_wss_run_delivers_every_tick_in_order() {
         "--tls-key",
         key_file.to_str().unwrap(),
     ]);
-    let json = dir.join("report.json");
-    let output = Command::new(LOAD_BIN)
-        .args(["--addr", &broker.tls_addr().to_string(), "--no-perf"])
-        .arg("--tls-ca")
-        .arg(&cert_file)
-        .args(["--publishers", "2", "--topics", "4", "--subscribers", "20"])
-        .args(["--sample", "4", "--rate", "300", "--warmup", "0.5"])
-        .args(["--duration", "2", "--drain", "0.5"])
-        .args(["--broker-pid", &broker.pid().to_string()])
-        .arg("--json")
-        .arg(&json)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tickfan-load");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "tickfan-load failed: {stderr}\n{stdout}"
+    let ca = cert_file.to_str().unwrap();
+    let (report, stdout) = run_load_at(
+        broker.tls_addr(),
+        "wss",
+        &[
+            "--tls-ca",
+            ca,
+            "--publishers",
+            "2",
+            "--topics",
+            "4",
+            "--subscribers",
+            "20",
+            "--sample",
+            "4",
+            "--rate",
+            "300",
+            "--warmup",
+            "0.5",
+            "--duration",
+            "2",
+            "--drain",
+            "0.5",
+        ],
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json");
-    let _ = std::fs::remove_dir_all(&dir);
     assert_complete_delivery(&report, &stdout);
 
     // The same run against a CA that did not sign the broker's certificate
@@ -362,6 +370,7 @@ fn a_wss_run_delivers_every_tick_in_order() {
         .output()
         .expect("run tickfan-load");
     let _ = std::fs::remove_file(&other_file);
+    let _ = std::fs::remove_dir_all(&dir);
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
