@@ -15,10 +15,11 @@ use std::net::Shutdown;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConfig;
 
 use super::out_queue::{OutQueue, Written, MAX_IOVECS};
 use super::read_buf::ReadBuf;
+use super::tls_session::TlsSession;
 
 /// A connection's socket and buffers.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub struct ConnIo {
     socket: TcpStream,
     /// The TLS session on a connection of the TLS listener: records are
     /// read and written on `socket`, plaintext goes through it.
-    tls: Option<Box<ServerConnection>>,
+    tls: Option<Box<TlsSession>>,
     /// Input kept between reads: an incomplete request head or frame, or
     /// requests not acted on yet.
     pub pending: ReadBuf,
@@ -34,11 +35,6 @@ pub struct ConnIo {
     pub out: OutQueue,
     write_shut: bool,
 }
-
-/// Encrypted bytes rustls may hold for the socket before the queue stops
-/// handing it plaintext: the backlog stays in the `OutQueue`, where the
-/// slow-consumer policy can see and conflate it.
-const TLS_BUFFER_BYTES: usize = 64 * 1024;
 
 impl ConnIo {
     pub fn new(socket: TcpStream) -> Self {
@@ -53,10 +49,8 @@ impl ConnIo {
 
     /// A connection accepted on the TLS listener, its handshake to come.
     pub fn new_tls(socket: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
-        let mut tls = ServerConnection::new(config).map_err(io::Error::other)?;
-        tls.set_buffer_limit(Some(TLS_BUFFER_BYTES));
         Ok(ConnIo {
-            tls: Some(Box::new(tls)),
+            tls: Some(Box::new(TlsSession::new(config)?)),
             ..ConnIo::new(socket)
         })
     }
@@ -88,7 +82,7 @@ impl ConnIo {
         let spare = input.spare_mut(4096, size_hint);
         let n = match self.tls.as_deref_mut() {
             None => self.socket.read(spare)?,
-            Some(tls) => receive_tls(tls, &mut self.socket, spare)?,
+            Some(tls) => tls.receive(&mut self.socket, spare)?,
         };
         input.commit(n);
         Ok(n)
@@ -112,81 +106,39 @@ impl ConnIo {
         self.write_shut = true;
         if let Some(tls) = self.tls.as_deref_mut() {
             // close_notify, then the TCP FIN (RFC 8446 §6.1).
-            tls.send_close_notify();
-            write_records(tls, &mut self.socket)?;
+            tls.queue_close_notify();
+            tls.write_pending(&mut self.socket)?;
         }
         self.socket.shutdown(Shutdown::Write)?;
         Ok(true)
     }
 }
 
-/// Reads plaintext from a TLS session into `spare`: what rustls already
-/// decrypted first, then records from the socket (the handshake's answers
-/// are written as they come). 0 is the peer's end, with or without
-/// close_notify; `WouldBlock` means nothing more to read now.
-fn receive_tls(
-    tls: &mut ServerConnection,
-    socket: &mut TcpStream,
-    spare: &mut [u8],
-) -> io::Result<usize> {
-    loop {
-        match tls.reader().read(spare) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            // The peer closed TCP without close_notify: a normal close here.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-            Err(e) => return Err(e),
-        }
-        if tls.read_tls(socket)? == 0 {
-            return Ok(0);
-        }
-        if let Err(error) = tls.process_new_packets() {
-            // Send the alert rustls queued for it, then fail the connection.
-            let _ = write_records(tls, socket);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, error));
-        }
-        if tls.wants_write() {
-            match write_records(tls, socket) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// Hands the queue's front slices to rustls, which encrypts them straight
-/// into records of up to 16 KiB (many ticks per record, no copy of ours in
-/// between), and writes the records to the socket, until both are empty or
-/// the socket would block. rustls takes plaintext only while the records it
-/// holds stay under [`TLS_BUFFER_BYTES`].
+/// Encrypts the queue's front slices into records (many ticks per record)
+/// and writes them to the socket, until both are empty or the socket would
+/// block; the session takes plaintext only while the records waiting stay
+/// under [`super::tls_session::TLS_BUFFER_BYTES`].
 fn flush_tls(
-    tls: &mut ServerConnection,
+    tls: &mut TlsSession,
     out: &mut OutQueue,
     socket: &mut TcpStream,
 ) -> io::Result<Written> {
     let mut written = Written::default();
     loop {
         // Records waiting first: they hold older bytes than the queue.
-        while tls.wants_write() {
-            match tls.write_tls(socket) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => written.syscalls = written.syscalls.saturating_add(1),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        match tls.write_pending(socket) {
+            Ok(calls) => written.syscalls = written.syscalls.saturating_add(calls),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
+            Err(e) => return Err(e),
         }
         if out.is_empty() || tls.is_handshaking() {
             break;
         }
         let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
         let count = out.front_slices(&mut slices);
-        let taken = tls
-            .writer()
-            .write_vectored(slices.get(..count).unwrap_or_default())?;
+        let taken = tls.encrypt(slices.get(..count).unwrap_or_default())?;
         if taken == 0 {
-            break; // rustls is full; its records go out first
+            break;
         }
         written.bytes = written.bytes.saturating_add(taken);
         out.advance(taken, &mut written);
@@ -195,20 +147,6 @@ fn flush_tls(
         written.oldest_tick_ts = out.take_oldest_tick_ts();
     }
     Ok(written)
-}
-
-/// Writes the records rustls holds until it holds none (or the socket
-/// would block: `WouldBlock`).
-fn write_records(tls: &mut ServerConnection, socket: &mut TcpStream) -> io::Result<()> {
-    while tls.wants_write() {
-        match tls.write_tls(socket) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Writes `out` into `writer` until the queue is empty or the writer would

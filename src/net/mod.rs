@@ -14,6 +14,7 @@
 //! - [`fanout`]: ticks to local subscribers, `max_hz`, queue pressure and
 //!   the slow-consumer policy.
 //! - [`tls`]: the TLS listener's certificate and its reload;
+//!   [`tls_session`]: a connection's TLS session and its record buffers;
 //!   [`tls_outcome`]: how each TLS handshake ended, for the metrics.
 //! - [`peer_limit`]: connections per client address; [`settings`]: the
 //!   configuration as the network layer runs on it (the one place it is read).
@@ -26,6 +27,7 @@ network_facing! {
     pub mod read_buf;
     pub mod session;
     pub mod tls_outcome;
+    pub mod tls_session;
 }
 pub mod connection;
 pub mod context;
