@@ -545,3 +545,34 @@ fn both_listeners_serve_side_by_side() {
     expected.sort_unstable();
     assert_eq!(listening_ports(broker.pid()), expected);
 }
+
+#[test]
+fn tls_1_2_and_1_3_clients_are_served_and_alpn_agrees_http_1_1() {
+    let pki = Pki::new("versions");
+    let broker = pki.broker();
+    for (version, name) in [
+        (&rustls::version::TLS12, "TLS 1.2"),
+        (&rustls::version::TLS13, "TLS 1.3"),
+    ] {
+        let config = pki.client_config_with(&[version], &[b"h2", b"http/1.1"]);
+        let tcp = TcpStream::connect(broker.tls_addr()).unwrap();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let name_ = ServerName::try_from("localhost").unwrap();
+        let mut stream = StreamOwned::new(ClientConnection::new(config, name_).unwrap(), tcp);
+        let answer = https_request(
+            &mut stream,
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer}");
+        assert_eq!(
+            stream.conn.protocol_version(),
+            Some(version.version),
+            "{name}"
+        );
+        assert_eq!(
+            stream.conn.alpn_protocol(),
+            Some(&b"http/1.1"[..]),
+            "{name}"
+        );
+    }
+}

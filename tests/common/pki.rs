@@ -102,15 +102,26 @@ impl Pki {
 
     /// A rustls client that trusts only this CA.
     pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.client_config_with(rustls::DEFAULT_VERSIONS, &[])
+    }
+
+    /// A rustls client that trusts only this CA, speaks only `versions`
+    /// and offers the ALPN protocols `alpn`.
+    pub fn client_config_with(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         let ca = rustls::pki_types::CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap();
         roots.add(ca).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }
 
