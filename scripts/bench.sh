@@ -463,7 +463,7 @@ start_uws_tls() {
         log "port 8085 is already in use; not starting uws --tls"
         return 1
     fi
-    (cd "$PEERS_DIR/node" && exec taskset -c 0 node uws-broker.js 8085 --tls "$cert" "$key") \
+    (cd "$PEERS_DIR/node" && exec "${nice_cmd[@]}" taskset -c 0 node uws-broker.js 8085 --tls "$cert" "$key") \
         >"$TMP/uws-tls.log" 2>&1 &
     uws_tls_pid=$!
     for _ in $(seq 50); do
