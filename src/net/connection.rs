@@ -512,7 +512,8 @@ impl Connection {
         }
         let transport = self.set_transport(Transport::WebSocket);
         ctx.stats.count_handshake(transport);
-        let websocket = WebSocketPhase::new(endpoint, settings, ctx.now, deflate.is_some());
+        let window = deflate.as_ref().map(|agreement| agreement.window_bits());
+        let websocket = WebSocketPhase::new(endpoint, settings, ctx.now, window);
         self.enter(Phase::WebSocket(websocket), ctx.now);
         Ok(())
     }

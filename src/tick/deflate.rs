@@ -114,6 +114,14 @@ pub fn compress_frame(
     Some(frame.into_boxed_slice())
 }
 
+/// Compresses one whole message with this thread's compressor for `level`
+/// and `window_bits` (reset first: no context is taken over), appending it
+/// to `out` without the sync tail; `None` if it cannot. Not counted as a
+/// tick compression: the echo route's replies use it.
+pub fn compress_message(message: &[u8], level: u32, window_bits: u8, out: &mut Vec<u8>) -> Option<()> {
+    with_deflater(level, window_bits, |deflater| deflater.compress(message, out))?
+}
+
 /// Runs `f` with this thread's compressor for `level` and `window_bits`,
 /// making it on first use; `None` if there cannot be one.
 fn with_deflater<T>(level: u32, window_bits: u8, f: impl FnOnce(&mut Deflater) -> T) -> Option<T> {

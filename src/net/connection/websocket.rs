@@ -21,7 +21,8 @@ use crate::net::settings::Settings;
 use crate::protocol::close::CloseCode;
 use crate::protocol::decoder::{Decoder, Message};
 use crate::protocol::error::ProtocolError;
-use crate::protocol::frame::{write_close_frame, write_frame, OpCode};
+use crate::protocol::frame::{write_close_frame, write_compressed_frame, write_frame, OpCode};
+use crate::tick::deflate::compress_message;
 
 /// What an open WebSocket does with the messages it receives.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub(super) enum Endpoint {
 #[derive(Debug)]
 pub(super) struct WebSocketPhase {
     decoder: Decoder,
+    /// The window agreed for permessage-deflate, when it was agreed.
+    deflate_window: Option<u8>,
     pub(super) endpoint: Endpoint,
     budget: MessageBudget,
     /// When the peer last sent anything.
@@ -61,10 +64,11 @@ impl WebSocketPhase {
         endpoint: Endpoint,
         settings: &Settings,
         now: Instant,
-        deflate: bool,
+        deflate_window: Option<u8>,
     ) -> Self {
         WebSocketPhase {
-            decoder: Decoder::with_deflate(settings.frame_limits, deflate),
+            decoder: Decoder::with_deflate(settings.frame_limits, deflate_window.is_some()),
+            deflate_window,
             endpoint,
             budget: MessageBudget::new(settings.max_messages_per_sec, now),
             last_heard: now,
@@ -109,10 +113,12 @@ impl WebSocketPhase {
         }
         let outcome = match message {
             Message::CompressedText(payload) => {
-                inflate_then_act(&mut self.endpoint, out, payload, true, ctx)
+                let window = self.deflate_window;
+                inflate_then_act(&mut self.endpoint, out, payload, true, window, ctx)
             }
             Message::CompressedBinary(payload) => {
-                inflate_then_act(&mut self.endpoint, out, payload, false, ctx)
+                let window = self.deflate_window;
+                inflate_then_act(&mut self.endpoint, out, payload, false, window, ctx)
             }
             message => act(&mut self.endpoint, out, message, ctx),
         };
@@ -159,12 +165,14 @@ enum Outcome {
 
 /// Inflates a compressed message (RFC 7692 §7.2.2) with the worker's
 /// inflater, bounded by `max_message_bytes`, checks a text message's UTF-8
-/// (RFC 6455 §8.1), and acts on it as if it had come uncompressed.
+/// (RFC 6455 §8.1), and acts on it as if it had come uncompressed — but the
+/// echo route answers in kind, compressed with the agreed `window`.
 fn inflate_then_act(
     endpoint: &mut Endpoint,
     out: &mut OutQueue,
     payload: &[u8],
     text: bool,
+    window: Option<u8>,
     ctx: &mut Ctx<'_>,
 ) -> Outcome {
     let max = ctx.settings.frame_limits.max_message_bytes;
@@ -174,16 +182,31 @@ fn inflate_then_act(
     };
     ctx.stats.inflated_messages += 1;
     ctx.stats.inflated_bytes += inflated.len() as u64;
-    let outcome = if !text {
-        act(endpoint, out, Message::Binary(&inflated), ctx)
-    } else if std::str::from_utf8(&inflated).is_err() {
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    let outcome = if text && std::str::from_utf8(&inflated).is_err() {
         let error = ProtocolError::InvalidUtf8;
         Outcome::Fail(error.close_code(), error.reason())
-    } else {
+    } else if let (Endpoint::Echo, Some(window)) = (&endpoint, window) {
+        echo_compressed(out, opcode, &inflated, window, ctx.settings.deflate_level);
+        Outcome::Done
+    } else if text {
         act(endpoint, out, Message::Text(&inflated), ctx)
+    } else {
+        act(endpoint, out, Message::Binary(&inflated), ctx)
     };
     ctx.inflater.recycle(inflated);
     outcome
+}
+
+/// Echoes a message that came compressed, compressed again (with no
+/// context: a stream of its own), or plain if compressing fails.
+fn echo_compressed(out: &mut OutQueue, opcode: OpCode, message: &[u8], window: u8, level: u32) {
+    let mut compressed = Vec::new();
+    if compress_message(message, level, window, &mut compressed).is_some() {
+        out.append(|buf| write_compressed_frame(buf, opcode, &compressed));
+    } else {
+        out.append(|buf| write_frame(buf, opcode, message));
+    }
 }
 
 /// Hands one whole (uncompressed) message or control frame to the endpoint.
