@@ -21,6 +21,11 @@
 #   flush           the latency/CPU trade-off of tickfan's --flush-interval-ms:
 #                   1 topic x 1,000 subscribers at fixed rates, uWebSockets then
 #                   tickfan with each interval, at the same rate
+#   deflate         permessage-deflate: 1 topic x 1,000 subscribers at DEFLATE_RATE
+#                   ticks/s of ~300-byte quotes, then of ~2 KB order books; for
+#                   each, tickfan plain and with deflate offered (--deflate), and
+#                   uWebSockets with --compression off, shared and dedicated: wire
+#                   bytes per tick and broker CPU per delivered tick side by side
 #
 # Builds release; starts tickfan (one worker) and/or the peers
 # (../shared/peers/peers.sh, or $PEERS_DIR/peers.sh; `install` first if missing);
@@ -40,6 +45,8 @@
 #   PEER_WORKERS=1         (nchan stays at its config's worker_processes 1)
 #   PACED_FLUSH_MS=20      tickfan's --flush-interval-ms in the paced same-rate runs
 #   FLUSH_RATES="300 1500" FLUSH_MS="0 10 20 50" FLUSH_PEER=uws  (flush scenario)
+#   DEFLATE_RATE=200  DEFLATE_SHAPES="quote book"  DEFLATE_PEER_MODES="off shared dedicated"
+#                          (deflate scenario; DEFLATE_PEER_MODES="" skips uWebSockets)
 #   NICE=N                 run broker and tickfan-load at nice N (root: e.g. -5)
 # The machine has 2 cores and may be shared: every run records the other
 # processes' CPU ("other_processes_cpu_pct"); treat figures as noisy.
@@ -47,9 +54,9 @@ set -euo pipefail
 
 SCENARIO=${1:-}
 case $SCENARIO in
-    broadcast | ws-vs-longpoll | idle | market | peers | flush) ;;
+    broadcast | ws-vs-longpoll | idle | market | peers | flush | deflate) ;;
     *)
-        sed -n '2,24p' "$0" >&2
+        sed -n '2,29p' "$0" >&2
         exit 2
         ;;
 esac
@@ -121,6 +128,7 @@ stop_peers() {
 cleanup() {
     stop_tickfan
     stop_peers
+    [ -z "${uws_compression_pid:-}" ] || kill "$uws_compression_pid" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -424,7 +432,73 @@ flush() {
     done
 }
 
+# uWebSockets with --compression MODE, started here (peers.sh starts it
+# without compression), pinned like every broker; stopped by its pid.
+uws_compression_pid=
+start_uws_compression() {
+    local mode=$1 port
+    port=$(port_of uws)
+    ensure_peers_installed
+    if listening "$port"; then
+        log "port $port is already in use; not starting uws (someone else's?)"
+        return 1
+    fi
+    "${nice_cmd[@]}" taskset -c 0 node "$PEERS_DIR/node/uws-broker.js" "$port" \
+        --compression "$mode" >"$TMP/uws-$mode.log" 2>&1 &
+    uws_compression_pid=$!
+    for _ in $(seq 50); do
+        listening "$port" && break
+        sleep 0.1
+    done
+    listening "$port" || { log "uws --compression $mode did not start"; return 1; }
+    broker_pid=$uws_compression_pid
+    addr=127.0.0.1:$port
+}
+stop_uws_compression() {
+    if [ -n "$uws_compression_pid" ] && kill -0 "$uws_compression_pid" 2>/dev/null; then
+        kill "$uws_compression_pid" 2>/dev/null || true
+        wait "$uws_compression_pid" 2>/dev/null || true
+    fi
+    uws_compression_pid=
+    for _ in $(seq 50); do
+        listening "$(port_of uws)" || break
+        sleep 0.1
+    done
+}
+
+# deflate: per tick shape, tickfan plain and with deflate, then uWebSockets
+# per compression mode, all at one fixed rate.
+deflate() {
+    local rate=${DEFLATE_RATE:-200} shape mode
+    local args=(--warmup 2 --duration "$DURATION" --drain 1 --subscribers 1000 --topics 1
+        --threads 1 --rate "$rate")
+    for shape in ${DEFLATE_SHAPES:-quote book}; do
+        if start_tickfan; then
+            log "deflate: tickfan plain, $shape ticks at $rate/s"
+            run_load tickfan "$TMP/deflate-$shape-tickfan.json" "${args[@]}" --tick-shape "$shape" \
+                && row "deflate $shape" "tickfan plain" ws 1000 1 "$rate" null \
+                    "$TMP/deflate-$shape-tickfan.json"
+            log "deflate: tickfan deflate, $shape ticks at $rate/s"
+            run_load tickfan "$TMP/deflate-$shape-tickfan-deflate.json" "${args[@]}" \
+                --tick-shape "$shape" --deflate \
+                && row "deflate $shape" "tickfan deflate" ws 1000 1 "$rate" null \
+                    "$TMP/deflate-$shape-tickfan-deflate.json"
+            stop_tickfan
+        fi
+        for mode in ${DEFLATE_PEER_MODES-off shared dedicated}; do
+            start_uws_compression "$mode" || { stop_uws_compression; continue; }
+            log "deflate: uws --compression $mode, $shape ticks at $rate/s"
+            run_load uws "$TMP/deflate-$shape-uws-$mode.json" "${args[@]}" --tick-shape "$shape" \
+                --deflate \
+                && row "deflate $shape" "uws $mode" ws 1000 1 "$rate" null \
+                    "$TMP/deflate-$shape-uws-$mode.json"
+            stop_uws_compression
+        done
+    done
+}
+
 case $SCENARIO in
+    deflate) deflate ;;
     flush) flush ;;
     broadcast)
         for t in ${TARGETS:-tickfan}; do

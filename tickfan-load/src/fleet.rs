@@ -275,6 +275,9 @@ struct Sub {
     acks: usize,
     /// NATS protocol bytes not yet a whole item (frames split items).
     nats: Vec<u8>,
+    /// A sample's own inflater, when the server keeps its deflate window
+    /// between messages (the loop's shared one cannot serve it).
+    inflater: Option<Box<Inflater>>,
 }
 
 /// The tick fields a sample reads; the rest is skipped by serde.
@@ -352,6 +355,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                         topics: config.topics.of_client(global),
                         acks: 0,
                         nats: Vec::new(),
+                        inflater: None,
                     });
                     ramp.in_setup += 1;
                 }
@@ -567,8 +571,15 @@ fn consume(
             UpgradeStatus::Refused(reason) => return Err(format!("handshake: {reason}")),
             UpgradeStatus::Accepted(head) => {
                 pos = head;
-                if ws::deflate_agreed(&buf[..head]) {
-                    ctx.stats.deflate_subscribers += 1;
+                match ws::deflate_agreed(&buf[..head]) {
+                    ws::Deflate::Off => {}
+                    ws::Deflate::NoContext => ctx.stats.deflate_subscribers += 1,
+                    ws::Deflate::Context => {
+                        ctx.stats.deflate_subscribers += 1;
+                        if sub.sample.is_some() {
+                            sub.inflater = Some(Box::new(Inflater::new()));
+                        }
+                    }
                 }
                 let names: Vec<&str> = sub
                     .topics
@@ -633,7 +644,11 @@ fn consume(
         let inflated;
         let payload = if frame.compressed {
             // Samples only (sinks counted it above): one copy per tick.
-            inflated = ctx.inflater.inflate(&buf[payload_at..frame_end])?.to_vec();
+            let compressed = &buf[payload_at..frame_end];
+            inflated = match sub.inflater.as_mut() {
+                Some(own) => own.inflate(compressed, false)?.to_vec(),
+                None => ctx.inflater.inflate(compressed, true)?.to_vec(),
+            };
             &inflated[..]
         } else {
             &buf[payload_at..frame_end]

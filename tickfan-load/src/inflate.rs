@@ -22,9 +22,13 @@ impl Inflater {
     }
 
     /// The inflated message, borrowed until the next call; `Err` for data
-    /// that is not deflate.
-    pub fn inflate(&mut self, payload: &[u8]) -> Result<&[u8], String> {
-        self.decompress.reset(false);
+    /// that is not deflate. `fresh`: the message starts a new stream (no
+    /// context takeover); otherwise the window of the messages before it
+    /// is kept (this inflater then serves one connection).
+    pub fn inflate(&mut self, payload: &[u8], fresh: bool) -> Result<&[u8], String> {
+        if fresh {
+            self.decompress.reset(false);
+        }
         self.out.clear();
         for piece in [payload, &[0, 0, 0xff, 0xff][..]] {
             let start = self.decompress.total_in();
@@ -66,16 +70,25 @@ mod tests {
         // §7.2.3.1 and §7.2.3.4 (BFINAL set).
         assert_eq!(
             inflater
-                .inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+                .inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], true)
                 .unwrap(),
             b"Hello"
         );
         assert_eq!(
             inflater
-                .inflate(&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00])
+                .inflate(&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00], true)
                 .unwrap(),
             b"Hello"
         );
-        assert!(inflater.inflate(&[0xff, 0xff]).is_err());
+        assert!(inflater.inflate(&[0xff, 0xff], true).is_err());
+        // §7.2.3.2: the second "Hello" refers back into the first's window.
+        let mut kept = Inflater::new();
+        let first = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(kept.inflate(&first, true).unwrap(), b"Hello");
+        assert_eq!(
+            kept.inflate(&[0xf2, 0x00, 0x11, 0x00, 0x00], false)
+                .unwrap(),
+            b"Hello"
+        );
     }
 }

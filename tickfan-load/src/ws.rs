@@ -102,15 +102,40 @@ pub fn offer_deflate(req: &mut UpgradeRequest) {
     req.bytes.extend_from_slice(b"\r\n\r\n");
 }
 
-/// Whether a complete 101 response head agreed permessage-deflate.
-pub fn deflate_agreed(head: &[u8]) -> bool {
+/// What a 101 agreed of permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deflate {
+    /// Not agreed: every frame comes plain.
+    Off,
+    /// Agreed with `server_no_context_takeover`: every message inflates alone.
+    NoContext,
+    /// Agreed with the server keeping its window (uWebSockets' dedicated
+    /// compressors): messages must be inflated in order, window kept.
+    Context,
+}
+
+/// What a complete 101 response head agreed of permessage-deflate.
+pub fn deflate_agreed(head: &[u8]) -> Deflate {
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut response = httparse::Response::new(&mut headers);
-    response.parse(head).is_ok()
-        && response.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("sec-websocket-extensions")
-                && h.value.starts_with(b"permessage-deflate")
-        })
+    if response.parse(head).is_err() {
+        return Deflate::Off;
+    }
+    let agreed = response.headers.iter().find(|h| {
+        h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+            && h.value.starts_with(b"permessage-deflate")
+    });
+    match agreed {
+        None => Deflate::Off,
+        Some(h)
+            if h.value
+                .windows(26)
+                .any(|w| w == b"server_no_context_takeover") =>
+        {
+            Deflate::NoContext
+        }
+        Some(_) => Deflate::Context,
+    }
 }
 
 /// The `Sec-WebSocket-Accept` value a server must answer `key` with: the
