@@ -8,7 +8,6 @@ mod common;
 
 use std::io::{BufRead, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -380,18 +379,6 @@ fn one_compression_per_publish_for_every_subscriber() {
         bytes_out > 0.0 && bytes_out < bytes_in,
         "{bytes_in} -> {bytes_out}"
     );
-}
-
-/// The Python of the clients' virtualenv (scripts/install-test-deps.sh).
-fn clients_python() -> Option<PathBuf> {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/clients/bin/python");
-    python.exists().then_some(python)
-}
-
-/// The Node client directory with `ws` installed (scripts/install-test-deps.sh).
-fn node_clients() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/node");
-    dir.join("node_modules/ws").exists().then_some(dir)
 }
 
 /// Runs a client script that prints "ready" once subscribed, publishes
