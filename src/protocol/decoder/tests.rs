@@ -518,3 +518,24 @@ proptest! {
         prop_assert_eq!(inflated, text.as_bytes());
     }
 }
+
+/// The compressed "Hello" of RFC 7692 §7.2.3.1, whole and fragmented,
+/// split into two reads at every byte: always the same compressed message.
+#[test]
+fn compressed_hello_at_every_split() {
+    use crate::protocol::deflate::codec::Inflater;
+    let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let whole = compressed_frame(true, OpCode::Text, &hello);
+    let fragmented = concat(&[
+        compressed_frame(false, OpCode::Text, &hello[..3]),
+        frame(true, OpCode::Continuation, &hello[3..]),
+    ]);
+    for wire in [whole, fragmented] {
+        for cut in 0..=wire.len() {
+            let (messages, error) = drive_with(deflate_decoder(), &[&wire[..cut], &wire[cut..]]);
+            assert_eq!(error, None, "cut {cut}");
+            assert_eq!(messages, vec![Owned::Compressed(true, hello.to_vec())], "cut {cut}");
+        }
+    }
+    assert_eq!(Inflater::new().inflate(&hello, 5).unwrap(), b"Hello");
+}
