@@ -174,8 +174,12 @@ impl<'a> Cursor<'a> {
             };
             // Quoted values must unquote to a token (§9.1), which ours never
             // need escapes for: an escaped value is simply not a valid one.
-            let value = value.as_ref().map(|v| v.as_slice());
-            valid = valid && params.add(param, value).is_ok();
+            let added = match value {
+                Some(Value::Plain(value)) => params.add(param, Some(value)),
+                Some(Value::Escaped) => Err(()),
+                None => params.add(param, None),
+            };
+            valid = valid && added.is_ok();
         }
         let is_deflate = name.eq_ignore_ascii_case(EXTENSION.as_bytes());
         Some(if is_deflate && valid {
@@ -257,15 +261,6 @@ enum Value<'a> {
     Plain(&'a [u8]),
     /// A quoted-string with a backslash escape: never a valid value here.
     Escaped,
-}
-
-impl Value<'_> {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Value::Plain(bytes) => bytes,
-            Value::Escaped => b"\\",
-        }
-    }
 }
 
 /// RFC 9110 §5.6.2's `tchar`.
