@@ -26,6 +26,13 @@
 #                   with delivery >= 0.999, then all three at half the lowest max);
 #                   15,000 idle wss subscribers (IDLE_CONNS); full TLS handshakes
 #                   per second against one broker core (openssl s_time, new sessions)
+#   deflate         permessage-deflate: 1 topic x 1,000 subscribers at DEFLATE_RATE
+#                   ticks/s of ~300-byte quotes, then of ~2 KB order books; for
+#                   each, tickfan plain and with deflate offered (--deflate), and
+#                   uWebSockets with --compression off, shared and dedicated: wire
+#                   bytes per tick and broker CPU per delivered tick side by side;
+#                   then the highest rate with delivery >= 0.999 of quotes for
+#                   tickfan plain, tickfan with deflate and uWebSockets shared
 #
 # Builds release; starts tickfan (one worker) and/or the peers
 # (../shared/peers/peers.sh, or $PEERS_DIR/peers.sh; `install` first if missing);
@@ -45,6 +52,8 @@
 #   PEER_WORKERS=1         (nchan stays at its config's worker_processes 1)
 #   PACED_FLUSH_MS=20      tickfan's --flush-interval-ms in the paced same-rate runs
 #   FLUSH_RATES="300 1500" FLUSH_MS="0 10 20 50" FLUSH_PEER=uws  (flush scenario)
+#   DEFLATE_RATE=200  DEFLATE_SHAPES="quote book"  DEFLATE_PEER_MODES="off shared dedicated"
+#                          (deflate scenario; DEFLATE_PEER_MODES="" skips uWebSockets)
 #   NICE=N                 run broker and tickfan-load at nice N (root: e.g. -5)
 # The machine has 2 cores and may be shared: every run records the other
 # processes' CPU ("other_processes_cpu_pct"); treat figures as noisy.
@@ -52,9 +61,9 @@ set -euo pipefail
 
 SCENARIO=${1:-}
 case $SCENARIO in
-    broadcast | ws-vs-longpoll | idle | market | peers | flush | wss) ;;
+    broadcast | ws-vs-longpoll | idle | market | peers | flush | wss | deflate) ;;
     *)
-        sed -n '2,29p' "$0" >&2
+        sed -n '2,35p' "$0" >&2
         exit 2
         ;;
 esac
@@ -132,7 +141,7 @@ stop_peers() {
 cleanup() {
     stop_tickfan
     stop_peers
-    [ "$(type -t stop_uws_tls)" = function ] && stop_uws_tls
+    stop_uws_custom
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -439,12 +448,47 @@ flush() {
     done
 }
 
+# ---- uWebSockets with flags peers.sh does not pass ----------------------------
+
+uws_custom_pid=
+
+# start_uws_custom LOGNAME ARGS...: uWebSockets (uws-broker.js) on its port
+# with ARGS (--tls CERT KEY, --compression MODE), pinned like every broker
+# and at the same NICE; stopped by its pid.
+start_uws_custom() {
+    local name=$1 port
+    shift
+    port=$(port_of uws)
+    ensure_peers_installed
+    if listening "$port"; then
+        log "port $port is already in use; not starting uws $* (someone else's?)"
+        return 1
+    fi
+    (cd "$PEERS_DIR/node" && exec "${nice_cmd[@]}" taskset -c 0 node uws-broker.js "$port" "$@") \
+        >"$TMP/uws-$name.log" 2>&1 &
+    uws_custom_pid=$!
+    for _ in $(seq 50); do
+        listening "$port" && break
+        sleep 0.1
+    done
+    listening "$port" || { log "uws $* did not start"; return 1; }
+    broker_pid=$uws_custom_pid
+    addr=127.0.0.1:$port
+}
+
+stop_uws_custom() {
+    stop_pid "$uws_custom_pid"
+    uws_custom_pid=
+    for _ in $(seq 50); do
+        listening "$(port_of uws)" || break
+        sleep 0.1
+    done
+}
+
 # ---- wss ---------------------------------------------------------------------
 
 cert=$ROOT/$TMP/cert.pem
 key=$ROOT/$TMP/key.pem
-uws_tls_pid=
-
 make_cert() {
     [ -f "$cert" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
         -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
@@ -454,30 +498,6 @@ make_cert() {
 
 start_tickfan_tls() {
     start_tickfan --tls-listen 127.0.0.1:0 --tls-cert "$cert" --tls-key "$key"
-}
-
-# uWebSockets' SSLApp on 8085, started here (peers.sh starts it plain).
-start_uws_tls() {
-    ensure_peers_installed
-    if listening 8085; then
-        log "port 8085 is already in use; not starting uws --tls"
-        return 1
-    fi
-    (cd "$PEERS_DIR/node" && exec "${nice_cmd[@]}" taskset -c 0 node uws-broker.js 8085 --tls "$cert" "$key") \
-        >"$TMP/uws-tls.log" 2>&1 &
-    uws_tls_pid=$!
-    for _ in $(seq 50); do
-        listening 8085 && break
-        sleep 0.1
-    done
-    listening 8085 || { log "uws --tls did not start"; return 1; }
-    broker_pid=$uws_tls_pid
-    addr=127.0.0.1:8085
-}
-
-stop_uws_tls() {
-    stop_pid "$uws_tls_pid"
-    uws_tls_pid=
 }
 
 # wss_variant VARIANT: starts the broker of one variant (tickfan-ws,
@@ -491,13 +511,16 @@ start_wss_variant() {
             start_tickfan_tls || return 1
             addr=$tls_addr wss_dialect=tickfan wss_flags=(--tls-ca "$cert")
             ;;
-        uws-wss) start_uws_tls || return 1; wss_dialect=uws; wss_flags=(--tls-ca "$cert") ;;
+        uws-wss)
+            start_uws_custom tls --tls "$cert" "$key" || return 1
+            wss_dialect=uws wss_flags=(--tls-ca "$cert")
+            ;;
     esac
 }
 
 stop_wss_variant() {
     case $1 in
-        uws-wss) stop_uws_tls ;;
+        uws-wss) stop_uws_custom ;;
         *) stop_tickfan ;;
     esac
 }
@@ -568,8 +591,60 @@ wss() {
     done
 }
 
+# deflate: per tick shape, tickfan plain and with deflate, then uWebSockets
+# per compression mode, all at one fixed rate.
+deflate() {
+    local rate=${DEFLATE_RATE:-200} shape mode
+    local args=(--warmup 2 --duration "$DURATION" --drain 1 --subscribers 1000 --topics 1
+        --threads 1 --rate "$rate")
+    for shape in ${DEFLATE_SHAPES:-quote book}; do
+        if start_tickfan; then
+            log "deflate: tickfan plain, $shape ticks at $rate/s"
+            run_load tickfan "$TMP/deflate-$shape-tickfan.json" "${args[@]}" --tick-shape "$shape" \
+                && row "deflate $shape" "tickfan plain" ws 1000 1 "$rate" null \
+                    "$TMP/deflate-$shape-tickfan.json"
+            log "deflate: tickfan deflate, $shape ticks at $rate/s"
+            run_load tickfan "$TMP/deflate-$shape-tickfan-deflate.json" "${args[@]}" \
+                --tick-shape "$shape" --deflate \
+                && row "deflate $shape" "tickfan deflate" ws 1000 1 "$rate" null \
+                    "$TMP/deflate-$shape-tickfan-deflate.json"
+            stop_tickfan
+        fi
+        for mode in ${DEFLATE_PEER_MODES-off shared dedicated}; do
+            start_uws_custom "$mode" --compression "$mode" || { stop_uws_custom; continue; }
+            log "deflate: uws --compression $mode, $shape ticks at $rate/s"
+            run_load uws "$TMP/deflate-$shape-uws-$mode.json" "${args[@]}" --tick-shape "$shape" \
+                --deflate \
+                && row "deflate $shape" "uws $mode" ws 1000 1 "$rate" null \
+                    "$TMP/deflate-$shape-uws-$mode.json"
+            stop_uws_custom
+        done
+    done
+    # Highest rates of ~300-byte quotes: compression once per publish
+    # (tickfan) against once per subscriber (uWebSockets).
+    local max_args=(--subscribers 1000 --topics 1 --threads 1 --tick-shape quote)
+    local variant
+    for variant in "tickfan plain" "tickfan deflate" "uws shared"; do
+        local name=deflate-max-${variant// /-} dialect=tickfan flags=()
+        case $variant in
+            "tickfan plain") start_tickfan || continue ;;
+            "tickfan deflate") start_tickfan || continue; flags=(--deflate) ;;
+            "uws shared")
+                start_uws_custom shared-max --compression shared || { stop_uws_custom; continue; }
+                dialect=uws flags=(--deflate)
+                ;;
+        esac
+        local found
+        found=$(search "$name" "$dialect" "${max_args[@]}" "${flags[@]}")
+        row "deflate quote max" "$variant" ws 1000 1 "${found% *}" "$found" \
+            "$TMP/$name-best.json" "$TMP/$name-best.json"
+        case $variant in uws*) stop_uws_custom ;; *) stop_tickfan ;; esac
+    done
+}
+
 case $SCENARIO in
     wss) wss ;;
+    deflate) deflate ;;
     flush) flush ;;
     broadcast)
         for t in ${TARGETS:-tickfan}; do

@@ -29,3 +29,16 @@ if ! "$clients_venv/bin/python" -m pip show websockets 2>/dev/null | grep -qx "V
   python3 -m venv "$clients_venv"
   "$clients_venv/bin/python" -m pip install --quiet --disable-pip-version-check "websockets==$websockets_version"
 fi
+
+# Node clients (tests/deflate.rs: the `ws` library, which offers
+# permessage-deflate by default), pinned by tests/clients/node's lock file
+# and installed next to it; reinstalled only when ws is not the pinned version.
+node_clients=tests/clients/node
+ws_version=8.18.3
+if command -v npm >/dev/null; then
+  if ! grep -qs "\"version\": \"$ws_version\"" "$node_clients/node_modules/ws/package.json"; then
+    (cd "$node_clients" && npm ci --no-audit --no-fund --silent)
+  fi
+else
+  echo "install-test-deps: npm not found; the Node client tests will be skipped" >&2
+fi

@@ -129,6 +129,14 @@ pub struct WebSocketConfig {
     /// `websocket.max_messages_per_sec`: per-connection message rate; 0 = unlimited.
     #[serde(deserialize_with = "int")]
     pub max_messages_per_sec: u32,
+    /// `websocket.deflate`: whether permessage-deflate (RFC 7692) is agreed with clients that offer it.
+    pub deflate: bool,
+    /// `websocket.deflate_min_bytes`: envelopes shorter than this are sent uncompressed.
+    #[serde(deserialize_with = "int")]
+    pub deflate_min_bytes: usize,
+    /// `websocket.deflate_level`: zlib compression level of ticks, 0 to 9.
+    #[serde(deserialize_with = "int")]
+    pub deflate_level: u32,
 }
 
 /// The `[broker]` section: topics, history, heartbeats and slow consumers.
@@ -443,6 +451,7 @@ impl Config {
         range!(websocket.ping_interval_ms, 1..);
         range!(websocket.idle_timeout_ms, 1..);
         range!(websocket.close_timeout_ms, 1..);
+        range!(websocket.deflate_level, 0..=9);
         range!(broker.shards, 1..=65_536);
         range!(broker.history_depth, 0..=1_000_000);
         range!(broker.topic_ttl_ms, 1000..);
@@ -1303,6 +1312,9 @@ mod tests {
                     idle_timeout_ms: 60_000,
                     close_timeout_ms: 3000,
                     max_messages_per_sec: 50_000,
+                    deflate: true,
+                    deflate_min_bytes: 128,
+                    deflate_level: 1,
                 },
                 broker: BrokerConfig {
                     shards: 64,

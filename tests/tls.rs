@@ -410,13 +410,6 @@ fn tls_connections_are_counted_as_wss_and_tls() {
     }
 }
 
-/// The Python of the clients' virtualenv that scripts/install-test-deps.sh
-/// makes (with the `websockets` library); `None` when it was not made.
-fn clients_python() -> Option<PathBuf> {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/clients/bin/python");
-    python.exists().then_some(python)
-}
-
 #[test]
 fn python_websockets_verifies_the_ca_and_streams_over_wss() {
     let Some(python) = clients_python() else {

@@ -1,6 +1,7 @@
 //! The WebSocket decoder fed arbitrary bytes, split into reads at arbitrary
 //! points: it must never panic, and the split must not change what it finds
-//! (the same messages, then the same error or none).
+//! (the same messages, then the same error or none). Half the inputs run
+//! with permessage-deflate agreed, where RSV1 marks a compressed message.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,14 +18,15 @@ const LIMITS: Limits = Limits {
 enum Found {
     Text(Vec<u8>),
     Binary(Vec<u8>),
+    Compressed(bool, Vec<u8>),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<u16>, String),
     Error(String),
 }
 
-fn run(stream: &[u8], cuts: &[usize]) -> Vec<Found> {
-    let mut decoder = Decoder::new(LIMITS);
+fn run(stream: &[u8], cuts: &[usize], deflate: bool) -> Vec<Found> {
+    let mut decoder = Decoder::with_deflate(LIMITS, deflate);
     let mut buf: Vec<u8> = Vec::new();
     let mut found = Vec::new();
     let mut start = 0;
@@ -48,6 +50,8 @@ fn run(stream: &[u8], cuts: &[usize]) -> Vec<Found> {
                                 Found::Text(p.to_vec())
                             }
                             Message::Binary(p) => Found::Binary(p.to_vec()),
+                            Message::CompressedText(p) => Found::Compressed(true, p.to_vec()),
+                            Message::CompressedBinary(p) => Found::Compressed(false, p.to_vec()),
                             Message::Ping(p) => Found::Ping(p.to_vec()),
                             Message::Pong(p) => Found::Pong(p.to_vec()),
                             Message::Close(c) => Found::Close(c.code.map(|c| c.0), c.reason.to_owned()),
@@ -66,6 +70,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&count, rest)) = data.split_first() else {
         return;
     };
+    let deflate = count & 0x80 != 0;
     let count = usize::from(count % 8).min(rest.len() / 2);
     let (cut_bytes, stream) = rest.split_at(count * 2);
     let mut cuts: Vec<usize> = cut_bytes
@@ -73,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
         .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (stream.len() + 1))
         .collect();
     cuts.sort_unstable();
-    let whole = run(stream, &[]);
-    let split = run(stream, &cuts);
+    let whole = run(stream, &[], deflate);
+    let split = run(stream, &cuts, deflate);
     assert_eq!(whole, split);
 });

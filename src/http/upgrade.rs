@@ -10,13 +10,16 @@
 //! version and key rules — are [`crate::protocol::handshake`]'s; this module
 //! applies them to an HTTP request, and does no I/O.
 //!
-//! No extension is ever negotiated (`Sec-WebSocket-Extensions` is ignored,
-//! RFC 6455 §9.1), so the frame layer keeps all RSV bits forbidden.
+//! The one extension tickfan knows, permessage-deflate (RFC 7692), is
+//! negotiated here from the request's `Sec-WebSocket-Extensions` offers
+//! ([`crate::protocol::deflate::offer`]); whether it is then used is the
+//! configuration's call (`websocket.deflate`), made by the connection.
 
 use std::fmt;
 
 use super::request::{header_has_token, header_tokens, Request};
 use super::response::Response;
+use crate::protocol::deflate::offer::{negotiate, Agreement};
 use crate::protocol::handshake::{
     accept_key, is_valid_key, write_switching_protocols, SUBPROTOCOL, WEBSOCKET_VERSION,
 };
@@ -33,6 +36,8 @@ pub struct Upgrade<'b> {
     pub path: &'b str,
     /// The request target after `?`, still percent-encoded; `""` if none.
     pub query: &'b str,
+    /// The first acceptable permessage-deflate offer, if the client made one.
+    pub deflate: Option<Agreement>,
 }
 
 impl Upgrade<'_> {
@@ -43,7 +48,12 @@ impl Upgrade<'_> {
 
     /// Appends this upgrade's `101 Switching Protocols` response to `out`.
     pub fn write_response(&self, out: &mut Vec<u8>) {
-        write_switching_protocols(out, &self.accept_key(), self.subprotocol);
+        write_switching_protocols(
+            out,
+            &self.accept_key(),
+            self.subprotocol,
+            self.deflate.as_ref(),
+        );
     }
 }
 
@@ -181,6 +191,7 @@ pub fn upgrade_request<'b>(req: &Request<'b>) -> Result<Option<Upgrade<'b>>, Han
         subprotocol: select_subprotocol(req),
         path: req.path,
         query: req.query,
+        deflate: negotiate(req.headers_named("sec-websocket-extensions")),
     }))
 }
 
@@ -290,6 +301,7 @@ mod tests {
                 subprotocol: None,
                 path: "/ws",
                 query: "topics=AAPL",
+                deflate: None,
             }
         );
         let mut out = Vec::new();
@@ -479,7 +491,7 @@ mod tests {
         assert_eq!(select(&[]), None);
         assert_eq!(select(&["Sec-WebSocket-Protocol: chat, mqtt"]), None);
         assert_eq!(select(&["Sec-WebSocket-Protocol: tickfan.v2"]), None);
-        // Extensions are ignored, never an error.
+        // Extensions never affect the subprotocol.
         assert_eq!(
             select(&["Sec-WebSocket-Extensions: permessage-deflate"]),
             None
@@ -487,9 +499,43 @@ mod tests {
     }
 
     #[test]
+    fn deflate_offers_over_repeated_headers() {
+        let decide_deflate = |offers: &[&str]| {
+            let buf = upgrade_with("GET / HTTP/1.1", offers, &[]);
+            decide(&buf).unwrap().unwrap().deflate
+        };
+        assert_eq!(decide_deflate(&[]), None);
+        assert_eq!(
+            decide_deflate(&[
+                "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8",
+                "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10",
+            ]),
+            Some(Agreement {
+                server_max_window_bits: Some(10)
+            })
+        );
+        let buf = upgrade_with(
+            "GET / HTTP/1.1",
+            &["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"],
+            &[],
+        );
+        let mut out = Vec::new();
+        decide(&buf).unwrap().unwrap().write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with(
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+                 client_no_context_takeover\r\n\r\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("client_max_window_bits"), "{text}");
+    }
+
+    #[test]
     fn switching_protocols_with_subprotocol() {
         let mut out = Vec::new();
-        write_switching_protocols(&mut out, &accept_key(KEY), Some(SUBPROTOCOL));
+        write_switching_protocols(&mut out, &accept_key(KEY), Some(SUBPROTOCOL), None);
         assert_eq!(
             out,
             b"HTTP/1.1 101 Switching Protocols\r\n\

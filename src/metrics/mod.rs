@@ -46,6 +46,10 @@ pub struct Metrics {
     worker_busy: CounterVec,
     accept_errors: IntCounter,
     publisher_pauses: IntCounter,
+    deflate_compressions: IntCounter,
+    deflate_bytes: IntCounterVec,
+    inflated_messages: IntCounter,
+    inflated_bytes: IntCounter,
     connections: IntGaugeVec,
     subscriptions: IntGaugeVec,
     topics: IntGauge,
@@ -135,6 +139,25 @@ impl Metrics {
                 "Reads of publishing connections put off (2 ms each) because a worker mailbox \
                  held over broker.max_mailbox_ticks: publishers faster than fan-out",
             ),
+            deflate_compressions: counter(
+                "tickfan_deflate_compressions_total",
+                "Ticks compressed for permessage-deflate subscribers: once per publish \
+                 (and per smaller window asked for), shared by every such subscriber",
+            ),
+            deflate_bytes: counter_vec(
+                "tickfan_deflate_bytes_total",
+                "Bytes through those compressions: stage=in the envelopes, stage=out \
+                 the compressed payloads",
+                &["stage"],
+            ),
+            inflated_messages: counter(
+                "tickfan_inflated_messages_total",
+                "Compressed (permessage-deflate) client messages inflated",
+            ),
+            inflated_bytes: counter(
+                "tickfan_inflated_bytes_total",
+                "Bytes compressed client messages inflated to",
+            ),
             connections: gauge_vec(
                 "tickfan_connections",
                 "Open connections, by worker and transport",
@@ -167,7 +190,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn Collector>; 21] = [
+        let collectors: [Box<dyn Collector>; 25] = [
             Box::new(m.published.clone()),
             Box::new(m.delivered.clone()),
             Box::new(m.received_bytes.clone()),
@@ -183,6 +206,10 @@ impl Metrics {
             Box::new(m.worker_busy.clone()),
             Box::new(m.accept_errors.clone()),
             Box::new(m.publisher_pauses.clone()),
+            Box::new(m.deflate_compressions.clone()),
+            Box::new(m.deflate_bytes.clone()),
+            Box::new(m.inflated_messages.clone()),
+            Box::new(m.inflated_bytes.clone()),
             Box::new(m.connections.clone()),
             Box::new(m.subscriptions.clone()),
             Box::new(m.topics.clone()),
@@ -324,6 +351,18 @@ impl Metrics {
             .inc_by(delta(now.accept_errors, before.accept_errors));
         self.publisher_pauses
             .inc_by(delta(now.publisher_pauses, before.publisher_pauses));
+        self.deflate_compressions
+            .inc_by(delta(now.deflate_compressions, before.deflate_compressions));
+        self.deflate_bytes
+            .with_label_values(&["in"])
+            .inc_by(delta(now.deflate_bytes_in, before.deflate_bytes_in));
+        self.deflate_bytes
+            .with_label_values(&["out"])
+            .inc_by(delta(now.deflate_bytes_out, before.deflate_bytes_out));
+        self.inflated_messages
+            .inc_by(delta(now.inflated_messages, before.inflated_messages));
+        self.inflated_bytes
+            .inc_by(delta(now.inflated_bytes, before.inflated_bytes));
         let worker = worker.to_string();
         let busy = delta(now.busy_nanos, before.busy_nanos) as f64 / 1e9;
         self.worker_busy.with_label_values(&[&worker]).inc_by(busy);

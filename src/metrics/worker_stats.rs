@@ -110,6 +110,16 @@ pub struct WorkerStats {
     pub publisher_pauses: u64,
     /// Time the event loop spent outside `poll`.
     pub busy_nanos: u64,
+    /// Ticks compressed for permessage-deflate subscribers (once each per
+    /// window size, however many subscribers share it).
+    pub deflate_compressions: u64,
+    /// Envelope bytes compressed, and the compressed bytes they became.
+    pub deflate_bytes_in: u64,
+    pub deflate_bytes_out: u64,
+    /// Compressed client messages inflated.
+    pub inflated_messages: u64,
+    /// Bytes those messages inflated to.
+    pub inflated_bytes: u64,
 }
 
 impl WorkerStats {

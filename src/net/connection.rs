@@ -41,7 +41,7 @@ use self::websocket::{Endpoint, Step, WebSocketPhase};
 use super::conn_io::ConnIo;
 use super::context::{Ctx, Transport, WorkerStats};
 use super::fanout::SlowConsumer;
-use super::out_queue::Written;
+use super::out_queue::{Wire, Written};
 use super::read_buf::ReadBuf;
 use super::session::Session;
 use super::settings::Settings;
@@ -500,12 +500,25 @@ impl Connection {
                 )))
             }
         };
+        // permessage-deflate: the offer upgrade_request accepted, unless
+        // the configuration declines them all.
+        let deflate = upgrade.deflate.filter(|_| settings.deflate);
         self.io.out.append(|buf| {
-            write_switching_protocols(buf, &accept_key(upgrade.key), upgrade.subprotocol)
+            write_switching_protocols(
+                buf,
+                &accept_key(upgrade.key),
+                upgrade.subprotocol,
+                deflate.as_ref(),
+            )
         });
+        if let (Some(agreement), Endpoint::PubSub(_)) = (&deflate, &endpoint) {
+            let form = settings.deflate_form(agreement.window_bits());
+            self.io.out.set_wire(Wire::Deflate(form));
+        }
         let transport = self.set_transport(Transport::WebSocket);
         ctx.stats.count_handshake(transport);
-        let websocket = WebSocketPhase::new(endpoint, settings, ctx.now);
+        let window = deflate.as_ref().map(|agreement| agreement.window_bits());
+        let websocket = WebSocketPhase::new(endpoint, settings, ctx.now, window);
         self.enter(Phase::WebSocket(websocket), ctx.now);
         Ok(())
     }

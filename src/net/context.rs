@@ -13,6 +13,7 @@ use crate::broker::subscriptions::LocalTopics;
 use crate::broker::topic_table::TopicTable;
 pub use crate::metrics::worker_stats::{Transport, WorkerStats};
 use crate::metrics::Metrics;
+use crate::protocol::deflate::codec::Inflater;
 
 /// A worker's state lent to one connection for one event.
 #[derive(Debug)]
@@ -32,6 +33,10 @@ pub struct Ctx<'a> {
     pub tick_bound: usize,
     pub local: &'a mut LocalTopics,
     pub scratch: &'a mut ReadBuf,
+    /// The worker's one inflater for permessage-deflate messages: with
+    /// `client_no_context_takeover` agreed it is reset per message, so it
+    /// serves every connection.
+    pub inflater: &'a mut Inflater,
     /// TLS handshake steps this worker may still take in this loop turn
     /// (see `TLS_HANDSHAKES_PER_TURN` in the worker).
     pub tls_handshakes_left: &'a mut usize,

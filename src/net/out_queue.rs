@@ -22,7 +22,7 @@ use std::io::IoSlice;
 use super::settings::SlowConsumerPolicy;
 use crate::net::buffer_pool;
 use crate::protocol::frame::{write_frame, OpCode};
-use crate::tick::{Tick, TopicId};
+use crate::tick::{DeflateForm, Tick, TopicId};
 
 /// Slices per `writev`. Linux allows 1024; 256 already amortises the
 /// syscall over ~25 KB of 100-byte ticks (DESIGN.md's measured ceilings).
@@ -58,6 +58,9 @@ pub enum Wire {
     WebSocket,
     /// As the shared Server-Sent Events encoding.
     Sse,
+    /// As the shared permessage-deflate frame (RFC 7692) for this form,
+    /// where the tick has one, else as the plain frame.
+    Deflate(DeflateForm),
 }
 
 impl Wire {
@@ -65,6 +68,7 @@ impl Wire {
         match self {
             Wire::WebSocket => tick.frame(),
             Wire::Sse => tick.sse_event(),
+            Wire::Deflate(form) => tick.deflated_frame(form).unwrap_or_else(|| tick.frame()),
         }
     }
 }
@@ -175,9 +179,13 @@ impl OutQueue {
 
     /// Queues a JSON event (`subscribed`, `gap`, `error`, `heartbeat`): a
     /// text frame on a WebSocket, a `data:` event on an SSE stream.
+    /// Events go uncompressed on a deflate connection too: they are small,
+    /// made per connection, and RFC 7692 lets any message be sent plain.
     pub fn push_event(&mut self, json: &[u8]) {
         match self.wire {
-            Wire::WebSocket => self.append(|buf| write_frame(buf, OpCode::Text, json)),
+            Wire::WebSocket | Wire::Deflate(_) => {
+                self.append(|buf| write_frame(buf, OpCode::Text, json))
+            }
             Wire::Sse => self.append(|buf| {
                 buf.extend_from_slice(b"data: ");
                 buf.extend_from_slice(json);
@@ -191,7 +199,7 @@ impl OutQueue {
     /// waking the page's `onmessage`.
     pub fn push_heartbeat(&mut self, json: &[u8]) {
         match self.wire {
-            Wire::WebSocket => self.push_event(json),
+            Wire::WebSocket | Wire::Deflate(_) => self.push_event(json),
             Wire::Sse => self.append(|buf| {
                 buf.extend_from_slice(b": ");
                 buf.extend_from_slice(json);

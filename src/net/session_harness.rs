@@ -19,6 +19,7 @@ use crate::broker::mailbox::{mailbox, Inbox};
 use crate::broker::subscriptions::LocalTopics;
 use crate::broker::topic_table::{TableLimits, TopicTable};
 use crate::metrics::Metrics;
+use crate::protocol::deflate::codec::Inflater;
 
 /// A session on worker 0 of a one-worker table, with publish rights.
 #[derive(Debug)]
@@ -31,6 +32,7 @@ pub struct SessionHarness {
     metrics: Metrics,
     local: LocalTopics,
     scratch: ReadBuf,
+    inflater: Inflater,
     tls_handshakes_left: usize,
     stats: WorkerStats,
     latency: prometheus::local::LocalHistogram,
@@ -73,6 +75,7 @@ impl SessionHarness {
             metrics,
             local: LocalTopics::default(),
             scratch: ReadBuf::default(),
+            inflater: Inflater::new(),
             tls_handshakes_left: 0,
             stats: WorkerStats::default(),
             latency,
@@ -98,6 +101,7 @@ impl SessionHarness {
             tick_bound: self.settings.max_queue_bytes,
             local: &mut self.local,
             scratch: &mut self.scratch,
+            inflater: &mut self.inflater,
             tls_handshakes_left: &mut self.tls_handshakes_left,
             stats: &mut self.stats,
             latency: &self.latency,

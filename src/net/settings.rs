@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::config::Config;
 pub use crate::config::SlowConsumerPolicy;
 use crate::protocol::decoder::Limits;
+use crate::tick::DeflateForm;
 
 /// Limits and timeouts every worker applies to its connections.
 #[derive(Debug, Clone)]
@@ -43,6 +44,10 @@ pub struct Settings {
     pub max_mailbox_ticks: usize,
     /// One worker's share of `broker.max_total_queue_bytes`.
     pub worker_queue_budget: usize,
+    /// `websocket.deflate`: permessage-deflate offers are accepted.
+    pub deflate: bool,
+    pub deflate_level: u32,
+    pub deflate_min_bytes: usize,
 }
 
 impl Settings {
@@ -84,6 +89,18 @@ impl Settings {
             tick_flush_interval: config.broker.flush_interval(),
             max_mailbox_ticks: config.broker.max_mailbox_ticks,
             worker_queue_budget: config.broker.max_total_queue_bytes / config.worker_count(),
+            deflate: ws.deflate,
+            deflate_level: ws.deflate_level,
+            deflate_min_bytes: ws.deflate_min_bytes,
+        }
+    }
+
+    /// How ticks are compressed for a client whose window is `window_bits`.
+    pub fn deflate_form(&self, window_bits: u8) -> DeflateForm {
+        DeflateForm {
+            window_bits,
+            level: self.deflate_level,
+            min_bytes: self.deflate_min_bytes,
         }
     }
 

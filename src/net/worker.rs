@@ -34,6 +34,8 @@ use crate::broker::mailbox::{Delivery, Inbox};
 use crate::broker::subscriptions::LocalTopics;
 use crate::broker::topic_table::TopicTable;
 use crate::metrics::{Metrics, WorkerGauges};
+use crate::protocol::deflate::codec::Inflater;
+use crate::tick::take_deflate_counts;
 
 const LISTENER: Token = Token(usize::MAX);
 /// The token of the waker that the topic table and the server use.
@@ -105,6 +107,8 @@ pub struct Worker {
     timers: Timers,
     fanout: Fanout,
     scratch: ReadBuf,
+    /// The one permessage-deflate inflater of this worker's connections.
+    inflater: Inflater,
     /// TLS handshake steps left in this loop turn.
     tls_handshakes_left: usize,
     shared: Arc<Shared>,
@@ -157,6 +161,7 @@ impl Worker {
             timers: Timers::default(),
             fanout: Fanout::default(),
             scratch: ReadBuf::with_capacity(SCRATCH_BYTES),
+            inflater: Inflater::new(),
             tls_handshakes_left: TLS_HANDSHAKES_PER_TURN,
             stats: WorkerStats::default(),
             logged_stats: WorkerStats::default(),
@@ -257,6 +262,7 @@ impl Worker {
             connections,
             local,
             scratch,
+            inflater,
             tls_handshakes_left,
             stats,
             latency,
@@ -275,6 +281,7 @@ impl Worker {
             tick_bound,
             local,
             scratch,
+            inflater,
             tls_handshakes_left,
             stats,
             latency,
@@ -511,6 +518,11 @@ impl Worker {
     /// Publishes this worker's counts and levels to the metrics.
     fn flush_metrics(&mut self, now: Instant) {
         self.next_metrics = now + METRICS_EVERY;
+        // Ticks this thread compressed for its deflate subscribers.
+        let deflated = take_deflate_counts();
+        self.stats.deflate_compressions += deflated.compressions;
+        self.stats.deflate_bytes_in += deflated.bytes_in;
+        self.stats.deflate_bytes_out += deflated.bytes_out;
         let mut gauges = WorkerGauges::default();
         for token in self.connections.tokens() {
             let Some(Slot { connection, .. }) = self.connections.get_mut(token) else {

@@ -12,7 +12,7 @@
 
 use super::close::ClosePayload;
 use super::error::ProtocolError;
-use super::frame::{parse_header, FrameHeader, OpCode};
+use super::frame::{parse_header_with, FrameHeader, OpCode};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
 
@@ -34,6 +34,11 @@ pub enum Message<'a> {
     /// A whole text message, already validated as UTF-8.
     Text(&'a [u8]),
     Binary(&'a [u8]),
+    /// A whole text message compressed with permessage-deflate (RFC 7692):
+    /// UTF-8 is checked once it is inflated.
+    CompressedText(&'a [u8]),
+    /// A whole binary message compressed with permessage-deflate.
+    CompressedBinary(&'a [u8]),
     /// The peer expects a pong with the same payload (§5.5.2).
     Ping(&'a [u8]),
     Pong(&'a [u8]),
@@ -68,6 +73,8 @@ enum DataKind {
 #[derive(Debug, Default)]
 struct Assembly {
     kind: Option<DataKind>,
+    /// Its first frame had RSV1 (RFC 7692 §6.1).
+    compressed: bool,
     frames: usize,
     payload: Vec<u8>,
     /// The last call handed out `payload`; clear it before the next frame.
@@ -78,6 +85,8 @@ struct Assembly {
 #[derive(Debug)]
 pub struct Decoder {
     limits: Limits,
+    /// permessage-deflate was agreed: RSV1 marks a compressed message.
+    deflate: bool,
     assembly: Assembly,
     /// Text validation state of the message in progress.
     utf8: Utf8Validator,
@@ -90,8 +99,16 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for a freshly opened connection.
     pub fn new(limits: Limits) -> Self {
+        Decoder::with_deflate(limits, false)
+    }
+
+    /// A decoder for a connection that agreed permessage-deflate
+    /// (`deflate`), whose compressed messages it hands out whole, still
+    /// compressed ([`Message::CompressedText`], [`Message::CompressedBinary`]).
+    pub fn with_deflate(limits: Limits, deflate: bool) -> Self {
         Decoder {
             limits,
+            deflate,
             assembly: Assembly::default(),
             utf8: Utf8Validator::new(),
             front_progress: None,
@@ -102,7 +119,7 @@ impl Decoder {
     /// is known: the connection grows its read buffer to this at once instead
     /// of doubling towards it.
     pub fn frame_len_hint(&self, buf: &[u8]) -> Option<usize> {
-        parse_header(buf, self.limits.max_frame_bytes)
+        parse_header_with(buf, self.limits.max_frame_bytes, self.deflate)
             .ok()
             .flatten()
             .map(|h| h.frame_len())
@@ -116,10 +133,15 @@ impl Decoder {
         if self.assembly.delivered {
             self.finish_assembly();
         }
-        let Some(header) = parse_header(buf, self.limits.max_frame_bytes)? else {
+        let Some(header) = parse_header_with(buf, self.limits.max_frame_bytes, self.deflate)?
+        else {
             return Ok(NEED_MORE);
         };
         let kind = self.check_sequence(&header)?;
+        // A compressed text message is validated once inflated, not here.
+        let compressed = header.compressed
+            || (header.opcode == OpCode::Continuation && self.assembly.compressed);
+        let validates_utf8 = kind == Some(DataKind::Text) && !compressed;
         let first_sight = self.front_progress.is_none();
         if first_sight && header.opcode == OpCode::Text {
             self.utf8.reset();
@@ -130,7 +152,7 @@ impl Decoder {
             return Ok(NEED_MORE);
         };
         if after_header.len() < header.payload_len {
-            self.advance_partial_frame(&header, kind, after_header)?;
+            self.advance_partial_frame(&header, kind, validates_utf8, after_header)?;
             return Ok(NEED_MORE);
         }
 
@@ -142,7 +164,7 @@ impl Decoder {
         // an earlier call saw this frame, so it is within the payload.
         let fresh = payload.get_mut(done..).unwrap_or_default();
         apply_mask(fresh, header.mask, done);
-        if kind == Some(DataKind::Text) {
+        if validates_utf8 {
             self.utf8
                 .feed(fresh)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -155,9 +177,12 @@ impl Decoder {
             OpCode::Ping => Some(Message::Ping(payload)),
             OpCode::Pong => Some(Message::Pong(payload)),
             OpCode::Close => Some(Message::Close(ClosePayload::parse(payload)?)),
-            OpCode::Text | OpCode::Binary if header.fin => Some(data_message(kind, payload)),
+            OpCode::Text | OpCode::Binary if header.fin => {
+                Some(data_message(kind, compressed, payload))
+            }
             OpCode::Text | OpCode::Binary => {
                 self.assembly.kind = kind;
+                self.assembly.compressed = compressed;
                 self.assembly.frames = 1;
                 self.assembly.payload.extend_from_slice(payload);
                 None
@@ -168,7 +193,7 @@ impl Decoder {
                 self.assembly.payload.extend_from_slice(payload);
                 if header.fin {
                     self.assembly.delivered = true;
-                    Some(data_message(kind, &self.assembly.payload))
+                    Some(data_message(kind, compressed, &self.assembly.payload))
                 } else {
                     None
                 }
@@ -212,6 +237,7 @@ impl Decoder {
         &mut self,
         header: &FrameHeader,
         kind: Option<DataKind>,
+        validates_utf8: bool,
         arrived: &mut [u8],
     ) -> Result<(), ProtocolError> {
         let done = self.front_progress.unwrap_or(0);
@@ -225,7 +251,7 @@ impl Decoder {
         // bytes unmasked last time are still all there.
         let fresh = arrived.get_mut(done..).unwrap_or_default();
         apply_mask(fresh, header.mask, done);
-        if kind == Some(DataKind::Text) {
+        if validates_utf8 {
             self.utf8
                 .feed(fresh)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -252,10 +278,12 @@ const NEED_MORE: Decoded<'static> = Decoded {
     message: None,
 };
 
-fn data_message(kind: Option<DataKind>, payload: &[u8]) -> Message<'_> {
-    match kind {
-        Some(DataKind::Text) => Message::Text(payload),
-        _ => Message::Binary(payload),
+fn data_message(kind: Option<DataKind>, compressed: bool, payload: &[u8]) -> Message<'_> {
+    match (kind, compressed) {
+        (Some(DataKind::Text), false) => Message::Text(payload),
+        (Some(DataKind::Text), true) => Message::CompressedText(payload),
+        (_, false) => Message::Binary(payload),
+        (_, true) => Message::CompressedBinary(payload),
     }
 }
 

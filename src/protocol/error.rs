@@ -38,6 +38,13 @@ pub enum ProtocolError {
     MessageTooLarge,
     /// A message spans more frames than `max_fragments_per_message`.
     TooManyFragments,
+    /// RFC 7692 §6.1: RSV1 marks a compressed message, so it may be set
+    /// on the first frame of a data message only — not on a control frame.
+    CompressedControlFrame,
+    /// RFC 7692 §6.1: RSV1 on a continuation frame.
+    CompressedContinuation,
+    /// RFC 7692 §7.2.2: a compressed payload that is not valid deflate data.
+    BadDeflateData,
 }
 
 impl ProtocolError {
@@ -70,6 +77,9 @@ impl ProtocolError {
             ProtocolError::FrameTooLarge => "frame too large",
             ProtocolError::MessageTooLarge => "message too large",
             ProtocolError::TooManyFragments => "too many fragments in one message",
+            ProtocolError::CompressedControlFrame => "RSV1 set on a control frame",
+            ProtocolError::CompressedContinuation => "RSV1 set on a continuation frame",
+            ProtocolError::BadDeflateData => "invalid deflate data",
         }
     }
 }

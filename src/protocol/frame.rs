@@ -15,6 +15,10 @@ pub const MAX_HEADER_BYTES: usize = 14;
 /// The longest payload a control frame may carry (§5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
 
+/// The RSV1 bit of the first header byte: "Per-Message Compressed" once
+/// permessage-deflate is agreed (RFC 7692 §6).
+pub const RSV1: u8 = 0x40;
+
 /// A frame's opcode (§5.2); reserved values never get this far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpCode {
@@ -61,6 +65,9 @@ impl OpCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     pub fin: bool,
+    /// RSV1: the message this frame starts is compressed (RFC 7692 §6);
+    /// only ever set when the caller allowed it.
+    pub compressed: bool,
     pub opcode: OpCode,
     /// Every client frame has one (§5.3); unmasked frames are refused.
     pub mask: [u8; 4],
@@ -91,15 +98,39 @@ pub fn parse_header(
     buf: &[u8],
     max_frame_bytes: usize,
 ) -> Result<Option<FrameHeader>, ProtocolError> {
+    parse_header_with(buf, max_frame_bytes, false)
+}
+
+/// [`parse_header`] on a connection that may (`deflate`) have agreed
+/// permessage-deflate, which gives RSV1 a meaning on the first frame of a
+/// data message (RFC 7692 §6).
+pub fn parse_header_with(
+    buf: &[u8],
+    max_frame_bytes: usize,
+    deflate: bool,
+) -> Result<Option<FrameHeader>, ProtocolError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
     let fin = b0 & 0x80 != 0;
-    // §5.2: "MUST be 0 unless an extension is negotiated"; we negotiate none.
-    if b0 & 0x70 != 0 {
+    let compressed = b0 & RSV1 != 0;
+    // §5.2: "MUST be 0 unless an extension is negotiated that defines
+    // meanings for non-zero values"; RSV2 and RSV3 never have one here.
+    if b0 & 0x30 != 0 || (compressed && !deflate) {
         return Err(ProtocolError::ReservedBits);
     }
     let opcode = OpCode::from_bits(b0 & 0x0F)?;
+    if compressed {
+        // RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message
+        // Compressed" bit of control frames and non-first fragments of a
+        // data message."
+        if opcode.is_control() {
+            return Err(ProtocolError::CompressedControlFrame);
+        }
+        if opcode == OpCode::Continuation {
+            return Err(ProtocolError::CompressedContinuation);
+        }
+    }
     // §5.1: "The server MUST close the connection upon receiving a frame that is not masked."
     if b1 & 0x80 == 0 {
         return Err(ProtocolError::UnmaskedFrame);
@@ -152,6 +183,7 @@ pub fn parse_header(
     };
     Ok(Some(FrameHeader {
         fin,
+        compressed,
         opcode,
         mask: [k0, k1, k2, k3],
         payload_len,
@@ -183,6 +215,16 @@ pub fn header_bytes(out: &mut [u8; 10], fin: bool, opcode: OpCode, len: usize) -
         let long = u64::try_from(len).unwrap_or(u64::MAX);
         out[2..10].copy_from_slice(&long.to_be_bytes());
         &out[..]
+    }
+}
+
+/// Appends a whole unfragmented server frame whose payload is compressed
+/// (RSV1 set, RFC 7692 §6) to `out`.
+pub fn write_compressed_frame(out: &mut Vec<u8>, opcode: OpCode, compressed: &[u8]) {
+    let start = out.len();
+    write_frame(out, opcode, compressed);
+    if let Some(b0) = out.get_mut(start) {
+        *b0 |= RSV1;
     }
 }
 
@@ -305,6 +347,44 @@ mod tests {
     }
 
     #[test]
+    fn rsv1_only_where_deflate_gives_it_a_meaning() {
+        let masked = |b0: u8| [b0, 0x80, 0, 0, 0, 0];
+        // RFC 7692 §7.2.3.1's frame header, masked: 0xc1.
+        let header = parse_header_with(&masked(0xC1), MAX, true).unwrap().unwrap();
+        assert!(header.compressed && header.fin);
+        assert_eq!(header.opcode, OpCode::Text);
+        assert!(!parse_header_with(&masked(0x81), MAX, true).unwrap().unwrap().compressed);
+        assert!(parse_header_with(&masked(0x42), MAX, true).unwrap().unwrap().compressed);
+        assert_eq!(
+            parse_header_with(&masked(0xC1), MAX, false),
+            Err(ProtocolError::ReservedBits)
+        );
+        assert_eq!(
+            parse_header_with(&masked(0xC9), MAX, true),
+            Err(ProtocolError::CompressedControlFrame)
+        );
+        assert_eq!(
+            parse_header_with(&masked(0xC8), MAX, true),
+            Err(ProtocolError::CompressedControlFrame)
+        );
+        assert_eq!(
+            parse_header_with(&masked(0xC0), MAX, true),
+            Err(ProtocolError::CompressedContinuation)
+        );
+        for rsv in [0xA1, 0x91, 0xE1] {
+            assert_eq!(
+                parse_header_with(&masked(rsv), MAX, true),
+                Err(ProtocolError::ReservedBits),
+                "{rsv:#x}"
+            );
+        }
+        let mut out = Vec::new();
+        write_compressed_frame(&mut out, OpCode::Text, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        // RFC 7692 §7.2.3.1, as a server (unmasked) frame.
+        assert_eq!(out, [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+    }
+
+    #[test]
     fn lengths() {
         let top_bit = [0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
         assert_eq!(
@@ -392,6 +472,7 @@ mod tests {
         }
         let saturated = FrameHeader {
             fin: true,
+            compressed: false,
             opcode: OpCode::Binary,
             mask: [0; 4],
             payload_len: usize::MAX,

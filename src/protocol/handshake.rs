@@ -10,6 +10,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use super::deflate::offer::Agreement;
+
 /// The one subprotocol tickfan speaks, selected when a client offers it.
 pub const SUBPROTOCOL: &str = "tickfan.v1";
 
@@ -39,8 +41,15 @@ pub fn accept_key(key: &str) -> String {
 /// handshake (RFC 6455 §4.2.2 item 5) to `out`.
 ///
 /// It has no body and no `Content-Length` (RFC 9110 §8.6); the bytes after it
-/// are WebSocket frames.
-pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, subprotocol: Option<&str>) {
+/// are WebSocket frames. `deflate` is the permessage-deflate offer accepted,
+/// if any: declining every offer leaves the extensions header out (RFC 6455
+/// §9.1 has no empty list).
+pub fn write_switching_protocols(
+    out: &mut Vec<u8>,
+    accept: &str,
+    subprotocol: Option<&str>,
+    deflate: Option<&Agreement>,
+) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\n\
           Upgrade: websocket\r\n\
@@ -53,6 +62,9 @@ pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, subprotocol: O
         out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
         out.extend_from_slice(protocol.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(agreement) = deflate {
+        agreement.write_header(out);
     }
     out.extend_from_slice(b"\r\n");
 }

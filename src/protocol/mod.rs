@@ -8,6 +8,8 @@
 //! - [`decoder`]: frames into messages, with fragmentation (§5.4) and
 //!   UTF-8 validation (§8.1); [`mask`] and [`utf8`] are its fast paths.
 //! - [`close`] and [`error`]: close codes (§7.4) and why a connection fails.
+//! - [`deflate`]: the permessage-deflate extension (RFC 7692): its
+//!   negotiation and the per-message codec.
 //!
 //! Every byte here came from a client, so the layer is held to the lints
 //! that keep a panic or a wrapped length from being reachable from the
@@ -15,6 +17,7 @@
 
 pub mod close;
 pub mod decoder;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -14,6 +14,8 @@
 //! - [`broker`]: the process (start, signals, exit, stderr, fds, RSS);
 //! - [`http`]: raw HTTP/1.1 requests and responses;
 //! - [`ws`]: the WebSocket handshake by hand, raw frames, tungstenite clients;
+//! - [`deflate`]: permessage-deflate by hand (offers, raw deflate both ways);
+//! - [`clients`]: the Python and Node client programs the test deps install;
 //! - [`pubsub`]: the `tickfan.v1` clients ([`PsClient`]) and tick parsing;
 //! - [`routes`]: `POST /publish` and long-poll answers;
 //! - [`metrics`]: `/metrics` scrapes and waits for a value;
@@ -28,6 +30,8 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod clients;
+pub mod deflate;
 pub mod http;
 pub mod metrics;
 pub mod pki;
@@ -38,7 +42,7 @@ pub mod ws;
 
 // A test file that uses nothing of a submodule would warn of its re-export.
 #[allow(unused_imports)]
-pub use {broker::*, http::*, metrics::*, pubsub::*, routes::*, ws::*};
+pub use {broker::*, clients::*, deflate::*, http::*, metrics::*, pubsub::*, routes::*, ws::*};
 
 /// Joins every thread, re-raising the first panic (after all have ended, so
 /// no thread outlives the test's broker).

@@ -147,10 +147,24 @@ pub fn read_server_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
 
 /// [`read_server_frame`], returning the I/O error (EOF, timeout, reset).
 pub fn try_read_server_frame(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)> {
+    let (rsv1, opcode, payload) = read_frame_allowing_rsv1(stream)?;
+    assert!(!rsv1, "server frame with RSV1 (no extension was agreed)");
+    Ok((opcode, payload))
+}
+
+/// Reads one server frame on a connection that agreed permessage-deflate:
+/// (RSV1, opcode, payload), the payload still compressed when RSV1 is set.
+pub fn read_server_frame_rsv1(stream: &mut TcpStream) -> (bool, u8, Vec<u8>) {
+    read_frame_allowing_rsv1(stream)
+        .unwrap_or_else(|e| panic!("reading a server frame failed: {e}"))
+}
+
+fn read_frame_allowing_rsv1(stream: &mut TcpStream) -> io::Result<(bool, u8, Vec<u8>)> {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head)?;
     assert_eq!(head[0] & 0x80, 0x80, "server frame without FIN: {head:?}");
-    assert_eq!(head[0] & 0x70, 0, "server frame with RSV bits: {head:?}");
+    assert_eq!(head[0] & 0x30, 0, "server frame with RSV2/RSV3: {head:?}");
+    let rsv1 = head[0] & 0x40 != 0;
     assert_eq!(head[1] & 0x80, 0, "server frame is masked: {head:?}");
     let len = match head[1] & 0x7F {
         126 => {
@@ -167,7 +181,7 @@ pub fn try_read_server_frame(stream: &mut TcpStream) -> io::Result<(u8, Vec<u8>)
     };
     let mut payload = vec![0u8; len];
     stream.read_exact(&mut payload)?;
-    Ok((head[0] & 0x0F, payload))
+    Ok((rsv1, head[0] & 0x0F, payload))
 }
 
 /// Reads the next server frame, which must be a close; returns its code and reason.

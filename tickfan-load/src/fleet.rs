@@ -19,6 +19,7 @@ use mio::{Events, Poll, Token};
 use serde::Deserialize;
 
 use crate::dial::{dial, is_sample, register, Ramp};
+use crate::inflate::Inflater;
 use crate::plan::{now_unix_ns, Phase, Plan};
 use crate::target::{nats_item, NatsItem, Target};
 use crate::tls::{Stream, TlsClient};
@@ -63,6 +64,8 @@ pub struct FleetConfig {
     pub setup_deadline: Instant,
     /// Over TLS (wss) when set.
     pub tls: Option<TlsClient>,
+    /// Offer permessage-deflate (RFC 7692); samples inflate what comes compressed.
+    pub deflate: bool,
 }
 
 /// What a sample subscriber saw, merged over the loop.
@@ -127,6 +130,9 @@ pub struct FleetStats {
     /// Connections the server closed (close frame or EOF) after subscribing.
     pub server_closes: u64,
     pub pongs_sent: u64,
+    /// Frames that came compressed (RSV1), and subscribers that agreed deflate.
+    pub compressed_frames: u64,
+    pub deflate_subscribers: usize,
     pub read_syscalls: u64,
     /// Long-poll only: requests sent, answers without ticks (204/304),
     /// request bytes sent in the window, answers that reported a gap.
@@ -153,6 +159,8 @@ impl FleetStats {
             error_events: 0,
             server_closes: 0,
             pongs_sent: 0,
+            compressed_frames: 0,
+            deflate_subscribers: 0,
             read_syscalls: 0,
             requests: 0,
             empty_answers: 0,
@@ -186,6 +194,8 @@ impl FleetStats {
         self.error_events += other.error_events;
         self.server_closes += other.server_closes;
         self.pongs_sent += other.pongs_sent;
+        self.compressed_frames += other.compressed_frames;
+        self.deflate_subscribers += other.deflate_subscribers;
         self.read_syscalls += other.read_syscalls;
         self.requests += other.requests;
         self.empty_answers += other.empty_answers;
@@ -267,6 +277,9 @@ struct Sub {
     acks: usize,
     /// NATS protocol bytes not yet a whole item (frames split items).
     nats: Vec<u8>,
+    /// A sample's own inflater, when the server keeps its deflate window
+    /// between messages (the loop's shared one cannot serve it).
+    inflater: Option<Box<Inflater>>,
 }
 
 /// The tick fields a sample reads; the rest is skipped by serde.
@@ -300,6 +313,8 @@ struct Ctx<'a> {
     in_window: bool,
     window_unix_ns: (u64, u64),
     rng: &'a mut Rng,
+    /// The loop's one inflater, for samples' compressed messages.
+    inflater: &'a mut Inflater,
 }
 
 /// Runs one loop to the end of the plan and returns what it counted.
@@ -311,6 +326,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
     let mut rng = Rng::new(
         now_unix_ns() ^ (config.subscribers.start as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
+    let mut inflater = Inflater::new();
     let mut subs: Vec<Sub> = Vec::with_capacity(config.subscribers.len());
     let mut ramp = Ramp::new(config.subscribers.clone(), config.connect_concurrency);
     let host = config.addr.to_string();
@@ -341,6 +357,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                         topics: config.topics.of_client(global),
                         acks: 0,
                         nats: Vec::new(),
+                        inflater: None,
                     });
                     ramp.in_setup += 1;
                 }
@@ -378,6 +395,7 @@ pub fn run(config: FleetConfig, plan: Arc<Plan>) -> io::Result<FleetStats> {
                 in_window,
                 window_unix_ns,
                 rng: &mut rng,
+                inflater: &mut inflater,
             };
             let was_setup = !matches!(sub.state, State::Open | State::Closed);
             if let Err(reason) = on_event(
@@ -452,13 +470,16 @@ fn on_event(
             .map(|&k| config.topics.names[k as usize].as_str())
             .collect();
         let path = config.target.sub_path(&config.path, &names);
-        let req = ws::upgrade_request(
+        let mut req = ws::upgrade_request(
             host,
             &path,
             config.token.as_deref(),
             config.target.subprotocol(),
             ctx.rng,
         );
+        if config.deflate {
+            ws::offer_deflate(&mut req);
+        }
         sub.out.extend_from_slice(&req.bytes);
         sub.state = State::Handshaking {
             expected_accept: req.expected_accept,
@@ -556,6 +577,16 @@ fn consume(
             UpgradeStatus::Refused(reason) => return Err(format!("handshake: {reason}")),
             UpgradeStatus::Accepted(head) => {
                 pos = head;
+                match ws::deflate_agreed(&buf[..head]) {
+                    ws::Deflate::Off => {}
+                    ws::Deflate::NoContext => ctx.stats.deflate_subscribers += 1,
+                    ws::Deflate::Context => {
+                        ctx.stats.deflate_subscribers += 1;
+                        if sub.sample.is_some() {
+                            sub.inflater = Some(Box::new(Inflater::new()));
+                        }
+                    }
+                }
                 let names: Vec<&str> = sub
                     .topics
                     .iter()
@@ -581,10 +612,21 @@ fn consume(
         let payload_at = pos + frame.header_len;
         let available = buf.len() - payload_at;
         let frame_end = payload_at + frame.payload_len;
+        ctx.stats.compressed_frames += u64::from(frame.compressed);
         let peer_tick = matches!(frame.opcode, OP_TEXT | OP_BINARY)
             && matches!(config.target, Target::Nchan | Target::Uws | Target::NodeWs);
         if peer_tick && sub.sample.is_none() && matches!(sub.state, State::Open) {
             // Every message of these peers is a tick: count it unread.
+            count_tick(ctx);
+            pos = skip_to(sub, frame_end, buf.len());
+            continue;
+        }
+        if frame.opcode == OP_TEXT
+            && frame.compressed
+            && sub.sample.is_none()
+            && config.target == Target::Tickfan
+        {
+            // tickfan compresses ticks only, never events: counted unread.
             count_tick(ctx);
             pos = skip_to(sub, frame_end, buf.len());
             continue;
@@ -605,7 +647,18 @@ fn consume(
         if available < frame.payload_len {
             break;
         }
-        let payload = &buf[payload_at..frame_end];
+        let inflated;
+        let payload = if frame.compressed {
+            // Samples only (sinks counted it above): one copy per tick.
+            let compressed = &buf[payload_at..frame_end];
+            inflated = match sub.inflater.as_mut() {
+                Some(own) => own.inflate(compressed, false)?.to_vec(),
+                None => ctx.inflater.inflate(compressed, true)?.to_vec(),
+            };
+            &inflated[..]
+        } else {
+            &buf[payload_at..frame_end]
+        };
         pos = frame_end;
         match frame.opcode {
             OP_TEXT | OP_BINARY if config.target == Target::Nats => on_nats(sub, payload, ctx)?,

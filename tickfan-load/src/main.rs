@@ -15,6 +15,7 @@
 mod dial;
 mod fleet;
 mod http_publish;
+mod inflate;
 mod longpoll;
 mod perf;
 mod plan;
@@ -59,6 +60,14 @@ struct Args {
     /// Broker address (loopback), e.g. 127.0.0.1:9001.
     #[arg(long, default_value = "127.0.0.1:9001")]
     addr: SocketAddr,
+    /// Subscribers offer permessage-deflate (RFC 7692, Chrome's offer);
+    /// sampled subscribers inflate compressed ticks, sinks count them.
+    #[arg(long)]
+    deflate: bool,
+    /// The JSON each tick carries: small (~100 B quote), quote (~300 B) or
+    /// book (~2 KB order-book snapshot).
+    #[arg(long, default_value = "small")]
+    tick_shape: publisher::TickShape,
     /// The broker's dialect: tickfan, nchan, nats, uws or ws (npm `ws`).
     #[arg(long, default_value = "tickfan")]
     target: Target,
@@ -283,6 +292,7 @@ fn run(args: &Args) -> Result<(), String> {
             over: args.publish_over,
             setup_deadline,
             tls: tls.clone(),
+            shape: args.tick_shape,
         };
         let plan = plan.clone();
         Some(spawn("publisher", move || publisher::run(config, plan))?)
@@ -306,6 +316,7 @@ fn run(args: &Args) -> Result<(), String> {
             connect_concurrency: args.connect_concurrency.max(1),
             setup_deadline,
             tls: tls.clone(),
+            deflate: args.deflate,
         };
         let plan = plan.clone();
         loops.push((
@@ -458,7 +469,7 @@ fn run(args: &Args) -> Result<(), String> {
         warmup_s: warmup.as_secs_f64(),
         duration_s: duration.as_secs_f64(),
         drain_s: drain.as_secs_f64(),
-        data_bytes: publisher::tick_data(plan::now_unix_ns(), 1000).len(),
+        data_bytes: publisher::shaped_tick_data(args.tick_shape, plan::now_unix_ns(), 1000).len(),
         topic: prefix,
         addr: args.addr.to_string(),
         broker_rss_before_kib: broker_rss_before,

@@ -101,6 +101,80 @@ pub struct PublisherConfig {
     pub setup_deadline: Instant,
     /// Over TLS (wss) when set; WebSocket publishing only.
     pub tls: Option<TlsClient>,
+    /// What each tick's JSON looks like.
+    pub shape: TickShape,
+}
+
+/// The JSON a tick carries (`--tick-shape`): every shape has the `t` and
+/// `n` fields samples read, and varies with `n`, so compression is measured
+/// on data that changes from tick to tick rather than on one string repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickShape {
+    /// ~100 bytes: a bare quote (the default).
+    Small,
+    /// ~300 bytes: a wide quote with venue, sizes, flags.
+    Quote,
+    /// ~2 KB: an order-book snapshot, 25 levels a side.
+    Book,
+}
+
+impl std::str::FromStr for TickShape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "small" => Ok(TickShape::Small),
+            "quote" => Ok(TickShape::Quote),
+            "book" => Ok(TickShape::Book),
+            _ => Err(format!("unknown tick shape {s:?}: small, quote or book")),
+        }
+    }
+}
+
+/// One tick's JSON of `shape`, stamped with send time `t` and counter `n`.
+pub fn shaped_tick_data(shape: TickShape, t: u64, n: u64) -> String {
+    let cents = |k: u64| 18_900 + (n * 7 + k * 13) % 400;
+    let price = |k: u64| format!("{}.{:02}", cents(k) / 100, cents(k) % 100);
+    match shape {
+        TickShape::Small => tick_data(t, n),
+        TickShape::Quote => format!(
+            "{{\"sym\":\"AAPL\",\"venue\":\"XNAS\",\"bid\":{},\"ask\":{},\"bsz\":{},\"asz\":{},\
+             \"last\":{},\"lsz\":{},\"vwap\":{},\"vol\":{},\"open\":187.5,\"high\":{},\"low\":186.02,\
+             \"cond\":[\"regular\",\"odd_lot\"],\"halted\":false,\"quote_id\":\"q-{n}-{}\",\
+             \"seq_venue\":{},\"t\":{t},\"n\":{n}}}",
+            price(0),
+            price(1),
+            100 + n % 900,
+            200 + (n * 3) % 700,
+            price(2),
+            n % 500,
+            price(3),
+            1_000_000 + n * 37,
+            price(4),
+            n % 97,
+            9_000_000 + n,
+        ),
+        TickShape::Book => {
+            let side = |base: u64| {
+                (0..25)
+                    .map(|level| {
+                        format!(
+                            "{{\"px\":{},\"sz\":{},\"orders\":{}}}",
+                            price(base + level),
+                            100 + (n * (level + 1) * 31) % 5000,
+                            1 + (n + level) % 17
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            format!(
+                "{{\"sym\":\"AAPL\",\"venue\":\"XNAS\",\"bids\":[{}],\"asks\":[{}],\"depth\":25,\
+                 \"t\":{t},\"n\":{n}}}",
+                side(0),
+                side(50)
+            )
+        }
+    }
 }
 
 /// What the publisher did.
@@ -361,7 +435,7 @@ pub fn run(config: PublisherConfig, plan: Arc<Plan>) -> Result<PublisherStats, S
             }
             let t = now_unix_ns();
             counters[topic] += 1;
-            let data = tick_data(t, counters[topic]);
+            let data = shaped_tick_data(config.shape, t, counters[topic]);
             let tick = Tick {
                 topic,
                 name: &config.topics[topic],
@@ -707,6 +781,24 @@ fn with_first_error(message: &str, stats: &PublisherStats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shaped_ticks_are_json_of_their_size() {
+        for (shape, low, high) in [
+            (TickShape::Small, 80, 120),
+            (TickShape::Quote, 250, 400),
+            (TickShape::Book, 1700, 2600),
+        ] {
+            let data = shaped_tick_data(shape, 1_732_190_000_123_456_789, 4321);
+            assert!(
+                (low..=high).contains(&data.len()),
+                "{shape:?}: {}",
+                data.len()
+            );
+            let parsed: serde_json::Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(parsed["n"], 4321);
+        }
+    }
 
     #[test]
     fn tick_data_is_about_100_bytes_of_json() {

@@ -188,6 +188,8 @@ impl Report {
                 "error_events": fleet.error_events,
                 "server_closes": fleet.server_closes,
                 "pongs_sent": fleet.pongs_sent,
+                "compressed_frames": fleet.compressed_frames,
+                "deflate_subscribers": fleet.deflate_subscribers,
             },
             "websocket": transport_json(ws, d),
             "longpoll": transport_json(lp, d),

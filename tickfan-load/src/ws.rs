@@ -89,6 +89,55 @@ pub fn upgrade_request(
     }
 }
 
+/// What the fleet offers with `--deflate`: Chrome's permessage-deflate offer
+/// (RFC 7692 §7.1).
+pub const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+
+/// Adds the permessage-deflate offer to an upgrade request.
+pub fn offer_deflate(req: &mut UpgradeRequest) {
+    // The request ends with the blank line: the header goes before it.
+    req.bytes.truncate(req.bytes.len() - 2);
+    req.bytes.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+    req.bytes.extend_from_slice(DEFLATE_OFFER.as_bytes());
+    req.bytes.extend_from_slice(b"\r\n\r\n");
+}
+
+/// What a 101 agreed of permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deflate {
+    /// Not agreed: every frame comes plain.
+    Off,
+    /// Agreed with `server_no_context_takeover`: every message inflates alone.
+    NoContext,
+    /// Agreed with the server keeping its window (uWebSockets' dedicated
+    /// compressors): messages must be inflated in order, window kept.
+    Context,
+}
+
+/// What a complete 101 response head agreed of permessage-deflate.
+pub fn deflate_agreed(head: &[u8]) -> Deflate {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    if response.parse(head).is_err() {
+        return Deflate::Off;
+    }
+    let agreed = response.headers.iter().find(|h| {
+        h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+            && h.value.starts_with(b"permessage-deflate")
+    });
+    match agreed {
+        None => Deflate::Off,
+        Some(h)
+            if h.value
+                .windows(26)
+                .any(|w| w == b"server_no_context_takeover") =>
+        {
+            Deflate::NoContext
+        }
+        Some(_) => Deflate::Context,
+    }
+}
+
 /// The `Sec-WebSocket-Accept` value a server must answer `key` with: the
 /// base64 of the SHA-1 of the key followed by the GUID (RFC 6455 §4.2.2,
 /// step 5.4; the client checks it per §4.1).
@@ -144,6 +193,8 @@ pub fn check_upgrade_response(buf: &[u8], expected_accept: &str) -> UpgradeStatu
 pub struct ServerFrame {
     /// The 4-bit opcode as sent (text 0x1, close 0x8, ping 0x9, ...).
     pub opcode: u8,
+    /// RSV1: a permessage-deflate compressed message (RFC 7692 §6).
+    pub compressed: bool,
     pub header_len: usize,
     pub payload_len: usize,
 }
@@ -185,6 +236,7 @@ pub fn server_frame(buf: &[u8]) -> Result<Option<ServerFrame>, &'static str> {
     }
     Ok(Some(ServerFrame {
         opcode: b0 & 0x0F,
+        compressed: b0 & 0x40 != 0,
         header_len,
         payload_len: payload_len as usize,
     }))
@@ -327,6 +379,7 @@ mod tests {
             server_frame(&hello),
             Ok(Some(ServerFrame {
                 opcode: OP_TEXT,
+                compressed: false,
                 header_len: 2,
                 payload_len: 5
             }))

@@ -255,6 +255,41 @@ fn websocket_publishers_deliver_every_tick_in_order() {
     assert_complete_delivery(&report, &stdout);
 }
 
+/// With `--deflate` every subscriber agrees permessage-deflate, ~300-byte
+/// quotes come compressed, the samples inflate them and still see every
+/// tick once and in order.
+#[test]
+fn deflate_subscribers_inflate_compressed_ticks() {
+    let broker = Broker::start(&["--workers", "1"]);
+    let (report, stdout) = run_load(
+        &broker,
+        "deflate",
+        &[
+            "--deflate",
+            "--tick-shape",
+            "quote",
+            "--subscribers",
+            "20",
+            "--sample",
+            "4",
+            "--rate",
+            "300",
+            "--warmup",
+            "0.5",
+            "--duration",
+            "2",
+            "--drain",
+            "0.5",
+        ],
+    );
+    assert_complete_delivery(&report, &stdout);
+    assert_eq!(report["delivered"]["deflate_subscribers"], 20, "{stdout}");
+    let compressed = report["delivered"]["compressed_frames"].as_u64().unwrap();
+    let delivered = report["delivered"]["total"].as_u64().unwrap();
+    // Every tick is a compressed quote; events (subscribed) go plain.
+    assert_eq!(compressed, delivered, "{stdout}");
+}
+
 /// A broker that refuses the HTTP publisher's token fails the run, and the
 /// error says what the broker answered.
 #[test]

@@ -5,6 +5,11 @@
 //! The phase only queues bytes on the connection's outbound queue and says
 //! what the connection must do next ([`Step`]); the connection owns the
 //! socket and the transitions (failing with a close code, draining).
+//!
+//! With permessage-deflate agreed (RFC 7692), a compressed message is
+//! inflated by the worker's one inflater, bounded by
+//! `websocket.max_message_bytes` (1009 past it), and checked as UTF-8 (1007)
+//! before the endpoint sees it; corrupt deflate data fails with 1002.
 
 use std::time::Instant;
 
@@ -15,7 +20,9 @@ use crate::net::session::Session;
 use crate::net::settings::Settings;
 use crate::protocol::close::CloseCode;
 use crate::protocol::decoder::{Decoder, Message};
-use crate::protocol::frame::{write_close_frame, write_frame, OpCode};
+use crate::protocol::error::ProtocolError;
+use crate::protocol::frame::{write_close_frame, write_compressed_frame, write_frame, OpCode};
+use crate::tick::deflate::compress_message;
 
 /// What an open WebSocket does with the messages it receives.
 #[derive(Debug)]
@@ -28,6 +35,8 @@ pub(super) enum Endpoint {
 #[derive(Debug)]
 pub(super) struct WebSocketPhase {
     decoder: Decoder,
+    /// The window agreed for permessage-deflate, when it was agreed.
+    deflate_window: Option<u8>,
     pub(super) endpoint: Endpoint,
     budget: MessageBudget,
     /// When the peer last sent anything.
@@ -49,10 +58,17 @@ pub(super) enum Step {
 }
 
 impl WebSocketPhase {
-    /// A WebSocket just upgraded, its request heard `now`.
-    pub(super) fn new(endpoint: Endpoint, settings: &Settings, now: Instant) -> Self {
+    /// A WebSocket just upgraded, its request heard `now`; `deflate`:
+    /// permessage-deflate was agreed.
+    pub(super) fn new(
+        endpoint: Endpoint,
+        settings: &Settings,
+        now: Instant,
+        deflate_window: Option<u8>,
+    ) -> Self {
         WebSocketPhase {
-            decoder: Decoder::new(settings.frame_limits),
+            decoder: Decoder::with_deflate(settings.frame_limits, deflate_window.is_some()),
+            deflate_window,
             endpoint,
             budget: MessageBudget::new(settings.max_messages_per_sec, now),
             last_heard: now,
@@ -95,41 +111,21 @@ impl WebSocketPhase {
         {
             return Step::Fail(CloseCode::POLICY_VIOLATION, "rate limit");
         }
-        let outcome = match (message, &mut self.endpoint) {
-            (Message::Text(payload), Endpoint::Echo) => {
-                out.append(|buf| write_frame(buf, OpCode::Text, payload));
-                Ok(())
+        let outcome = match message {
+            Message::CompressedText(payload) => {
+                let window = self.deflate_window;
+                inflate_then_act(&mut self.endpoint, out, payload, true, window, ctx)
             }
-            (Message::Binary(payload), Endpoint::Echo) => {
-                out.append(|buf| write_frame(buf, OpCode::Binary, payload));
-                Ok(())
+            Message::CompressedBinary(payload) => {
+                let window = self.deflate_window;
+                inflate_then_act(&mut self.endpoint, out, payload, false, window, ctx)
             }
-            (Message::Text(payload), Endpoint::PubSub(session)) => {
-                session.on_text(out, payload, ctx)
-            }
-            (Message::Binary(_), Endpoint::PubSub(session)) => session.on_binary(out, ctx.now),
-            // §5.5.2: a pong "MUST have identical Application data" to the ping.
-            (Message::Ping(payload), _) => {
-                out.append(|buf| write_frame(buf, OpCode::Pong, payload));
-                Ok(())
-            }
-            // §5.5.3: an unsolicited pong needs no answer; being heard from is enough.
-            (Message::Pong(_), _) => Ok(()),
-            (Message::Close(close), _) => {
-                // §5.5.1: echo the status code, then the server closes TCP first (§7.1.1).
-                out.append(|buf| match close.code {
-                    Some(code) => write_close_frame(buf, code.0, ""),
-                    None => write_frame(buf, OpCode::Close, &[]),
-                });
-                if let Some(code) = close.code {
-                    ctx.stats.count_close(code.0);
-                }
-                return Step::PeerClosed;
-            }
+            message => act(&mut self.endpoint, out, message, ctx),
         };
         match outcome {
-            Ok(()) => Step::Consumed(consumed),
-            Err(close) => Step::Fail(close.code, close.reason),
+            Outcome::Done => Step::Consumed(consumed),
+            Outcome::Fail(code, reason) => Step::Fail(code, reason),
+            Outcome::PeerClosed => Step::PeerClosed,
         }
     }
 
@@ -157,5 +153,106 @@ impl WebSocketPhase {
             out.append(|buf| write_frame(buf, OpCode::Ping, b""));
         }
         None
+    }
+}
+
+/// What handing one message to the endpoint led to.
+enum Outcome {
+    Done,
+    Fail(CloseCode, &'static str),
+    PeerClosed,
+}
+
+/// Inflates a compressed message (RFC 7692 §7.2.2) with the worker's
+/// inflater, bounded by `max_message_bytes`, checks a text message's UTF-8
+/// (RFC 6455 §8.1), and acts on it as if it had come uncompressed — but the
+/// echo route answers in kind, compressed with the agreed `window`.
+fn inflate_then_act(
+    endpoint: &mut Endpoint,
+    out: &mut OutQueue,
+    payload: &[u8],
+    text: bool,
+    window: Option<u8>,
+    ctx: &mut Ctx<'_>,
+) -> Outcome {
+    let max = ctx.settings.frame_limits.max_message_bytes;
+    let inflated = match ctx.inflater.inflate(payload, max) {
+        Ok(inflated) => inflated,
+        Err(error) => return Outcome::Fail(error.close_code(), error.reason()),
+    };
+    ctx.stats.inflated_messages += 1;
+    ctx.stats.inflated_bytes += inflated.len() as u64;
+    let opcode = if text { OpCode::Text } else { OpCode::Binary };
+    let outcome = if text && std::str::from_utf8(&inflated).is_err() {
+        let error = ProtocolError::InvalidUtf8;
+        Outcome::Fail(error.close_code(), error.reason())
+    } else if let (Endpoint::Echo, Some(window)) = (&endpoint, window) {
+        echo_compressed(out, opcode, &inflated, window, ctx.settings.deflate_level);
+        Outcome::Done
+    } else if text {
+        act(endpoint, out, Message::Text(&inflated), ctx)
+    } else {
+        act(endpoint, out, Message::Binary(&inflated), ctx)
+    };
+    ctx.inflater.recycle(inflated);
+    outcome
+}
+
+/// Echoes a message that came compressed, compressed again (with no
+/// context: a stream of its own), or plain if compressing fails.
+fn echo_compressed(out: &mut OutQueue, opcode: OpCode, message: &[u8], window: u8, level: u32) {
+    let mut compressed = Vec::new();
+    if compress_message(message, level, window, &mut compressed).is_some() {
+        out.append(|buf| write_compressed_frame(buf, opcode, &compressed));
+    } else {
+        out.append(|buf| write_frame(buf, opcode, message));
+    }
+}
+
+/// Hands one whole (uncompressed) message or control frame to the endpoint.
+fn act(
+    endpoint: &mut Endpoint,
+    out: &mut OutQueue,
+    message: Message<'_>,
+    ctx: &mut Ctx<'_>,
+) -> Outcome {
+    let outcome = match (message, endpoint) {
+        (Message::Text(payload), Endpoint::Echo) => {
+            out.append(|buf| write_frame(buf, OpCode::Text, payload));
+            Ok(())
+        }
+        (Message::Binary(payload), Endpoint::Echo) => {
+            out.append(|buf| write_frame(buf, OpCode::Binary, payload));
+            Ok(())
+        }
+        (Message::Text(payload), Endpoint::PubSub(session)) => session.on_text(out, payload, ctx),
+        (Message::Binary(_), Endpoint::PubSub(session)) => session.on_binary(out, ctx.now),
+        // Inflated by the caller; never handed here still compressed.
+        (Message::CompressedText(_) | Message::CompressedBinary(_), _) => {
+            let error = ProtocolError::BadDeflateData;
+            return Outcome::Fail(error.close_code(), error.reason());
+        }
+        // §5.5.2: a pong "MUST have identical Application data" to the ping.
+        (Message::Ping(payload), _) => {
+            out.append(|buf| write_frame(buf, OpCode::Pong, payload));
+            Ok(())
+        }
+        // §5.5.3: an unsolicited pong needs no answer; being heard from is enough.
+        (Message::Pong(_), _) => Ok(()),
+        (Message::Close(close), _) => {
+            // §5.5.1: echo the status code, then the server closes TCP first (§7.1.1).
+            out.append(|buf| match close.code {
+                Some(code) => write_close_frame(buf, code.0, ""),
+                None => write_frame(buf, OpCode::Close, &[]),
+            });
+            if let Some(code) = close.code {
+                ctx.stats.count_close(code.0);
+            }
+            return Outcome::PeerClosed;
+        }
+    };
+    match outcome {
+        Ok(()) => Outcome::Done,
+        Err(close) => Outcome::Fail(close.code, close.reason),
     }
 }

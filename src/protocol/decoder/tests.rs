@@ -15,6 +15,8 @@ const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 enum Owned {
     Text(Vec<u8>),
     Binary(Vec<u8>),
+    /// Still compressed: text (true) or binary.
+    Compressed(bool, Vec<u8>),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<u16>, String),
@@ -24,6 +26,8 @@ fn own(message: Message<'_>) -> Owned {
     match message {
         Message::Text(p) => Owned::Text(p.to_vec()),
         Message::Binary(p) => Owned::Binary(p.to_vec()),
+        Message::CompressedText(p) => Owned::Compressed(true, p.to_vec()),
+        Message::CompressedBinary(p) => Owned::Compressed(false, p.to_vec()),
         Message::Ping(p) => Owned::Ping(p.to_vec()),
         Message::Pong(p) => Owned::Pong(p.to_vec()),
         Message::Close(c) => Owned::Close(c.code.map(|c| c.0), c.reason.to_string()),
@@ -33,7 +37,11 @@ fn own(message: Message<'_>) -> Owned {
 /// Feeds `chunks` as successive reads into one read buffer, the way a
 /// connection does, and collects every message until the first error.
 fn drive(limits: Limits, chunks: &[&[u8]]) -> (Vec<Owned>, Option<ProtocolError>) {
-    let mut decoder = Decoder::new(limits);
+    drive_with(Decoder::new(limits), chunks)
+}
+
+/// [`drive`] with a given decoder (one that agreed permessage-deflate).
+fn drive_with(mut decoder: Decoder, chunks: &[&[u8]]) -> (Vec<Owned>, Option<ProtocolError>) {
     let mut buf: Vec<u8> = Vec::new();
     let mut out = Vec::new();
     for chunk in chunks {
@@ -361,4 +369,173 @@ proptest! {
         let split = split.min(bytes.len());
         let _ = drive(LIMITS, &[&bytes[..split], &bytes[split..]]);
     }
+}
+
+/// A masked client frame with RSV1 set (a compressed message's first frame).
+fn compressed_frame(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = frame(fin, op, payload);
+    bytes[0] |= crate::protocol::frame::RSV1;
+    bytes
+}
+
+fn deflate_decoder() -> Decoder {
+    Decoder::with_deflate(LIMITS, true)
+}
+
+#[test]
+fn rfc_7692_compressed_frames() {
+    use crate::protocol::deflate::codec::Inflater;
+    // §7.2.3.1: "Hello" compressed, in one frame (0xc1 0x07 ...), masked.
+    let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let (messages, error) = drive_with(deflate_decoder(), &[&compressed_frame(true, OpCode::Text, &hello)]);
+    assert_eq!(error, None);
+    assert_eq!(messages, vec![Owned::Compressed(true, hello.to_vec())]);
+    // §7.2.3.1 again, fragmented: 0x41 0x03 f2 48 cd, then 0x80 0x04 c9 c9 07 00.
+    let fragmented = concat(&[
+        compressed_frame(false, OpCode::Text, &hello[..3]),
+        frame(true, OpCode::Continuation, &hello[3..]),
+    ]);
+    let (messages, error) = drive_with(deflate_decoder(), &[&fragmented]);
+    assert_eq!(error, None);
+    assert_eq!(messages, vec![Owned::Compressed(true, hello.to_vec())]);
+    let Owned::Compressed(_, payload) = &messages[0] else {
+        unreachable!()
+    };
+    assert_eq!(Inflater::new().inflate(payload, 100).unwrap(), b"Hello");
+    // Compressed bytes are not UTF-8, and are not checked as such; a plain
+    // text message on the same connection still is.
+    let (messages, error) = drive_with(
+        deflate_decoder(),
+        &[&concat(&[
+            compressed_frame(true, OpCode::Text, &[0xff, 0xfe]),
+            frame(true, OpCode::Text, &[0xff]),
+        ])],
+    );
+    assert_eq!(messages, vec![Owned::Compressed(true, vec![0xff, 0xfe])]);
+    assert_eq!(error, Some(ProtocolError::InvalidUtf8));
+    // Binary, and a plain message after a compressed fragmented one.
+    let (messages, error) = drive_with(
+        deflate_decoder(),
+        &[&concat(&[
+            compressed_frame(false, OpCode::Binary, &[1]),
+            frame(true, OpCode::Ping, b"p"),
+            frame(true, OpCode::Continuation, &[2]),
+            frame(true, OpCode::Text, b"plain"),
+        ])],
+    );
+    assert_eq!(error, None);
+    assert_eq!(
+        messages,
+        vec![
+            Owned::Ping(b"p".to_vec()),
+            Owned::Compressed(false, vec![1, 2]),
+            Owned::Text(b"plain".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn rsv1_rules() {
+    let rsv1_on = |bytes: Vec<u8>| {
+        let mut bytes = bytes;
+        bytes[0] |= crate::protocol::frame::RSV1;
+        bytes
+    };
+    let cases = [
+        (
+            rsv1_on(frame(true, OpCode::Ping, b"")),
+            ProtocolError::CompressedControlFrame,
+        ),
+        (
+            concat(&[
+                compressed_frame(false, OpCode::Text, b"a"),
+                rsv1_on(frame(true, OpCode::Continuation, b"b")),
+            ]),
+            ProtocolError::CompressedContinuation,
+        ),
+    ];
+    for (bytes, expected) in cases {
+        assert_eq!(drive_with(deflate_decoder(), &[&bytes]).1, Some(expected));
+        assert_eq!(expected.close_code(), CloseCode::PROTOCOL_ERROR);
+    }
+    // Without deflate agreed, RSV1 is a reserved bit (1002).
+    let (_, error) = drive(LIMITS, &[&compressed_frame(true, OpCode::Text, b"x")]);
+    assert_eq!(error, Some(ProtocolError::ReservedBits));
+    assert_eq!(ProtocolError::BadDeflateData.close_code(), CloseCode::PROTOCOL_ERROR);
+}
+
+proptest! {
+    /// inflate(compress(x)) == x, however the compressed frames are split
+    /// into reads and fragmented.
+    #[test]
+    fn compressed_message_survives_any_split(
+        text in "[a-z{}\":,0-9 é€]{0,600}",
+        cuts in proptest::collection::vec(0usize..64, 0..4),
+        splits in proptest::collection::vec(1usize..97, 1..40),
+        window_bits in 9u8..=15,
+    ) {
+        use crate::protocol::deflate::codec::{Deflater, Inflater};
+        let mut compressed = Vec::new();
+        Deflater::new(1, window_bits).unwrap().compress(text.as_bytes(), &mut compressed).unwrap();
+        // Fragments at `cuts`; RSV1 on the first only.
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c * compressed.len() / 64).collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        bounds.retain(|b| *b > 0 && *b < compressed.len());
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for end in bounds.into_iter().chain([compressed.len()]) {
+            pieces.push(&compressed[start..end]);
+            start = end;
+        }
+        let mut wire = Vec::new();
+        let last = pieces.len() - 1;
+        for (i, piece) in pieces.iter().enumerate() {
+            let op = if i == 0 { OpCode::Text } else { OpCode::Continuation };
+            if i == 0 {
+                wire.extend(compressed_frame(i == last, op, piece));
+            } else {
+                wire.extend(frame(i == last, op, piece));
+            }
+        }
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        for split in splits.iter().cycle() {
+            if at >= wire.len() {
+                break;
+            }
+            let end = (at + split).min(wire.len());
+            chunks.push(&wire[at..end]);
+            at = end;
+        }
+        let (messages, error) = drive_with(deflate_decoder(), &chunks);
+        prop_assert_eq!(error, None);
+        prop_assert_eq!(messages.len(), 1);
+        let Owned::Compressed(true, payload) = &messages[0] else {
+            return Err(TestCaseError::fail("not a compressed text message"));
+        };
+        let inflated = Inflater::new().inflate(payload, 1 << 20).unwrap();
+        prop_assert_eq!(inflated, text.as_bytes());
+    }
+}
+
+/// The compressed "Hello" of RFC 7692 §7.2.3.1, whole and fragmented,
+/// split into two reads at every byte: always the same compressed message.
+#[test]
+fn compressed_hello_at_every_split() {
+    use crate::protocol::deflate::codec::Inflater;
+    let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let whole = compressed_frame(true, OpCode::Text, &hello);
+    let fragmented = concat(&[
+        compressed_frame(false, OpCode::Text, &hello[..3]),
+        frame(true, OpCode::Continuation, &hello[3..]),
+    ]);
+    for wire in [whole, fragmented] {
+        for cut in 0..=wire.len() {
+            let (messages, error) = drive_with(deflate_decoder(), &[&wire[..cut], &wire[cut..]]);
+            assert_eq!(error, None, "cut {cut}");
+            assert_eq!(messages, vec![Owned::Compressed(true, hello.to_vec())], "cut {cut}");
+        }
+    }
+    assert_eq!(Inflater::new().inflate(&hello, 5).unwrap(), b"Hello");
 }

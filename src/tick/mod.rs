@@ -7,12 +7,22 @@
 //! count with every worker and every subscriber: fan-out never re-serialises
 //! a tick per subscriber.
 //!
+//! Its permessage-deflate form (RFC 7692) is made the same way: at most
+//! once per tick and window size, by the first subscriber that negotiated
+//! the extension, and then shared like the plain frame — through the
+//! mailboxes, the history ring and the last value. Compression happens on
+//! the worker thread that first needs it, with that thread's compressor
+//! ([`deflate`]); no connection owns one.
+//!
 //! A leaf the network reaches, held to the panic-class lints (tests exempt).
+
+pub mod deflate;
 
 use std::sync::{Arc, OnceLock};
 
 use crate::protocol::frame::{header_bytes, OpCode};
 use crate::topic::TopicName;
+pub use deflate::{take_deflate_counts, DeflateCounts, DeflateForm};
 
 /// Identifies one incarnation of a topic: a reclaimed and recreated topic
 /// gets a new id, so stale deliveries for the old one cannot match it.
@@ -40,6 +50,12 @@ struct Encoded {
     sse: OnceLock<Vec<u8>>,
     /// The topic name, for the SSE id.
     topic_name: Box<str>,
+    /// The compressed frame with the full window, made on first use;
+    /// `None` inside when compressing did not make it smaller.
+    deflated: OnceLock<Option<Box<[u8]>>>,
+    /// Compressed frames for clients that asked for a smaller window, only
+    /// for ticks longer than that window (see [`Tick::deflated_frame`]).
+    narrow: OnceLock<Box<deflate::NarrowForms>>,
 }
 
 impl Tick {
@@ -92,6 +108,8 @@ impl Tick {
                 envelope_at: header_len,
                 sse: OnceLock::new(),
                 topic_name: topic.as_str().into(),
+                deflated: OnceLock::new(),
+                narrow: OnceLock::new(),
             }),
         }
     }
@@ -109,6 +127,31 @@ impl Tick {
             .frame
             .get(self.encoded.envelope_at..)
             .unwrap_or_default()
+    }
+
+    /// The compressed WebSocket frame (RSV1 set, one unfragmented frame)
+    /// for a connection that agreed permessage-deflate with `form`'s window,
+    /// made once and shared; `None` when the plain [`Self::frame`] is to be
+    /// sent instead: the envelope is under `form.min_bytes`, or compressing
+    /// it did not make it smaller.
+    ///
+    /// An envelope no longer than the window is compressed once for every
+    /// window: its back-references cannot reach further than its own
+    /// length. Only longer ones get a compression per window size asked for.
+    /// The first call for a tick fixes the level: a broker has one.
+    pub fn deflated_frame(&self, form: DeflateForm) -> Option<&[u8]> {
+        let envelope = self.envelope();
+        if envelope.len() < form.min_bytes {
+            return None;
+        }
+        let (slot, bits) = if deflate::fits_window(envelope.len(), form.window_bits) {
+            (&self.encoded.deflated, deflate::FULL_WINDOW_BITS)
+        } else {
+            let narrow = self.encoded.narrow.get_or_init(Box::default);
+            (narrow.slot(form.window_bits)?, form.window_bits)
+        };
+        slot.get_or_init(|| deflate::compress_frame(envelope, form.level, bits, self.frame().len()))
+            .as_deref()
     }
 
     /// The topic's name.
