@@ -1,7 +1,11 @@
 //! The query of a long-poll or SSE request: which topics, from where, and
 //! how long to hold. `GET /poll?topic=AAPL&topic=MSFT&since=AAPL:41,MSFT:7&timeout=25`.
 //!
-//! A cursor is `<topic>:<seq>`: the last seq the client has. Pure: bytes in,
+//! A cursor is `<topic>:<seq>`: the last seq the client has. `epoch=A:<epoch>,..`
+//! names the numbering those seqs belong to (the `epoch` of a `subscribed`
+//! event or a long-poll answer's `epochs`), so that after a broker restart
+//! the client gets a gap and the snapshot instead of ticks of another
+//! numbering, as `since` + `epoch` does on a WebSocket. Pure: bytes in,
 //! a request or a reason for a 400 out.
 
 use std::fmt;
@@ -16,6 +20,8 @@ pub struct TopicCursor {
     pub topic: TopicName<'static>,
     /// The last seq the client has; `None` means "the latest, then live".
     pub since: Option<u64>,
+    /// The epoch `since` counts in, when the client gave one.
+    pub epoch: Option<String>,
 }
 
 /// A parsed long-poll or SSE request.
@@ -51,7 +57,12 @@ pub enum QueryError {
         cursor: String,
         problem: CursorProblem,
     },
+    /// An `epoch` entry that is not `<topic>:<epoch>` with a plausible epoch.
+    BadEpoch(String),
 }
+
+/// Longest epoch accepted in a query; the broker's own are far shorter.
+const MAX_EPOCH_BYTES: usize = 64;
 
 /// What is wrong with a `<topic>:<seq>` cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +84,10 @@ impl fmt::Display for QueryError {
             QueryError::CursorNotRequested(topic) => {
                 write!(f, "cursor for {topic:?}, which is not a requested topic")
             }
+            QueryError::BadEpoch(entry) => write!(
+                f,
+                "epoch {entry:?} is not <topic>:<epoch> (epoch: 1 to {MAX_EPOCH_BYTES} of [A-Za-z0-9_-])"
+            ),
             QueryError::BadCursor { cursor, problem } => match problem {
                 CursorProblem::Shape => write!(f, "cursor {cursor:?} is not <topic>:<seq>"),
                 CursorProblem::Topic(error) => write!(f, "cursor {cursor:?}: {error}"),
@@ -94,6 +109,7 @@ pub fn parse_stream_request(
 ) -> Result<StreamRequest, QueryError> {
     let mut topics: Vec<TopicCursor> = Vec::new();
     let mut cursors: Vec<(String, u64)> = Vec::new();
+    let mut epochs: Vec<(String, String)> = Vec::new();
     let mut timeout = limits.default_timeout;
     for (key, value) in request.query_params() {
         match key.as_ref() {
@@ -112,6 +128,7 @@ pub fn parse_stream_request(
                         topics.push(TopicCursor {
                             topic: topic.into_owned(),
                             since: None,
+                            epoch: None,
                         });
                     }
                 }
@@ -123,6 +140,14 @@ pub fn parse_stream_request(
                         return Err(QueryError::TooManyTopics(limits.max_topics));
                     }
                     cursors.push(parse_cursor(cursor)?);
+                }
+            }
+            "epoch" => {
+                for entry in value.split(',').filter(|c| !c.is_empty()) {
+                    if epochs.len() == limits.max_topics {
+                        return Err(QueryError::TooManyTopics(limits.max_topics));
+                    }
+                    epochs.push(parse_epoch(entry)?);
                 }
             }
             "timeout" => {
@@ -154,7 +179,29 @@ pub fn parse_stream_request(
             }
         }
     }
+    for (topic, epoch) in epochs {
+        match topics.iter_mut().find(|t| t.topic.as_str() == topic) {
+            Some(entry) => entry.epoch = Some(epoch),
+            None => return Err(QueryError::CursorNotRequested(topic)),
+        }
+    }
     Ok(StreamRequest { topics, timeout })
+}
+
+/// Parses `<topic>:<epoch>`; the topic may contain ':', an epoch cannot.
+fn parse_epoch(entry: &str) -> Result<(String, String), QueryError> {
+    let bad = || QueryError::BadEpoch(entry.to_owned());
+    let (topic, epoch) = entry.rsplit_once(':').ok_or_else(bad)?;
+    TopicName::new(topic).map_err(|_| bad())?;
+    let plausible = !epoch.is_empty()
+        && epoch.len() <= MAX_EPOCH_BYTES
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !plausible {
+        return Err(bad());
+    }
+    Ok((topic.to_owned(), epoch.to_owned()))
 }
 
 /// Parses `<topic>:<seq>`; the topic itself may contain ':'.
@@ -217,11 +264,13 @@ mod tests {
             vec![
                 TopicCursor {
                     topic: TopicName::new("AAPL").unwrap(),
-                    since: Some(41)
+                    since: Some(41),
+                    epoch: None,
                 },
                 TopicCursor {
                     topic: TopicName::new("fx:EUR").unwrap(),
-                    since: Some(7)
+                    since: Some(7),
+                    epoch: None,
                 },
             ]
         );
@@ -236,6 +285,22 @@ mod tests {
             parse("/sse?topic=A&since=A:3", Some("A:9")).unwrap().topics[0].since,
             Some(3)
         );
+    }
+
+    #[test]
+    fn epochs_go_with_their_topics() {
+        let r = parse("/poll?topic=A,fx:EUR&since=A:4&epoch=A:1f-2,fx:EUR:9-a", None).unwrap();
+        assert_eq!(r.topics[0].epoch.as_deref(), Some("1f-2"));
+        assert_eq!(r.topics[1].epoch.as_deref(), Some("9-a"));
+        assert_eq!(r.topics[1].since, None);
+        for bad in ["A", "A:", "A:x y", "A:%00"] {
+            let target = format!("/poll?topic=A&epoch={bad}");
+            assert!(parse(&target, None).unwrap_err().to_string().contains("epoch"), "{bad}");
+        }
+        assert!(parse("/poll?topic=A&epoch=B:1", None)
+            .unwrap_err()
+            .to_string()
+            .contains("not a requested topic"));
     }
 
     #[test]

@@ -23,6 +23,8 @@ struct PollTopic {
     id: TopicId,
     /// The newest seq the client has (or will have, with this answer).
     cursor: u64,
+    /// The topic's numbering, told in the answer's `epochs`.
+    epoch: String,
 }
 
 /// A long-poll waiting for ticks.
@@ -75,7 +77,7 @@ impl Connection {
             expires: ctx.now + stream.timeout,
         };
         for wanted in &stream.topics {
-            let start = Start::from_cursor(wanted.since, None);
+            let start = Start::from_cursor(wanted.since, wanted.epoch.as_deref());
             let subscribed = ctx.table.subscribe(&wanted.topic, ctx.worker, start);
             let name: Arc<str> = wanted.topic.as_str().into();
             if let Some((from, to)) = subscribed.gap {
@@ -91,7 +93,19 @@ impl Connection {
             poll.topics.push(PollTopic {
                 name,
                 id: subscribed.topic,
-                cursor: wanted.since.unwrap_or(subscribed.seq).min(subscribed.seq),
+                cursor: if wanted
+                    .epoch
+                    .as_deref()
+                    .is_some_and(|e| e != subscribed.epoch)
+                {
+                    // Another numbering: the client's seqs mean nothing
+                    // here; the snapshot in the answer (if any) moves the
+                    // cursor to where this numbering is.
+                    0
+                } else {
+                    wanted.since.unwrap_or(subscribed.seq).min(subscribed.seq)
+                },
+                epoch: subscribed.epoch,
             });
         }
         let transport = self.set_transport(Transport::LongPoll);
@@ -143,8 +157,13 @@ impl Connection {
             advance_cursors(&mut poll.topics, &poll.ticks, kept);
             poll.ticks.truncate(kept);
             let cursor = format_cursor(poll.topics.iter().map(|t| (&*t.name, t.cursor)));
+            let epochs: Vec<(&str, &str)> = poll
+                .topics
+                .iter()
+                .map(|t| (&*t.name, t.epoch.as_str()))
+                .collect();
             ctx.stats.count_delivered(self.transport, poll.ticks.len());
-            Response::json(200, poll_body(&poll.ticks, &poll.gaps, &cursor))
+            Response::json(200, poll_body(&poll.ticks, &poll.gaps, &cursor, &epochs))
                 .header("Cache-Control", "no-store")
         };
         poll.topics.clear();
@@ -246,11 +265,13 @@ mod tests {
                 name: "A".into(),
                 id: TopicId(1),
                 cursor: 0,
+                epoch: String::new(),
             },
             PollTopic {
                 name: "B".into(),
                 id: TopicId(2),
                 cursor: 6, // "latest" without a cursor: the snapshot's seq
+                epoch: String::new(),
             },
         ];
         advance_cursors(&mut topics, &all, 4);
