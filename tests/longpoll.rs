@@ -414,3 +414,19 @@ fn poll_answers_carry_epochs_and_an_old_epoch_gets_a_gap_and_the_snapshot() {
     let response = http_get(&mut poller, "/poll?topic=E&epoch=E:bad%20epoch");
     assert_eq!(response.status, 400, "{}", response.text());
 }
+
+#[test]
+fn poll_with_timeout_zero_answers_at_once_with_cursors_and_epochs() {
+    let broker = Broker::start(&[]);
+    let mut publisher = broker.tcp();
+    assert_eq!(publish(&mut publisher, "Z1", "1"), 1);
+    let mut poller = broker.tcp();
+    let started = Instant::now();
+    let response = http_get(&mut poller, "/poll?topic=Z1,Z2&since=Z1:1&timeout=0");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let epochs = response.json()["epochs"].clone();
+    assert!(epochs["Z1"].is_string() && epochs["Z2"].is_string(), "{epochs}");
+    let answer = poll_answer(&response);
+    assert!(answer.ticks.is_empty() && answer.gaps.is_empty(), "{}", answer.raw);
+    assert_eq!(answer.cursor, "Z1:1,Z2:0");
+}

@@ -36,6 +36,10 @@ pub(super) struct HeldPoll {
     keep_alive: bool,
     /// The answer must say `Connection: keep-alive` (an HTTP/1.0 client).
     announce_keep_alive: bool,
+    /// `timeout=0`: answered at once, with a 200 that carries the cursors
+    /// and epochs even without ticks, so that a client learns where every
+    /// topic is (and its numbering) before anything is published.
+    answer_empty: bool,
     pub(super) expires: Instant,
 }
 
@@ -74,6 +78,7 @@ impl Connection {
             gaps: Vec::new(),
             keep_alive: request.keep_alive(),
             announce_keep_alive: request.needs_keep_alive_header(),
+            answer_empty: stream.timeout.is_zero(),
             expires: ctx.now + stream.timeout,
         };
         for wanted in &stream.topics {
@@ -110,7 +115,7 @@ impl Connection {
         }
         let transport = self.set_transport(Transport::LongPoll);
         ctx.stats.count_handshake(transport);
-        let answer_now = poll.is_ready() || !poll.gaps.is_empty();
+        let answer_now = poll.is_ready() || !poll.gaps.is_empty() || poll.answer_empty;
         self.enter(Phase::Polling(Box::new(poll)), ctx.now);
         if answer_now {
             self.finish_poll(ctx);
@@ -143,6 +148,7 @@ impl Connection {
                 gaps: Vec::new(),
                 keep_alive: false,
                 announce_keep_alive: false,
+                answer_empty: false,
                 expires: ctx.now,
             }),
         );
@@ -150,7 +156,7 @@ impl Connection {
             ctx.local.remove(topic.id, ctx.token);
             ctx.table.unsubscribe(&topic.name, topic.id, ctx.worker);
         }
-        let response = if poll.ticks.is_empty() && poll.gaps.is_empty() {
+        let response = if poll.ticks.is_empty() && poll.gaps.is_empty() && !poll.answer_empty {
             Response::new(204)
         } else {
             let kept = answer_prefix(&poll.ticks, ctx.settings.out_pause_bytes());
