@@ -425,8 +425,15 @@ fn poll_with_timeout_zero_answers_at_once_with_cursors_and_epochs() {
     let response = http_get(&mut poller, "/poll?topic=Z1,Z2&since=Z1:1&timeout=0");
     assert!(started.elapsed() < Duration::from_secs(2));
     let epochs = response.json()["epochs"].clone();
-    assert!(epochs["Z1"].is_string() && epochs["Z2"].is_string(), "{epochs}");
+    assert!(
+        epochs["Z1"].is_string() && epochs["Z2"].is_string(),
+        "{epochs}"
+    );
     let answer = poll_answer(&response);
-    assert!(answer.ticks.is_empty() && answer.gaps.is_empty(), "{}", answer.raw);
+    assert!(
+        answer.ticks.is_empty() && answer.gaps.is_empty(),
+        "{}",
+        answer.raw
+    );
     assert_eq!(answer.cursor, "Z1:1,Z2:0");
 }
