@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -44,11 +45,16 @@ fn demo_page_and_bundle_are_served_with_their_types() {
     assert_eq!(get_once(&broker, "/demo/").status, 200);
     assert_eq!(get_once(&broker, "/demo/missing.js").status, 404);
     assert_eq!(get_once(&broker, "/demox").status, 404);
-    let (head, _) = http_exchange(
-        &broker,
-        "HEAD /demo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let mut stream = broker.tcp();
+    stream
+        .write_all(b"HEAD /demo/tickfan.js HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let head = read_head_only(&mut stream);
     assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
     let (post, _) = http_exchange(
         &broker,
         "POST /demo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",

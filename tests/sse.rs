@@ -321,3 +321,28 @@ fn sse_serves_several_topics_with_a_cursor_and_an_epoch_each() {
     let (topic, seq, _) = stream.next_tick();
     assert_eq!((topic.as_str(), seq), ("SA", 4));
 }
+
+#[test]
+fn sse_max_hz_caps_the_rate_and_the_newest_tick_wins() {
+    let broker = Broker::start(&[]);
+    let mut publisher = broker.tcp();
+    assert_eq!(publish(&mut publisher, "HZ", "0"), 1);
+    let mut stream = SseStream::open(&broker, "?topic=HZ&max_hz=2", "");
+    stream.expect_preamble(&[("HZ", 1)]);
+    assert_eq!(stream.next_tick().1, 1, "the snapshot");
+    for i in 1..=30 {
+        publish(&mut publisher, "HZ", &i.to_string());
+    }
+    // At 2 per second the burst cannot all come; the last of it must.
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&31) {
+        seqs.push(stream.next_tick().1);
+    }
+    assert!(seqs.len() < 10, "capped: {seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    let (head, _) = http_exchange(
+        &broker,
+        "GET /sse?topic=HZ&max_hz=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(head.status, 400);
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::request::Request;
 use crate::topic::{BadTopic, TopicName};
+use crate::wire::checked_max_hz;
 
 /// One topic of a request and where the client is in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +26,14 @@ pub struct TopicCursor {
 }
 
 /// A parsed long-poll or SSE request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamRequest {
     pub topics: Vec<TopicCursor>,
     /// How long a long-poll may be held (already capped).
     pub timeout: Duration,
+    /// `max_hz` (SSE): at most this many ticks per second per topic, the
+    /// newest winning, as the WebSocket op's `max_hz`; `None` = no cap.
+    pub max_hz: Option<f64>,
 }
 
 /// Limits that apply while parsing.
@@ -59,6 +63,8 @@ pub enum QueryError {
     },
     /// An `epoch` entry that is not `<topic>:<epoch>` with a plausible epoch.
     BadEpoch(String),
+    /// A `max_hz` that is not a number from 0.001 up.
+    BadMaxHz(String),
 }
 
 /// Longest epoch accepted in a query; the broker's own are far shorter.
@@ -84,6 +90,10 @@ impl fmt::Display for QueryError {
             QueryError::CursorNotRequested(topic) => {
                 write!(f, "cursor for {topic:?}, which is not a requested topic")
             }
+            QueryError::BadMaxHz(value) => write!(
+                f,
+                "max_hz {value:?} is not a number from 0.001 (one tick per 1,000 s) up"
+            ),
             QueryError::BadEpoch(entry) => write!(
                 f,
                 "epoch {entry:?} is not <topic>:<epoch> (epoch: 1 to {MAX_EPOCH_BYTES} of [A-Za-z0-9_-])"
@@ -111,6 +121,7 @@ pub fn parse_stream_request(
     let mut cursors: Vec<(String, u64)> = Vec::new();
     let mut epochs: Vec<(String, String)> = Vec::new();
     let mut timeout = limits.default_timeout;
+    let mut max_hz = None;
     for (key, value) in request.query_params() {
         match key.as_ref() {
             "topic" => {
@@ -150,6 +161,11 @@ pub fn parse_stream_request(
                     epochs.push(parse_epoch(entry)?);
                 }
             }
+            "max_hz" => {
+                let bad = || QueryError::BadMaxHz(value.clone().into_owned());
+                let hz: f64 = value.parse().map_err(|_| bad())?;
+                max_hz = checked_max_hz(hz).map_err(|()| bad())?;
+            }
             "timeout" => {
                 let secs: u64 = value
                     .parse()
@@ -185,7 +201,11 @@ pub fn parse_stream_request(
             None => return Err(QueryError::CursorNotRequested(topic)),
         }
     }
-    Ok(StreamRequest { topics, timeout })
+    Ok(StreamRequest {
+        topics,
+        timeout,
+        max_hz,
+    })
 }
 
 /// Parses `<topic>:<epoch>`; the topic may contain ':', an epoch cannot.
@@ -293,7 +313,7 @@ mod tests {
         assert_eq!(r.topics[0].epoch.as_deref(), Some("1f-2"));
         assert_eq!(r.topics[1].epoch.as_deref(), Some("9-a"));
         assert_eq!(r.topics[1].since, None);
-        for bad in ["A", "A:", "A:x y", "A:%00"] {
+        for bad in ["A", "A:", "A:x%20y", "A:%00"] {
             let target = format!("/poll?topic=A&epoch={bad}");
             assert!(parse(&target, None).unwrap_err().to_string().contains("epoch"), "{bad}");
         }
@@ -301,6 +321,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a requested topic"));
+    }
+
+    #[test]
+    fn max_hz_is_checked_like_the_websocket_op() {
+        assert_eq!(parse("/sse?topic=A&max_hz=2.5", None).unwrap().max_hz, Some(2.5));
+        assert_eq!(parse("/sse?topic=A&max_hz=1e9", None).unwrap().max_hz, None);
+        assert_eq!(parse("/sse?topic=A", None).unwrap().max_hz, None);
+        for bad in ["0", "-1", "NaN", "inf", "x"] {
+            let e = parse(&format!("/sse?topic=A&max_hz={bad}"), None).unwrap_err();
+            assert!(e.to_string().contains("max_hz"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ export interface SubscriptionEvents<T> {
     error: ErrorEvent;
 }
 export interface SubscribeOptions {
-    /** At most this many ticks per second; the newest wins (WebSocket only). */
+    /** At most this many ticks per second; the newest wins (WebSocket; SSE when every subscription asks the same). */
     maxHz?: number;
 }
 /** One topic's subscription: its events, and where it is in the topic. */

@@ -155,7 +155,7 @@ export interface SubscriptionEvents<T> {
 }
 
 export interface SubscribeOptions {
-  /** At most this many ticks per second; the newest wins (WebSocket only). */
+  /** At most this many ticks per second; the newest wins (WebSocket; SSE when every subscription asks the same). */
   maxHz?: number;
 }
 
@@ -619,7 +619,7 @@ export class Tickfan extends Emitter<TickfanEvents> {
   }
 
   /** The query of a `/sse` or `/poll` request: every topic, with its cursor and epoch. */
-  private streamParams(): Record<string, string> {
+  private streamParams(): Record<string, string | undefined> {
     const topics: string[] = [];
     const since: string[] = [];
     const epochs: string[] = [];
@@ -631,7 +631,10 @@ export class Tickfan extends Emitter<TickfanEvents> {
         if (sub.epoch && sub._hasSeqs()) epochs.push(`${sub.topic}:${sub.epoch}`);
       }
     }
-    return { topic: topics.join(","), since: since.join(","), epoch: epochs.join(",") };
+    // `max_hz` is one for the whole request: sent when every subscription asks the same.
+    const hz = [...this.subs.values()].map((s) => s.options.maxHz);
+    const maxHz = hz.length && hz.every((h) => h === hz[0]) && hz[0] !== undefined ? String(hz[0]) : undefined;
+    return { topic: topics.join(","), since: since.join(","), epoch: epochs.join(","), max_hz: maxHz };
   }
 
   /**
@@ -746,7 +749,7 @@ export class Tickfan extends Emitter<TickfanEvents> {
         const timer = setTimeout(() => mine.abort(), (hold + 10) * 1000);
         let body: any = null;
         try {
-          const res = await this.fetchFn()(this.url("/poll", { ...this.streamParams(), timeout: String(hold) }), {
+          const res = await this.fetchFn()(this.url("/poll", { ...this.streamParams(), max_hz: undefined, timeout: String(hold) }), {
             headers: this.authHeader(),
             signal: mine.signal,
             cache: "no-store",

@@ -269,7 +269,7 @@ impl Connection {
         for wanted in &stream.topics {
             let start = Start::from_cursor(wanted.since, wanted.epoch.as_deref());
             // Refusals (topic limits) arrive as `error` events on the stream.
-            let _ = session.subscribe(&mut self.io.out, &wanted.topic, start, None, ctx);
+            let _ = session.subscribe(&mut self.io.out, &wanted.topic, start, stream.max_hz, ctx);
         }
         let transport = self.set_transport(Transport::Sse);
         ctx.stats.count_handshake(transport);
