@@ -105,9 +105,10 @@
     cells[4].textContent = t.seq;
     row.dirty = true;
     if (prev !== undefined && price !== prev) {
-      row.tr.classList.remove("flash-up", "flash-down");
-      void row.tr.offsetWidth; // restart the animation
-      row.tr.classList.add(price > prev ? "flash-up" : "flash-down");
+      // The Web Animations API restarts a flash without forcing a layout.
+      const color = price > prev ? "rgba(46,160,67,.3)" : "rgba(229,83,75,.3)";
+      row.flash?.cancel();
+      row.flash = row.tr.animate([{ backgroundColor: color }, { backgroundColor: "transparent" }], { duration: 400, easing: "ease-out" });
     }
   }
 
