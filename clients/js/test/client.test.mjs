@@ -238,3 +238,22 @@ test("publish over the WebSocket and over HTTP; unsubscribe stops the ticks", as
   await until(() => q.subscribed.length, 5000, "a later subscribe");
   assert.equal(p.seqs.length, 2, "nothing after unsubscribe");
 });
+
+test("a connection gone silent (no heartbeat) is replaced, and resumes with no gap", async () => {
+  const { broker, proxy } = await setup(["--set", "broker.heartbeat_interval_ms=200"]);
+  const tf = client(proxy.url, { livenessMs: 1000 });
+  const a = record(tf.subscribe("L"));
+  await until(() => a.subscribed.length, 5000, "subscribed");
+  await publishRound(broker, ["L"], 10);
+  await until(() => a.seqs.length === 10, 5000, "10 ticks");
+  const states = recordStates(tf);
+  // The link stays open but nothing passes: a dead NAT mapping, a frozen peer.
+  proxy.freeze();
+  await publishRound(broker, ["L"], 10);
+  await until(() => states.some((s) => s.state === "disconnected" && s.reason === "no heartbeat"), 5000, "liveness");
+  await until(() => states.some((s) => s.state === "connected"), 5000, "reconnected");
+  await until(() => a.seqs.length === 20, 5000, "the missed ticks");
+  assert.deepEqual(a.seqs, range(1, 20));
+  assert.deepEqual(a.gaps, []);
+  assert.equal(a.subscribed.at(-1).recovered, true);
+});

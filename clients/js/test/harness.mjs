@@ -66,6 +66,7 @@ export class Proxy {
   constructor(targetPort) {
     this.targetPort = targetPort;
     this.sockets = new Set();
+    this.frozen = new Set();
     this.down = false;
     this.refuseWebSocket = false;
     this.refuseSse = false;
@@ -116,6 +117,15 @@ export class Proxy {
     };
     client.on("data", onData);
   }
+  /** Stops forwarding on every open connection, leaving them open: silence. */
+  freeze() {
+    for (const s of this.sockets) {
+      s.unpipe();
+      s.pause();
+      this.frozen.add(s);
+    }
+    this.sockets.clear();
+  }
   /** Cuts every open connection (both sides) at once. */
   cut() {
     for (const s of this.sockets) s.destroy();
@@ -123,6 +133,7 @@ export class Proxy {
   }
   async close() {
     this.cut();
+    for (const s of this.frozen) s.destroy();
     await new Promise((r) => this.server.close(r));
   }
 }
