@@ -2,7 +2,8 @@
 // playwright-core; nothing here downloads a browser), served by the real
 // broker with --demo-feed, through the TCP proxy of the client tests:
 // live ticks render; a cut connection resumes with no gap and no
-// duplicate on the page's own counters; offline/online; the transport
+// duplicate on the page's own counters; offline/online; a wake
+// (visibilitychange, pageshow) on a quiet connection; the transport
 // buttons; and the screenshot the README shows (docs/demo.png, or
 // $TICKFAN_SCREENSHOT).
 import { test, before, after } from "node:test";
@@ -89,6 +90,40 @@ test("offline closes the connection, online reconnects at once and recovers", as
   await waitDemo((d) => d.ticks > before.ticks + 100, "ticks after online");
   const now = await demo();
   assert.deepEqual([now.gaps, now.dups, now.unrecovered], [0, 0, 0], JSON.stringify(now));
+});
+
+test("a page that wakes (visibilitychange, pageshow) on a quiet connection reconnects at once", async () => {
+  // A second page with a long liveness limit (9 s; quiet after 3 s), so
+  // that only the wake can explain a reconnect within the test's bounds.
+  const main = page;
+  page = await context.newPage();
+  try {
+    await page.goto(`${proxy.url}/demo?liveness_ms=9000`);
+    await waitDemo((d) => d.state === "connected" && d.ticks > 50, "the second page live");
+    for (const wake of ["visibilitychange", "pageshow"]) {
+      const before = await demo();
+      proxy.freeze(); // open but silent: what a laptop finds after sleeping
+      const frozenAt = Date.now();
+      await until(() => Date.now() - frozenAt > 3500, 5000, "a quiet spell");
+      await page.evaluate((wake) => {
+        if (wake === "pageshow") window.dispatchEvent(new PageTransitionEvent("pageshow", { persisted: true }));
+        else document.dispatchEvent(new Event("visibilitychange"));
+      }, wake);
+      await waitDemo((d) => d.state === "connected" && d.resumes >= before.resumes + 12, `${wake}: resumed`, 4000);
+      assert.ok(Date.now() - frozenAt < 8000, `${wake}: reconnected before the liveness limit`);
+      assert.match(await page.textContent("#log"), /quiet after the page woke/);
+      await waitDemo((d) => d.ticks > before.ticks + 50, `${wake}: ticks after`);
+      const now = await demo();
+      assert.deepEqual([now.gaps, now.dups, now.unrecovered], [0, 0, 0], `${wake}: ${JSON.stringify(now)}`);
+      // The freeze caught the pages' idle keep-alive sockets too; close them
+      // so that Chromium does not send the next request into one.
+      proxy.dropFrozen();
+    }
+  } finally {
+    proxy.dropFrozen();
+    await page.close();
+    page = main;
+  }
 });
 
 test("the buttons force SSE and long-poll, with the same ticks", async () => {

@@ -13,7 +13,10 @@
   const stats = { ticks: 0, gaps: 0, dups: 0, resumes: 0, recovered: 0, unrecovered: 0, state: "connecting", transport: "", latencies: [] };
   window.tickfanDemo = stats;
 
-  const tf = new Tickfan(location.origin, { token: params.get("token") || undefined });
+  const tf = new Tickfan(location.origin, {
+    token: params.get("token") || undefined,
+    livenessMs: Number(params.get("liveness_ms")) || undefined,
+  });
   stats.client = tf;
 
   function log(text, kind = "") {

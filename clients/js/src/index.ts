@@ -496,7 +496,10 @@ export class Tickfan extends Emitter<TickfanEvents> {
       target.addEventListener(name, fn);
       this.unwatch.push(() => target.removeEventListener(name, fn));
     };
-    const quietMs = () => Math.min(this.opts.livenessMs ?? 15000, 6000);
+    // Quiet for a third of the liveness limit (one heartbeat interval by
+    // default): after a sleep or a background spell, do not wait for the
+    // rest of it, whose timer may have been throttled anyway.
+    const quietMs = () => (this.opts.livenessMs ?? 15000) / 3;
     const wake = () => {
       if (this.closed || this.offline) return;
       if (!this.connected) this.connect();

@@ -126,6 +126,11 @@ export class Proxy {
     }
     this.sockets.clear();
   }
+  /** Closes the connections `freeze` left open. */
+  dropFrozen() {
+    for (const s of this.frozen) s.destroy();
+    this.frozen.clear();
+  }
   /** Cuts every open connection (both sides) at once. */
   cut() {
     for (const s of this.sockets) s.destroy();
@@ -133,7 +138,7 @@ export class Proxy {
   }
   async close() {
     this.cut();
-    for (const s of this.frozen) s.destroy();
+    this.dropFrozen();
     await new Promise((r) => this.server.close(r));
   }
 }
