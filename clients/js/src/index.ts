@@ -338,14 +338,16 @@ export class Tickfan extends Emitter<TickfanEvents> {
     const sub = new Subscription<T>(topic, options, this);
     this.subs.set(topic, sub);
     sub._connecting();
-    if (this.link && this.connected) this.link.subscribe(sub);
+    // Also while connecting: an SSE stream or a poll already on its way
+    // was asked without this topic.
+    this.link?.subscribe(sub);
     return sub;
   }
 
   _unsubscribe(sub: Subscription<any>): void {
     if (this.subs.get(sub.topic) !== sub) return;
     this.subs.delete(sub.topic);
-    if (this.link && this.connected) this.link.unsubscribe(sub);
+    this.link?.unsubscribe(sub);
   }
 
   /**
@@ -602,8 +604,9 @@ export class Tickfan extends Emitter<TickfanEvents> {
     ws.onclose = (ev) => host.ended(`websocket closed${ev?.code ? " " + ev.code : ""}`);
     ws.onerror = () => host.ended("websocket error");
     return {
-      subscribe: (sub) => ws.send(this.subOp(sub)),
-      unsubscribe: (sub) => ws.send(JSON.stringify({ op: "unsub", topic: sub.topic })),
+      // Before the open, `onopen` sends every subscription.
+      subscribe: (sub) => ws.readyState === WS_OPEN && ws.send(this.subOp(sub)),
+      unsubscribe: (sub) => ws.readyState === WS_OPEN && ws.send(JSON.stringify({ op: "unsub", topic: sub.topic })),
       publish: (topic, data) => {
         if (ws.readyState !== WS_OPEN) return false;
         ws.send(JSON.stringify({ op: "pub", topic, data }));

@@ -257,3 +257,24 @@ test("a connection gone silent (no heartbeat) is replaced, and resumes with no g
   assert.deepEqual(a.gaps, []);
   assert.equal(a.subscribed.at(-1).recovered, true);
 });
+
+test("subscribing while the connection is on its way, on every transport", async () => {
+  const { broker, proxy } = await setup();
+  for (const transport of ["websocket", "sse", "poll"]) {
+    const tf = client(proxy.url, { transports: [transport], pollTimeoutSecs: 5 });
+    const x = record(tf.subscribe(`X-${transport}`));
+    await new Promise((r) => setTimeout(r, 0)); // the request has left
+    const y = record(tf.subscribe(`Y-${transport}`));
+    await until(() => x.subscribed.length && y.subscribed.length, 5000, `${transport}: both subscribed`);
+    await broker.publish(`X-${transport}`, 1);
+    await broker.publish(`Y-${transport}`, 2);
+    await until(() => x.seqs.length === 1 && y.seqs.length === 1, 5000, `${transport}: both ticks`);
+    // And a third once connected.
+    const z = record(tf.subscribe(`Z-${transport}`));
+    await until(() => z.subscribed.length, 5000, `${transport}: the third subscribed`);
+    await broker.publish(`Z-${transport}`, 3);
+    await until(() => z.seqs.length === 1, 5000, `${transport}: its tick`);
+    assert.deepEqual([x.seqs, y.seqs, z.seqs], [[1], [1], [1]]);
+    tf.close();
+  }
+});
