@@ -353,10 +353,16 @@ class Client:
                 ) as ws:
                     self._ws = ws
                     connected_at = time.monotonic()
+                    # Every subscription, including any made while these
+                    # sends wait; only then is the link "connected", from
+                    # when subscribe() sends its own (none twice, none lost).
+                    sent: set[str] = set()
+                    while pending := [s for s in self._subs.values() if s.topic not in sent]:
+                        for sub in pending:
+                            sent.add(sub.topic)
+                            await ws.send(json.dumps(sub._op()))
                     self._connected.set()
                     self._set_state(State("connected", self.attempt))
-                    for sub in list(self._subs.values()):
-                        await ws.send(json.dumps(sub._op()))
                     await self._read(ws)
             except asyncio.CancelledError:
                 raise
