@@ -59,6 +59,9 @@ class Proxy:
         self.target_port = target_port
         self.down = False
         self.writers: set[asyncio.StreamWriter] = set()
+        #: Per open connection: set while it forwards (``freeze`` clears it).
+        self.gates: dict[asyncio.StreamWriter, asyncio.Event] = {}
+        self.frozen: list[asyncio.StreamWriter] = []
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
@@ -81,10 +84,14 @@ class Proxy:
             writer.transport.abort()
             return
         self.writers |= {writer, up_writer}
+        gate = asyncio.Event()
+        gate.set()
+        self.gates[writer] = gate
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    await gate.wait()
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -94,6 +101,15 @@ class Proxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self.writers -= {writer, up_writer}
+        self.gates.pop(writer, None)
+
+    def freeze(self) -> None:
+        """Stops forwarding on every open connection, leaving it open: silence."""
+        for writer, gate in self.gates.items():
+            gate.clear()
+            self.frozen.append(writer)
+        self.gates.clear()
+        self.writers.clear()
 
     def cut(self) -> None:
         for w in list(self.writers):
@@ -102,6 +118,8 @@ class Proxy:
 
     async def close(self) -> None:
         self.cut()
+        for w in self.frozen:
+            w.transport.abort()
         if self.server is not None:
             self.server.close()
 

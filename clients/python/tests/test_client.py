@@ -228,3 +228,32 @@ def test_backoff_is_full_jitter_under_an_exponential_bound():
             await proxy.close()
 
     run(main())
+
+
+def test_a_silent_connection_is_replaced_and_resumes_with_no_gap():
+    async def main():
+        broker = Broker("--set", "broker.heartbeat_interval_ms=200")
+        proxy = await Proxy(broker.port).start()
+        try:
+            async with fast_client(proxy.url, liveness=1.0) as client:
+                a = Collector(client.subscribe("L", events=True))
+                await until(lambda: a.subscribed, what="subscribed")
+                for i in range(5):
+                    await broker.apublish("L", i)
+                await until(lambda: len(a.ticks) == 5, what="5 ticks")
+                proxy.freeze()  # open, but nothing passes
+                for i in range(5):
+                    await broker.apublish("L", i)
+                await until(
+                    lambda: any(s.state == "disconnected" and "no heartbeat" in (s.reason or "") for s in client.states),
+                    5,
+                    "the liveness check",
+                )
+                await until(lambda: len(a.ticks) == 10, 5, what="the missed ticks")
+                assert a.seqs == list(range(1, 11))
+                assert a.gaps == [] and a.subscribed[-1].recovered
+        finally:
+            await proxy.close()
+            broker.stop()
+
+    run(main())

@@ -390,6 +390,9 @@ class Client:
             try:
                 raw = await asyncio.wait_for(ws.recv(), timeout)
             except asyncio.TimeoutError:
+                # Dead: no closing handshake, which would wait for a reply
+                # that cannot come.
+                ws.transport.abort()
                 raise asyncio.TimeoutError("no heartbeat") from None
             try:
                 msg = json.loads(raw)
