@@ -139,6 +139,13 @@ export declare class Subscription<T = unknown> extends Emitter<SubscriptionEvent
     private settle;
     _onGap(from: number, to: number): void;
     _onTick(tick: Tick<T>): void;
+    /** Set while a resubscribe (after skipped ticks) is in flight: ticks wait for its replay. */
+    resyncing: boolean;
+    private lastResync;
+    /** Whether a resync may start now: at most one a second, so an overloaded link degrades to gaps. */
+    _mayResync(): boolean;
+    /** A heartbeat told the topic's seq: ticks after ours that never came were skipped. */
+    _onHeartbeat(seq: number): boolean;
     _onError(error: ErrorEvent): void;
 }
 export interface TickfanEvents {
@@ -174,6 +181,12 @@ export declare class Tickfan extends Emitter<TickfanEvents> {
     get transport(): TransportName;
     /** Subscribes to `topic`; one subscription per topic per client. */
     subscribe<T = unknown>(topic: string, options?: SubscribeOptions): Subscription<T>;
+    /**
+     * Subscribes `sub` again from its last tick, on the open WebSocket, to
+     * replay ticks the broker skipped for this connection (a `drop` or
+     * `conflate` slow-consumer policy); false when that cannot be done now.
+     */
+    _resync(sub: Subscription<any>): boolean;
     _unsubscribe(sub: Subscription<any>): void;
     /**
      * Publishes `data` (any JSON) to `topic`: over the WebSocket when it is

@@ -197,6 +197,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
 
   /** A new connection starts: the next `subscribed` answers this subscribe. */
   _connecting(): void {
+    this.resyncing = false;
     this.sentSince = this._since();
     this.announced = false;
     this.pendingResume = undefined;
@@ -204,6 +205,7 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
 
   /** The broker's `subscribed` (or, over long-poll, the first answer). */
   _onSubscribed(seq: number, epoch: string, gapFollows?: boolean): void {
+    this.resyncing = false;
     const since = this.sentSince;
     const resumed = since !== undefined;
     // Before any tick there are no seqs to confuse: a topic nobody has
@@ -241,21 +243,42 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   }
 
   _onGap(from: number, to: number): void {
+    if (this.resyncing) return;
     this.settle(false);
     if (this.lastSeq !== undefined && to > this.lastSeq) this.lastSeq = to;
     this.emit("gap", { topic: this.topic, from, to });
   }
 
   _onTick(tick: Tick<T>): void {
+    if (this.resyncing) return; // the replay after the resubscribe brings it
     this.settle(true);
     const last = this.lastSeq;
     if (last !== undefined && tick.seq <= last) return; // a duplicate of a replay
     if (last !== undefined && tick.seq > last + 1 && this.options.maxHz === undefined && this.announced) {
-      // The broker skipped ticks (a slow-consumer policy): say so.
+      // The broker skipped ticks (a slow-consumer policy): fetch them from
+      // its history if the link can, else say they are lost.
+      if (this.owner._resync(this)) return;
       this.emit("gap", { topic: this.topic, from: last + 1, to: tick.seq - 1 });
     }
     this.lastSeq = tick.seq;
     this.emit("tick", tick);
+  }
+
+  /** Set while a resubscribe (after skipped ticks) is in flight: ticks wait for its replay. */
+  resyncing = false;
+  private lastResync = 0;
+
+  /** Whether a resync may start now: at most one a second, so an overloaded link degrades to gaps. */
+  _mayResync(): boolean {
+    if (this.resyncing || this.pendingResume || !this.announced || Date.now() - this.lastResync < 1000) return false;
+    this.lastResync = Date.now();
+    return true;
+  }
+
+  /** A heartbeat told the topic's seq: ticks after ours that never came were skipped. */
+  _onHeartbeat(seq: number): boolean {
+    const mine = this._since();
+    return mine !== undefined && seq > mine && this.options.maxHz === undefined && this.owner._resync(this);
   }
 
   _onError(error: ErrorEvent): void {
@@ -274,6 +297,8 @@ interface Link {
   subscribe(sub: Subscription): void;
   unsubscribe(sub: Subscription): void;
   publish?(topic: string, data: unknown): boolean;
+  /** Unsubscribes and subscribes again from the subscription's last tick. */
+  resync?(sub: Subscription): void;
   close(): void;
 }
 
@@ -342,6 +367,19 @@ export class Tickfan extends Emitter<TickfanEvents> {
     // was asked without this topic.
     this.link?.subscribe(sub);
     return sub;
+  }
+
+  /**
+   * Subscribes `sub` again from its last tick, on the open WebSocket, to
+   * replay ticks the broker skipped for this connection (a `drop` or
+   * `conflate` slow-consumer policy); false when that cannot be done now.
+   */
+  _resync(sub: Subscription<any>): boolean {
+    if (!this.connected || !this.link?.resync || !sub._mayResync()) return false;
+    sub._connecting();
+    sub.resyncing = true;
+    this.link.resync(sub);
+    return true;
   }
 
   _unsubscribe(sub: Subscription<any>): void {
@@ -546,8 +584,13 @@ export class Tickfan extends Emitter<TickfanEvents> {
         else this.emit("error", error);
         return;
       }
+      case "heartbeat":
+        for (const [topic, seq] of Object.entries(msg.seqs ?? {})) {
+          if (typeof seq === "number") this.subs.get(topic)?._onHeartbeat(seq);
+        }
+        return;
       default:
-        return; // heartbeat, unsubscribed: liveness only
+        return; // unsubscribed: liveness only
     }
   }
 
@@ -607,6 +650,11 @@ export class Tickfan extends Emitter<TickfanEvents> {
       // Before the open, `onopen` sends every subscription.
       subscribe: (sub) => ws.readyState === WS_OPEN && ws.send(this.subOp(sub)),
       unsubscribe: (sub) => ws.readyState === WS_OPEN && ws.send(JSON.stringify({ op: "unsub", topic: sub.topic })),
+      resync: (sub) => {
+        if (ws.readyState !== WS_OPEN) return;
+        ws.send(JSON.stringify({ op: "unsub", topic: sub.topic }));
+        ws.send(this.subOp(sub));
+      },
       publish: (topic, data) => {
         if (ws.readyState !== WS_OPEN) return false;
         ws.send(JSON.stringify({ op: "pub", topic, data }));

@@ -278,3 +278,43 @@ test("subscribing while the connection is on its way, on every transport", async
     tf.close();
   }
 });
+
+for (const [how, heartbeatMs] of [["the seq jump", 60000], ["a heartbeat", 300]]) {
+  test(`ticks a slow-consumer policy skipped are fetched again from the history (seen by ${how})`, async () => {
+    // A reader that stalls while ~12 MB are published: the broker's queue
+    // for it passes 64 KiB and `drop` skips ticks. Once it reads again, the
+    // next tick's seq jump, or on a quiet topic a heartbeat's seq, makes the
+    // client resubscribe from its last tick and the history replays the rest.
+    const { broker, proxy } = await setup([
+      "--slow-consumer", "drop", "--max-queue-bytes", "65536", "--history-depth", "10000",
+      "--set", "http.max_body_bytes=67108864", "--set", `broker.heartbeat_interval_ms=${heartbeatMs}`,
+    ]);
+    const tf = client(proxy.url);
+    const s = record(tf.subscribe("S"));
+    await until(() => s.subscribed.length, 5000, "subscribed");
+    proxy.stall();
+    const pad = "x".repeat(4000);
+    const count = 3000;
+    const body = Array.from({ length: count }, (_, i) => JSON.stringify({ topic: "S", data: { i, pad } })).join("\n");
+    const res = await fetch(`${broker.url}/publish`, { method: "POST", body });
+    assert.equal(res.status, 202, await res.text());
+    proxy.thaw();
+    let total = count;
+    if (heartbeatMs > 5000) {
+      await until(() => s.seqs.length > 0, 5000, "the ticks that were queued");
+      await broker.publish("S", "after");
+      total += 1;
+    }
+    await until(() => s.seqs.length === total, 10000, `all ${total} ticks`).catch((e) => {
+      throw new Error(`${e.message}: have ${s.seqs.length}, subscribed ${JSON.stringify(s.subscribed)}, gaps ${JSON.stringify(s.gaps)}, state ${JSON.stringify(tf.state)}`);
+    });
+    assert.deepEqual(s.seqs, range(1, total));
+    assert.deepEqual(s.gaps, []);
+    assert.ok(s.subscribed.length >= 2 && s.subscribed.at(-1).recovered, JSON.stringify(s.subscribed));
+    const metrics = await until(async () => {
+      const text = await (await fetch(`${broker.url}/metrics`)).text();
+      return /tickfan_slow_consumer_actions_total\{policy="drop"\} [1-9]/.test(text) && text;
+    }, 5000, "the drop counted");
+    assert.ok(metrics);
+  });
+}

@@ -126,6 +126,21 @@ export class Proxy {
     }
     this.sockets.clear();
   }
+  /** Stops reading from the broker on every open connection (it sees a slow consumer); `thaw` resumes. */
+  stall() {
+    this.stalled = [];
+    for (const s of this.sockets) {
+      if (s.remotePort === this.targetPort) {
+        s.pause();
+        this.stalled.push(s);
+      }
+    }
+  }
+  thaw() {
+    for (const s of this.stalled ?? []) s.resume();
+    this.stalled = [];
+  }
+
   /** Closes the connections `freeze` left open. */
   dropFrozen() {
     for (const s of this.frozen) s.destroy();
