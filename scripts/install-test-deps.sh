@@ -3,7 +3,13 @@
 # is already there so that repeated runs cost nothing.
 set -euo pipefail
 
-packages=(python3 python3-venv python3-pip curl prometheus socat openssl)
+# chromium: the demo page's browser test (headless; Debian's package, so
+# nothing downloads a browser).
+packages=(python3 python3-venv python3-pip curl prometheus socat openssl chromium)
+# Node (the JS client's build and tests; 18 or later): Debian's nodejs and
+# npm unless a node is already there (e.g. NodeSource's, which bundles npm
+# and conflicts with Debian's npm package).
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -42,3 +48,23 @@ if command -v npm >/dev/null; then
 else
   echo "install-test-deps: npm not found; the Node client tests will be skipped" >&2
 fi
+
+# The Python client's tests: pytest and the client package (editable), on
+# the same websockets version.
+client_venv=.venv/python-client
+if ! "$client_venv/bin/python" -c "import tickfan, pytest, websockets; assert websockets.__version__ == '$websockets_version'" 2>/dev/null; then
+  rm -rf "$client_venv"
+  python3 -m venv "$client_venv"
+  "$client_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "websockets==$websockets_version" "pytest==9.2.0" -e clients/python
+fi
+
+# The JS client's build and tests, and the browser test's driver, from their
+# committed lockfiles; PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD keeps playwright-core
+# from fetching a browser (the test uses /usr/bin/chromium).
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+for dir in clients/js clients/browser-test; do
+  if ! (cd "$dir" && npm ls --depth=0 >/dev/null 2>&1); then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of tickfan: formatting and lints, unit and integration
-# tests, the benches' compilation, and the Autobahn|Testsuite conformance run.
+# tests, the benches' compilation, the Autobahn|Testsuite conformance run, and
+# the clients' tests (JS, Python, the demo page in headless Chromium).
 # Installs what the tests need first, so it works on a fresh Debian machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +22,5 @@ scripts/autobahn.sh
 echo "== autobahn conformance over wss (kosoku -> socat -> tickfan's TLS listener)"
 scripts/autobahn.sh --wss
 scripts/soak.sh 20 --short
+echo "== clients: JS bundle up to date, Node tests, pytest, the demo in headless Chromium"
+scripts/clients-test.sh

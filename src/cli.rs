@@ -350,6 +350,10 @@ pub struct Cli {
     )]
     pub set: Vec<(String, String)>,
 
+    /// Publish a synthetic random-walk market into the broker itself, for the demo page at http.demo_path (sets demo.feed = true; symbols and rate in [demo])
+    #[arg(long, help_heading = OVERRIDES_HEADING)]
+    pub demo_feed: bool,
+
     /// Print the built-in default config file, documenting every key, and exit
     #[arg(long)]
     pub print_default_config: bool,
@@ -386,6 +390,9 @@ impl Cli {
             }
             None => config::default_table(),
         };
+        if self.demo_feed {
+            config::apply_override(&mut table, "demo.feed", "true")?;
+        }
         for (mode, key, value) in self.overrides() {
             match mode {
                 ShorthandMode::Set => config::apply_override(&mut table, key, value)?,

@@ -34,6 +34,7 @@ use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use crate::topic::TopicName;
 use crate::wire::{is_b64token, BUILT_IN_PATHS};
 
 /// The default configuration file, compiled into the binary; it documents every key.
@@ -55,6 +56,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// `[http]`: long-polling, SSE, HTTP publish and metrics.
     pub http: HttpConfig,
+    /// `[demo]`: the synthetic market the broker can publish into itself.
+    pub demo: DemoConfig,
     /// `[auth]`: who may publish and subscribe; its `Debug` redacts the tokens.
     pub auth: AuthConfig,
     /// `[tls]`: the TLS listener (wss, https) and its certificate.
@@ -220,6 +223,22 @@ pub struct HttpConfig {
     /// `http.metrics_path`: the Prometheus endpoint; `None` when off.
     #[serde(deserialize_with = "off_if_empty")]
     pub metrics_path: Option<String>,
+    /// `http.demo_path`: the demo page (its assets below it); `None` when off.
+    #[serde(deserialize_with = "off_if_empty")]
+    pub demo_path: Option<String>,
+}
+
+/// The `[demo]` section: the synthetic random-walk market (`--demo-feed`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// `demo.feed`: whether the broker publishes the synthetic market.
+    pub feed: bool,
+    /// `demo.feed_symbols`: the topics it publishes to.
+    pub feed_symbols: Vec<String>,
+    /// `demo.feed_ticks_per_second`: its rate over all symbols.
+    #[serde(deserialize_with = "int")]
+    pub feed_ticks_per_second: u32,
 }
 
 /// The `[auth]` section: the tokens that grant publishing and subscribing.
@@ -467,6 +486,7 @@ impl Config {
         range!(http.poll_timeout_secs, 1..=3600);
         range!(http.max_poll_timeout_secs, 1..=3600);
         range!(http.max_request_topics, 1..=4096);
+        range!(demo.feed_ticks_per_second, 1..=100_000);
 
         check_route_path(
             "websocket.path",
@@ -513,6 +533,13 @@ impl Config {
                 ),
             ));
         }
+
+        check_route_path(
+            "http.demo_path",
+            http.demo_path.as_deref(),
+            "must be empty (off) or start with '/', e.g. \"/demo\"",
+        )?;
+        check_demo_symbols(&self.demo.feed_symbols)?;
 
         check_tokens("auth.publish_tokens", &auth.publish_tokens)?;
         check_tokens("auth.subscribe_tokens", &auth.subscribe_tokens)?;
@@ -741,6 +768,7 @@ fn check_route_paths(ws: &WebSocketConfig, http: &HttpConfig) -> Result<(), Conf
         ("websocket.path", Some(ws.path.as_str())),
         ("websocket.echo_path", ws.echo_path.as_deref()),
         ("http.metrics_path", http.metrics_path.as_deref()),
+        ("http.demo_path", http.demo_path.as_deref()),
     ];
     for (i, &(key, path)) in configured.iter().enumerate() {
         let Some(path) = path else { continue };
@@ -755,6 +783,27 @@ fn check_route_paths(ws: &WebSocketConfig, http: &HttpConfig) -> Result<(), Conf
             return Err(ConfigError::invalid(
                 key.to_owned(),
                 format!("{path:?} must differ from {other} ({path:?})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a demo feed without symbols, with too many, or with one that is
+/// not a topic name (it would be refused at every publish).
+fn check_demo_symbols(symbols: &[String]) -> Result<(), ConfigError> {
+    let key = "demo.feed_symbols";
+    if symbols.is_empty() || symbols.len() > 1000 {
+        return Err(ConfigError::invalid(
+            key.to_owned(),
+            format!("has {} symbols; 1 to 1000 are allowed", symbols.len()),
+        ));
+    }
+    for symbol in symbols {
+        if let Err(error) = TopicName::new(symbol) {
+            return Err(ConfigError::invalid(
+                key.to_owned(),
+                format!("{symbol:?} is not a topic name: {error}"),
             ));
         }
     }
@@ -1337,6 +1386,17 @@ mod tests {
                     max_poll_timeout_secs: 60,
                     max_request_topics: 64,
                     metrics_path: Some("/metrics".to_owned()),
+                    demo_path: Some("/demo".to_owned()),
+                },
+                demo: DemoConfig {
+                    feed: false,
+                    feed_symbols: [
+                        "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "JPM", "V", "XOM",
+                        "KO", "IBM"
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    feed_ticks_per_second: 50,
                 },
                 auth: AuthConfig {
                     publish_tokens: vec![],

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 
 use crate::broker::auth::Auth;
+use crate::broker::demo_feed::{self, Market};
 use crate::broker::mailbox::mailbox;
 use crate::broker::topic_table::{TableLimits, TopicTable};
 use crate::config::Config;
@@ -37,6 +38,8 @@ pub struct Server {
     worker_count: usize,
     stopper: Stopper,
     threads: Vec<JoinHandle<()>>,
+    /// The `--demo-feed` publisher, when it runs; stopped with the workers.
+    demo_feed: Option<JoinHandle<()>>,
     /// Each worker thread says here how it ended, as it ends.
     ended: Receiver<WorkerEnd>,
     /// `server.drain_delay_ms`: after a worker died, how long `/readyz`
@@ -217,6 +220,26 @@ impl Server {
                     .spawn(move || run_worker(id, worker, &shared, &ended))
             })
             .collect::<io::Result<Vec<_>>>()?;
+        let demo_feed = if config.demo.feed {
+            let shared = Arc::clone(&shared);
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            let market = Market::new(&config.demo.feed_symbols, seed);
+            let rate = config.demo.feed_ticks_per_second;
+            tracing::info!(
+                symbols = config.demo.feed_symbols.len(),
+                ticks_per_second = rate,
+                "demo feed: publishing a synthetic market"
+            );
+            Some(
+                std::thread::Builder::new()
+                    .name("tickfan-demo-feed".to_owned())
+                    .spawn(move || demo_feed::run(&shared.table, market, rate, &shared.stopping))?,
+            )
+        } else {
+            None
+        };
         Ok(Server {
             local_addr,
             tls_local_addr,
@@ -226,6 +249,7 @@ impl Server {
                 wakers: Arc::new(wakers),
             },
             threads,
+            demo_feed,
             ended,
             drain_delay: config.server.drain_delay(),
         })
@@ -296,6 +320,12 @@ impl Server {
         }
         for thread in self.threads {
             let _ = thread.join();
+        }
+        if let Some(feed) = self.demo_feed {
+            // The workers are gone, so `stopping` is set (a death sets it
+            // through the stopper too) and the feed ends within one step.
+            self.stopper.stop();
+            let _ = feed.join();
         }
         died.map_or(Ok(()), Err)
     }

@@ -368,3 +368,72 @@ fn request_pipelined_behind_an_immediate_poll_is_answered() {
     let second = read_http_response(&mut stream);
     assert_eq!(second.status, 200, "{}", second.text());
 }
+
+#[test]
+fn poll_answers_carry_epochs_and_an_old_epoch_gets_a_gap_and_the_snapshot() {
+    let broker = Broker::start(&[]);
+    let mut publisher = broker.tcp();
+    for i in 1..=3 {
+        assert_eq!(publish(&mut publisher, "E", &i.to_string()), i);
+    }
+    assert_eq!(publish(&mut publisher, "F", "1"), 1);
+    let mut poller = broker.tcp();
+    let response = http_get(&mut poller, "/poll?topic=E&topic=F&since=E:1,F:0");
+    let epochs = response.json()["epochs"].clone();
+    let epoch_e = epochs["E"].as_str().expect("E's epoch").to_owned();
+    assert!(epochs["F"].is_string(), "{epochs}");
+    let answer = poll_answer(&response);
+    let mut got = topic_seqs(&answer.ticks);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("E".to_owned(), 2),
+            ("E".to_owned(), 3),
+            ("F".to_owned(), 1)
+        ]
+    );
+
+    // The same epoch sent back: a plain resume, no gap.
+    let target = format!("/poll?topic=E&since=E:2&epoch=E:{epoch_e}");
+    let answer = poll_answer(&http_get(&mut poller, &target));
+    assert!(answer.gaps.is_empty(), "{}", answer.raw);
+    assert_eq!(topic_seqs(&answer.ticks), [("E".to_owned(), 3)]);
+
+    // Another epoch (a restarted broker's client): never ticks of this
+    // numbering after its seq, but the whole range as a gap and the
+    // snapshot, and a cursor in this numbering.
+    let answer = poll_answer(&http_get(
+        &mut poller,
+        "/poll?topic=E&since=E:2&epoch=E:0-0",
+    ));
+    assert_eq!(answer.gaps, [json!({"topic": "E", "from": 1, "to": 3})]);
+    assert_eq!(topic_seqs(&answer.ticks), [("E".to_owned(), 3)]);
+    assert_eq!(answer.cursor, "E:3");
+
+    let response = http_get(&mut poller, "/poll?topic=E&epoch=E:bad%20epoch");
+    assert_eq!(response.status, 400, "{}", response.text());
+}
+
+#[test]
+fn poll_with_timeout_zero_answers_at_once_with_cursors_and_epochs() {
+    let broker = Broker::start(&[]);
+    let mut publisher = broker.tcp();
+    assert_eq!(publish(&mut publisher, "Z1", "1"), 1);
+    let mut poller = broker.tcp();
+    let started = Instant::now();
+    let response = http_get(&mut poller, "/poll?topic=Z1,Z2&since=Z1:1&timeout=0");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let epochs = response.json()["epochs"].clone();
+    assert!(
+        epochs["Z1"].is_string() && epochs["Z2"].is_string(),
+        "{epochs}"
+    );
+    let answer = poll_answer(&response);
+    assert!(
+        answer.ticks.is_empty() && answer.gaps.is_empty(),
+        "{}",
+        answer.raw
+    );
+    assert_eq!(answer.cursor, "Z1:1,Z2:0");
+}

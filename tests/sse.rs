@@ -270,3 +270,79 @@ fn sse_carries_json_with_line_breaks_intact() {
     let data = event.data.expect("data");
     assert_envelope(&data, "pretty", 1, pretty);
 }
+
+#[test]
+fn sse_serves_several_topics_with_a_cursor_and_an_epoch_each() {
+    let broker = Broker::start(&[]);
+    let mut publisher = broker.tcp();
+    for i in 1..=3 {
+        assert_eq!(publish(&mut publisher, "SA", &i.to_string()), i);
+    }
+    for i in 1..=2 {
+        assert_eq!(publish(&mut publisher, "SB", &i.to_string()), i);
+    }
+    // Learn SA's epoch from a first stream.
+    let mut first = SseStream::open(&broker, "?topic=SA", "");
+    assert_eq!(first.next().retry.as_deref(), Some("2000"));
+    let (_, subscribed) = first.next_json();
+    let epoch = subscribed["epoch"].as_str().expect("epoch").to_owned();
+    drop(first);
+
+    // SA resumes after 1 in its epoch: 2, 3, no gap. SB carries an epoch
+    // of another numbering: a gap over all of it, then its snapshot.
+    let query = format!("?topic=SA,SB&since=SA:1,SB:1&epoch=SA:{epoch},SB:0-0");
+    let mut stream = SseStream::open(&broker, &query, "");
+    assert_eq!(stream.next().retry.as_deref(), Some("2000"));
+    let (_, event) = stream.next_json();
+    assert_eq!(
+        (event["event"].clone(), event["topic"].clone()),
+        (json!("subscribed"), json!("SA"))
+    );
+    assert_eq!(event["epoch"], epoch.as_str());
+    assert_eq!(stream.next_tick().1, 2);
+    assert_eq!(stream.next_tick().1, 3);
+    let (_, event) = stream.next_json();
+    assert_eq!(
+        (event["event"].clone(), event["topic"].clone()),
+        (json!("subscribed"), json!("SB"))
+    );
+    let (_, gap) = stream.next_json();
+    assert_eq!(
+        gap,
+        json!({"event": "gap", "topic": "SB", "from": 1, "to": 2})
+    );
+    let (topic, seq, _) = stream.next_tick();
+    assert_eq!((topic.as_str(), seq), ("SB", 2), "the snapshot");
+    // Live, both topics on the one stream, each in its own order.
+    assert_eq!(publish(&mut publisher, "SB", "3"), 3);
+    assert_eq!(publish(&mut publisher, "SA", "4"), 4);
+    let (topic, seq, _) = stream.next_tick();
+    assert_eq!((topic.as_str(), seq), ("SB", 3));
+    let (topic, seq, _) = stream.next_tick();
+    assert_eq!((topic.as_str(), seq), ("SA", 4));
+}
+
+#[test]
+fn sse_max_hz_caps_the_rate_and_the_newest_tick_wins() {
+    let broker = Broker::start(&[]);
+    let mut publisher = broker.tcp();
+    assert_eq!(publish(&mut publisher, "HZ", "0"), 1);
+    let mut stream = SseStream::open(&broker, "?topic=HZ&max_hz=2", "");
+    stream.expect_preamble(&[("HZ", 1)]);
+    assert_eq!(stream.next_tick().1, 1, "the snapshot");
+    for i in 1..=30 {
+        publish(&mut publisher, "HZ", &i.to_string());
+    }
+    // At 2 per second the burst cannot all come; the last of it must.
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&31) {
+        seqs.push(stream.next_tick().1);
+    }
+    assert!(seqs.len() < 10, "capped: {seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    let (head, _) = http_exchange(
+        &broker,
+        "GET /sse?topic=HZ&max_hz=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(head.status, 400);
+}

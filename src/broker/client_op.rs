@@ -10,16 +10,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::topic::{BadTopic, TopicName};
+use crate::wire::checked_max_hz;
 
-/// The fastest rate a subscription may ask for with `max_hz` that still
-/// means a cap; higher values are the same as no cap.
-pub const MAX_HZ_LIMIT: f64 = 1_000_000.0;
-
-/// The slowest rate `max_hz` may ask for: one tick per 1,000 s. Below it the
-/// interval between ticks would leave any range a timer can meaningfully
-/// hold (and `1 / max_hz` stops fitting a `Duration` near 1e-19), so such
-/// values are refused rather than clamped.
-pub const MIN_MAX_HZ: f64 = 0.001;
+pub use crate::wire::{MAX_HZ_LIMIT, MIN_MAX_HZ};
 
 /// One operation a client asked for.
 #[derive(Debug)]
@@ -113,16 +106,15 @@ pub fn parse_op(message: &[u8]) -> Result<ClientOp<'_>, OpError> {
     let topic = TopicName::new(topic).map_err(OpError::BadTopic)?;
     match wire.op.as_ref() {
         "sub" => {
-            let max_hz = match wire.max_hz {
-                // Written so that NaN falls into the refusal too.
-                Some(hz) if !(hz >= MIN_MAX_HZ && hz.is_finite()) => {
+            let max_hz = match wire.max_hz.map(checked_max_hz) {
+                Some(Err(())) => {
                     return Err(OpError::BadField {
                         field: "max_hz",
                         reason: "must be a number from 0.001 (one tick per 1,000 s) up",
                     })
                 }
-                Some(hz) if hz >= MAX_HZ_LIMIT => None,
-                other => other,
+                Some(Ok(hz)) => hz,
+                None => None,
             };
             Ok(ClientOp::Subscribe {
                 topic,

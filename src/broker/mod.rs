@@ -8,6 +8,7 @@
 //!   event each refusal is answered with; [`events`]: the server's events.
 //! - [`auth`]: the rights a token grants; [`subscriptions`]: a worker's
 //!   own subscriber lists and `max_hz` caps.
+//! - [`demo_feed`]: the synthetic market `--demo-feed` publishes.
 //!
 //! Topic names, ops and publish data arrive from the network, so the whole
 //! layer is held to the lints that rule out panics and silent wrapping
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod client_op;
+pub mod demo_feed;
 pub mod events;
 pub mod mailbox;
 pub mod refused;

@@ -2,7 +2,11 @@
 //! WebSocket, embedded byte for byte), any gaps, and the cursor to send as
 //! `since` next time.
 //!
-//! `{"ticks":[{"topic":..,"seq":..,...}],"gaps":[{"topic":..,"from":..,"to":..}],"cursor":"A:42,B:7"}`
+//! `{"ticks":[{"topic":..,"seq":..,...}],"gaps":[{"topic":..,"from":..,"to":..}],"cursor":"A:42,B:7","epochs":{"A":"..","B":".."}}`
+//!
+//! `epochs` gives each topic's numbering, to send back as `epoch=A:..,B:..`
+//! with the cursor: a client that sees a topic's epoch change knows the
+//! broker restarted (or reclaimed the topic) and its seqs start over.
 
 use crate::tick::Tick;
 
@@ -15,7 +19,7 @@ pub struct Gap {
 }
 
 /// Builds the JSON body of a long-poll answer.
-pub fn poll_body(ticks: &[Tick], gaps: &[Gap], cursor: &str) -> Vec<u8> {
+pub fn poll_body(ticks: &[Tick], gaps: &[Gap], cursor: &str, epochs: &[(&str, &str)]) -> Vec<u8> {
     // A capacity estimate only: saturating, as it can never be exact anyway.
     let size = ticks
         .iter()
@@ -40,6 +44,12 @@ pub fn poll_body(ticks: &[Tick], gaps: &[Gap], cursor: &str) -> Vec<u8> {
     body.extend_from_slice(serde_json::Value::from(gaps).to_string().as_bytes());
     body.extend_from_slice(b",\"cursor\":");
     body.extend_from_slice(serde_json::Value::from(cursor).to_string().as_bytes());
+    let epochs: serde_json::Map<String, serde_json::Value> = epochs
+        .iter()
+        .map(|(topic, epoch)| ((*topic).to_owned(), (*epoch).into()))
+        .collect();
+    body.extend_from_slice(b",\"epochs\":");
+    body.extend_from_slice(serde_json::Value::from(epochs).to_string().as_bytes());
     body.push(b'}');
     body
 }
@@ -67,12 +77,13 @@ mod tests {
             from: 1,
             to: 3,
         }];
-        let body = poll_body(&ticks, &gaps, "A:42,B:9");
+        let body = poll_body(&ticks, &gaps, "A:42,B:9", &[("A", "e1"), ("B", "e2")]);
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.contains(r#""data":{"b": 1.50}"#));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["ticks"][1]["seq"], 42);
         assert_eq!(v["gaps"][0]["to"], 3);
         assert_eq!(v["cursor"], "A:42,B:9");
+        assert_eq!(v["epochs"]["B"], "e2");
     }
 }

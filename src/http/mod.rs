@@ -13,9 +13,11 @@
 //! The routes' own pure parts: [`router`] maps paths to routes, [`upgrade`]
 //! applies RFC 6455's rules to an upgrade request, [`query`] reads
 //! long-poll and SSE requests, [`publish`] reads publish bodies, and
-//! [`longpoll`] builds long-poll answers. [`refusal`] is every refusal's
+//! [`longpoll`] builds long-poll answers, and [`demo`] holds the embedded
+//! demo page and client bundle. [`refusal`] is every refusal's
 //! status, text and metrics label, in one place.
 
+pub mod demo;
 pub mod error;
 pub mod longpoll;
 pub mod publish;

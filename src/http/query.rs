@@ -1,7 +1,11 @@
 //! The query of a long-poll or SSE request: which topics, from where, and
 //! how long to hold. `GET /poll?topic=AAPL&topic=MSFT&since=AAPL:41,MSFT:7&timeout=25`.
 //!
-//! A cursor is `<topic>:<seq>`: the last seq the client has. Pure: bytes in,
+//! A cursor is `<topic>:<seq>`: the last seq the client has. `epoch=A:<epoch>,..`
+//! names the numbering those seqs belong to (the `epoch` of a `subscribed`
+//! event or a long-poll answer's `epochs`), so that after a broker restart
+//! the client gets a gap and the snapshot instead of ticks of another
+//! numbering, as `since` + `epoch` does on a WebSocket. Pure: bytes in,
 //! a request or a reason for a 400 out.
 
 use std::fmt;
@@ -9,6 +13,7 @@ use std::time::Duration;
 
 use super::request::Request;
 use crate::topic::{BadTopic, TopicName};
+use crate::wire::checked_max_hz;
 
 /// One topic of a request and where the client is in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,14 +21,19 @@ pub struct TopicCursor {
     pub topic: TopicName<'static>,
     /// The last seq the client has; `None` means "the latest, then live".
     pub since: Option<u64>,
+    /// The epoch `since` counts in, when the client gave one.
+    pub epoch: Option<String>,
 }
 
 /// A parsed long-poll or SSE request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StreamRequest {
     pub topics: Vec<TopicCursor>,
     /// How long a long-poll may be held (already capped).
     pub timeout: Duration,
+    /// `max_hz` (SSE): at most this many ticks per second per topic, the
+    /// newest winning, as the WebSocket op's `max_hz`; `None` = no cap.
+    pub max_hz: Option<f64>,
 }
 
 /// Limits that apply while parsing.
@@ -51,7 +61,14 @@ pub enum QueryError {
         cursor: String,
         problem: CursorProblem,
     },
+    /// An `epoch` entry that is not `<topic>:<epoch>` with a plausible epoch.
+    BadEpoch(String),
+    /// A `max_hz` that is not a number from 0.001 up.
+    BadMaxHz(String),
 }
+
+/// Longest epoch accepted in a query; the broker's own are far shorter.
+const MAX_EPOCH_BYTES: usize = 64;
 
 /// What is wrong with a `<topic>:<seq>` cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +90,14 @@ impl fmt::Display for QueryError {
             QueryError::CursorNotRequested(topic) => {
                 write!(f, "cursor for {topic:?}, which is not a requested topic")
             }
+            QueryError::BadMaxHz(value) => write!(
+                f,
+                "max_hz {value:?} is not a number from 0.001 (one tick per 1,000 s) up"
+            ),
+            QueryError::BadEpoch(entry) => write!(
+                f,
+                "epoch {entry:?} is not <topic>:<epoch> (epoch: 1 to {MAX_EPOCH_BYTES} of [A-Za-z0-9_-])"
+            ),
             QueryError::BadCursor { cursor, problem } => match problem {
                 CursorProblem::Shape => write!(f, "cursor {cursor:?} is not <topic>:<seq>"),
                 CursorProblem::Topic(error) => write!(f, "cursor {cursor:?}: {error}"),
@@ -94,7 +119,9 @@ pub fn parse_stream_request(
 ) -> Result<StreamRequest, QueryError> {
     let mut topics: Vec<TopicCursor> = Vec::new();
     let mut cursors: Vec<(String, u64)> = Vec::new();
+    let mut epochs: Vec<(String, String)> = Vec::new();
     let mut timeout = limits.default_timeout;
+    let mut max_hz = None;
     for (key, value) in request.query_params() {
         match key.as_ref() {
             "topic" => {
@@ -112,6 +139,7 @@ pub fn parse_stream_request(
                         topics.push(TopicCursor {
                             topic: topic.into_owned(),
                             since: None,
+                            epoch: None,
                         });
                     }
                 }
@@ -124,6 +152,19 @@ pub fn parse_stream_request(
                     }
                     cursors.push(parse_cursor(cursor)?);
                 }
+            }
+            "epoch" => {
+                for entry in value.split(',').filter(|c| !c.is_empty()) {
+                    if epochs.len() == limits.max_topics {
+                        return Err(QueryError::TooManyTopics(limits.max_topics));
+                    }
+                    epochs.push(parse_epoch(entry)?);
+                }
+            }
+            "max_hz" => {
+                let bad = || QueryError::BadMaxHz(value.clone().into_owned());
+                let hz: f64 = value.parse().map_err(|_| bad())?;
+                max_hz = checked_max_hz(hz).map_err(|()| bad())?;
             }
             "timeout" => {
                 let secs: u64 = value
@@ -154,7 +195,33 @@ pub fn parse_stream_request(
             }
         }
     }
-    Ok(StreamRequest { topics, timeout })
+    for (topic, epoch) in epochs {
+        match topics.iter_mut().find(|t| t.topic.as_str() == topic) {
+            Some(entry) => entry.epoch = Some(epoch),
+            None => return Err(QueryError::CursorNotRequested(topic)),
+        }
+    }
+    Ok(StreamRequest {
+        topics,
+        timeout,
+        max_hz,
+    })
+}
+
+/// Parses `<topic>:<epoch>`; the topic may contain ':', an epoch cannot.
+fn parse_epoch(entry: &str) -> Result<(String, String), QueryError> {
+    let bad = || QueryError::BadEpoch(entry.to_owned());
+    let (topic, epoch) = entry.rsplit_once(':').ok_or_else(bad)?;
+    TopicName::new(topic).map_err(|_| bad())?;
+    let plausible = !epoch.is_empty()
+        && epoch.len() <= MAX_EPOCH_BYTES
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !plausible {
+        return Err(bad());
+    }
+    Ok((topic.to_owned(), epoch.to_owned()))
 }
 
 /// Parses `<topic>:<seq>`; the topic itself may contain ':'.
@@ -217,11 +284,13 @@ mod tests {
             vec![
                 TopicCursor {
                     topic: TopicName::new("AAPL").unwrap(),
-                    since: Some(41)
+                    since: Some(41),
+                    epoch: None,
                 },
                 TopicCursor {
                     topic: TopicName::new("fx:EUR").unwrap(),
-                    since: Some(7)
+                    since: Some(7),
+                    epoch: None,
                 },
             ]
         );
@@ -236,6 +305,33 @@ mod tests {
             parse("/sse?topic=A&since=A:3", Some("A:9")).unwrap().topics[0].since,
             Some(3)
         );
+    }
+
+    #[test]
+    fn epochs_go_with_their_topics() {
+        let r = parse("/poll?topic=A,fx:EUR&since=A:4&epoch=A:1f-2,fx:EUR:9-a", None).unwrap();
+        assert_eq!(r.topics[0].epoch.as_deref(), Some("1f-2"));
+        assert_eq!(r.topics[1].epoch.as_deref(), Some("9-a"));
+        assert_eq!(r.topics[1].since, None);
+        for bad in ["A", "A:", "A:x%20y", "A:%00"] {
+            let target = format!("/poll?topic=A&epoch={bad}");
+            assert!(parse(&target, None).unwrap_err().to_string().contains("epoch"), "{bad}");
+        }
+        assert!(parse("/poll?topic=A&epoch=B:1", None)
+            .unwrap_err()
+            .to_string()
+            .contains("not a requested topic"));
+    }
+
+    #[test]
+    fn max_hz_is_checked_like_the_websocket_op() {
+        assert_eq!(parse("/sse?topic=A&max_hz=2.5", None).unwrap().max_hz, Some(2.5));
+        assert_eq!(parse("/sse?topic=A&max_hz=1e9", None).unwrap().max_hz, None);
+        assert_eq!(parse("/sse?topic=A", None).unwrap().max_hz, None);
+        for bad in ["0", "-1", "NaN", "inf", "x"] {
+            let e = parse(&format!("/sse?topic=A&max_hz={bad}"), None).unwrap_err();
+            assert!(e.to_string().contains("max_hz"), "{bad}: {e}");
+        }
     }
 
     #[test]

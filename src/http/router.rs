@@ -1,6 +1,7 @@
 //! Which route a request's path selects, for WebSocket upgrades and for
 //! plain HTTP requests alike. Pure: the connection acts on the answer.
 
+use super::demo::is_demo_path;
 use crate::wire::{HEALTHZ_PATH, POLL_PATH, PUBLISH_PATH, READYZ_PATH, SSE_PATH};
 
 /// What an upgraded connection does with the messages it receives.
@@ -27,6 +28,9 @@ pub enum HttpRoute {
     Poll,
     /// `GET /sse`: Server-Sent Events.
     Sse,
+    /// `GET <demo_path>` and the files below it: the demo page and the
+    /// client bundle ([`super::demo`]).
+    Demo,
 }
 
 /// A path that names no route, or a method the route does not take.
@@ -71,16 +75,28 @@ pub const FIXED_ROUTES: [(&str, HttpRoute, &str); 5] = [
     (SSE_PATH, HttpRoute::Sse, "GET"),
 ];
 
+/// The configurable paths of plain HTTP routes; `None` where a route is off.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoutePaths<'a> {
+    /// `http.metrics_path`.
+    pub metrics: Option<&'a str>,
+    /// `http.demo_path`: the page, and its files below it.
+    pub demo: Option<&'a str>,
+}
+
 /// The HTTP route for a plain (non-upgrade) request.
 pub fn http_route(
     method: &str,
     path: &str,
-    metrics_path: Option<&str>,
+    paths: RoutePaths<'_>,
 ) -> Result<HttpRoute, RouteError> {
     let fixed = FIXED_ROUTES.iter().find(|(p, _, _)| *p == path);
     let (route, allow) = match fixed {
         Some(&(_, route, allow)) => (route, allow),
-        None if metrics_path == Some(path) => (HttpRoute::Metrics, "GET, HEAD"),
+        None if paths.metrics == Some(path) => (HttpRoute::Metrics, "GET, HEAD"),
+        None if paths.demo.is_some_and(|demo| is_demo_path(path, demo)) => {
+            (HttpRoute::Demo, "GET, HEAD")
+        }
         None => return Err(RouteError::NotFound),
     };
     if allow.split(", ").any(|m| m == method) {
@@ -94,6 +110,32 @@ pub fn http_route(
 mod tests {
     use super::*;
 
+    fn metrics(path: &str) -> RoutePaths<'_> {
+        RoutePaths {
+            metrics: Some(path),
+            demo: None,
+        }
+    }
+
+    #[test]
+    fn demo_route_owns_its_path_and_below() {
+        let paths = RoutePaths {
+            metrics: None,
+            demo: Some("/demo"),
+        };
+        assert_eq!(http_route("GET", "/demo", paths), Ok(HttpRoute::Demo));
+        assert_eq!(http_route("HEAD", "/demo/tickfan.js", paths), Ok(HttpRoute::Demo));
+        assert_eq!(
+            http_route("POST", "/demo", paths),
+            Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" })
+        );
+        assert_eq!(http_route("GET", "/demos", paths), Err(RouteError::NotFound));
+        assert_eq!(
+            http_route("GET", "/demo", RoutePaths::default()),
+            Err(RouteError::NotFound)
+        );
+    }
+
     #[test]
     fn routes() {
         let route = |path| websocket_route(path, "/ws", Some("/echo"));
@@ -104,39 +146,39 @@ mod tests {
             websocket_route("/echo", "/ws", None),
             Err(RouteError::NotFound)
         );
-        assert_eq!(http_route("GET", "/healthz", None), Ok(HttpRoute::Health));
+        assert_eq!(http_route("GET", "/healthz", RoutePaths::default()), Ok(HttpRoute::Health));
         assert_eq!(
-            http_route("POST", "/healthz", None),
+            http_route("POST", "/healthz", RoutePaths::default()),
             Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" })
         );
-        assert_eq!(http_route("HEAD", "/healthz", None), Ok(HttpRoute::Health));
-        assert_eq!(http_route("HEAD", "/readyz", None), Ok(HttpRoute::Ready));
+        assert_eq!(http_route("HEAD", "/healthz", RoutePaths::default()), Ok(HttpRoute::Health));
+        assert_eq!(http_route("HEAD", "/readyz", RoutePaths::default()), Ok(HttpRoute::Ready));
         assert_eq!(
-            http_route("HEAD", "/metrics", Some("/metrics")),
+            http_route("HEAD", "/metrics", metrics("/metrics")),
             Ok(HttpRoute::Metrics)
         );
         for path in ["/poll", "/sse"] {
             assert_eq!(
-                http_route("HEAD", path, None),
+                http_route("HEAD", path, RoutePaths::default()),
                 Err(RouteError::MethodNotAllowed { allow: "GET" })
             );
         }
         // Methods are case-sensitive (RFC 9110 §9.1).
         assert_eq!(
-            http_route("head", "/healthz", None),
+            http_route("head", "/healthz", RoutePaths::default()),
             Err(RouteError::MethodNotAllowed { allow: "GET, HEAD" })
         );
-        assert_eq!(http_route("GET", "/nope", None), Err(RouteError::NotFound));
+        assert_eq!(http_route("GET", "/nope", RoutePaths::default()), Err(RouteError::NotFound));
         assert_eq!(
-            http_route("GET", "/metrics", Some("/metrics")),
+            http_route("GET", "/metrics", metrics("/metrics")),
             Ok(HttpRoute::Metrics)
         );
         assert_eq!(
-            http_route("GET", "/metrics", None),
+            http_route("GET", "/metrics", RoutePaths::default()),
             Err(RouteError::NotFound)
         );
         assert_eq!(
-            http_route("GET", "/publish", None),
+            http_route("GET", "/publish", RoutePaths::default()),
             Err(RouteError::MethodNotAllowed { allow: "POST" })
         );
     }

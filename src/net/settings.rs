@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_poll_timeout: Duration,
     pub max_request_topics: usize,
     pub metrics_path: Option<String>,
+    /// `http.demo_path`: the demo page and client bundle; `None` when off.
+    pub demo_path: Option<String>,
     /// Messages per second a connection may send; 0 = unlimited.
     pub max_messages_per_sec: u32,
     /// The least time between the starts of two tick sweeps of a worker.
@@ -85,6 +87,7 @@ impl Settings {
             max_poll_timeout: Duration::from_secs(config.http.max_poll_timeout_secs),
             max_request_topics: config.http.max_request_topics,
             metrics_path: config.http.metrics_path.clone(),
+            demo_path: config.http.demo_path.clone(),
             max_messages_per_sec: ws.max_messages_per_sec,
             tick_flush_interval: config.broker.flush_interval(),
             max_mailbox_ticks: config.broker.max_mailbox_ticks,

@@ -23,6 +23,8 @@ struct PollTopic {
     id: TopicId,
     /// The newest seq the client has (or will have, with this answer).
     cursor: u64,
+    /// The topic's numbering, told in the answer's `epochs`.
+    epoch: String,
 }
 
 /// A long-poll waiting for ticks.
@@ -34,6 +36,10 @@ pub(super) struct HeldPoll {
     keep_alive: bool,
     /// The answer must say `Connection: keep-alive` (an HTTP/1.0 client).
     announce_keep_alive: bool,
+    /// `timeout=0`: answered at once, with a 200 that carries the cursors
+    /// and epochs even without ticks, so that a client learns where every
+    /// topic is (and its numbering) before anything is published.
+    answer_empty: bool,
     pub(super) expires: Instant,
 }
 
@@ -72,10 +78,11 @@ impl Connection {
             gaps: Vec::new(),
             keep_alive: request.keep_alive(),
             announce_keep_alive: request.needs_keep_alive_header(),
+            answer_empty: stream.timeout.is_zero(),
             expires: ctx.now + stream.timeout,
         };
         for wanted in &stream.topics {
-            let start = Start::from_cursor(wanted.since, None);
+            let start = Start::from_cursor(wanted.since, wanted.epoch.as_deref());
             let subscribed = ctx.table.subscribe(&wanted.topic, ctx.worker, start);
             let name: Arc<str> = wanted.topic.as_str().into();
             if let Some((from, to)) = subscribed.gap {
@@ -91,12 +98,24 @@ impl Connection {
             poll.topics.push(PollTopic {
                 name,
                 id: subscribed.topic,
-                cursor: wanted.since.unwrap_or(subscribed.seq).min(subscribed.seq),
+                cursor: if wanted
+                    .epoch
+                    .as_deref()
+                    .is_some_and(|e| e != subscribed.epoch)
+                {
+                    // Another numbering: the client's seqs mean nothing
+                    // here; the snapshot in the answer (if any) moves the
+                    // cursor to where this numbering is.
+                    0
+                } else {
+                    wanted.since.unwrap_or(subscribed.seq).min(subscribed.seq)
+                },
+                epoch: subscribed.epoch,
             });
         }
         let transport = self.set_transport(Transport::LongPoll);
         ctx.stats.count_handshake(transport);
-        let answer_now = poll.is_ready() || !poll.gaps.is_empty();
+        let answer_now = poll.is_ready() || !poll.gaps.is_empty() || poll.answer_empty;
         self.enter(Phase::Polling(Box::new(poll)), ctx.now);
         if answer_now {
             self.finish_poll(ctx);
@@ -129,6 +148,7 @@ impl Connection {
                 gaps: Vec::new(),
                 keep_alive: false,
                 announce_keep_alive: false,
+                answer_empty: false,
                 expires: ctx.now,
             }),
         );
@@ -136,15 +156,20 @@ impl Connection {
             ctx.local.remove(topic.id, ctx.token);
             ctx.table.unsubscribe(&topic.name, topic.id, ctx.worker);
         }
-        let response = if poll.ticks.is_empty() && poll.gaps.is_empty() {
+        let response = if poll.ticks.is_empty() && poll.gaps.is_empty() && !poll.answer_empty {
             Response::new(204)
         } else {
             let kept = answer_prefix(&poll.ticks, ctx.settings.out_pause_bytes());
             advance_cursors(&mut poll.topics, &poll.ticks, kept);
             poll.ticks.truncate(kept);
             let cursor = format_cursor(poll.topics.iter().map(|t| (&*t.name, t.cursor)));
+            let epochs: Vec<(&str, &str)> = poll
+                .topics
+                .iter()
+                .map(|t| (&*t.name, t.epoch.as_str()))
+                .collect();
             ctx.stats.count_delivered(self.transport, poll.ticks.len());
-            Response::json(200, poll_body(&poll.ticks, &poll.gaps, &cursor))
+            Response::json(200, poll_body(&poll.ticks, &poll.gaps, &cursor, &epochs))
                 .header("Cache-Control", "no-store")
         };
         poll.topics.clear();
@@ -246,11 +271,13 @@ mod tests {
                 name: "A".into(),
                 id: TopicId(1),
                 cursor: 0,
+                epoch: String::new(),
             },
             PollTopic {
                 name: "B".into(),
                 id: TopicId(2),
                 cursor: 6, // "latest" without a cursor: the snapshot's seq
+                epoch: String::new(),
             },
         ];
         advance_cursors(&mut topics, &all, 4);

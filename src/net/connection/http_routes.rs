@@ -5,12 +5,13 @@
 use super::{presented_rights, AwaitedBody, Connection, Flow, Phase};
 use crate::broker::auth::{Access, Rights};
 use crate::broker::topic_table::{BatchItem, Start};
+use crate::http::demo::demo_asset;
 use crate::http::publish::parse_publish_body;
 use crate::http::query::{parse_stream_request, QueryLimits, StreamRequest};
 use crate::http::refusal::Refusal;
 use crate::http::request::Request;
 use crate::http::response::Response;
-use crate::http::router::{http_route, HttpRoute};
+use crate::http::router::{http_route, HttpRoute, RouteError, RoutePaths};
 use crate::metrics::CONTENT_TYPE;
 use crate::net::context::{Ctx, Transport};
 use crate::net::out_queue::Wire;
@@ -40,11 +41,11 @@ impl Connection {
         ctx: &mut Ctx<'_>,
     ) -> (usize, Flow) {
         super::fault_injection::on_request(request.path);
-        let route = match http_route(
-            request.method,
-            request.path,
-            ctx.settings.metrics_path.as_deref(),
-        ) {
+        let paths = RoutePaths {
+            metrics: ctx.settings.metrics_path.as_deref(),
+            demo: ctx.settings.demo_path.as_deref(),
+        };
+        let route = match http_route(request.method, request.path, paths) {
             Ok(route) => route,
             Err(error) => {
                 return self.refuse_request(request, Refusal::Route(error), bytes.len(), ctx)
@@ -79,6 +80,21 @@ impl Connection {
             HttpRoute::Ready => Response::error(200, "ready"),
             HttpRoute::Metrics => {
                 Response::new(200).body(CONTENT_TYPE, ctx.metrics.render(ctx.table.topic_count()))
+            }
+            HttpRoute::Demo => {
+                let asset = paths
+                    .demo
+                    .and_then(|demo_path| demo_asset(request.path, demo_path));
+                match asset {
+                    Some(asset) => Response::new(200)
+                        .header("Cache-Control", asset.cache_control)
+                        .header("X-Content-Type-Options", "nosniff")
+                        .body(asset.content_type, asset.body),
+                    None => {
+                        let refusal = Refusal::Route(RouteError::NotFound);
+                        return self.refuse_request(request, refusal, bytes.len(), ctx);
+                    }
+                }
             }
             HttpRoute::Poll | HttpRoute::Sse => {
                 return self.on_stream_request(route, request, bytes.len(), ctx)
@@ -251,9 +267,9 @@ impl Connection {
         self.io.out.append(|buf| buf.extend_from_slice(SSE_HEAD));
         self.io.out.set_wire(Wire::Sse);
         for wanted in &stream.topics {
-            let start = Start::from_cursor(wanted.since, None);
+            let start = Start::from_cursor(wanted.since, wanted.epoch.as_deref());
             // Refusals (topic limits) arrive as `error` events on the stream.
-            let _ = session.subscribe(&mut self.io.out, &wanted.topic, start, None, ctx);
+            let _ = session.subscribe(&mut self.io.out, &wanted.topic, start, stream.max_hz, ctx);
         }
         let transport = self.set_transport(Transport::Sse);
         ctx.stats.count_handshake(transport);
