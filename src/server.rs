@@ -235,7 +235,15 @@ impl Server {
             Some(
                 std::thread::Builder::new()
                     .name("tickfan-demo-feed".to_owned())
-                    .spawn(move || demo_feed::run(&shared.table, market, rate, &shared.stopping))?,
+                    .spawn(move || {
+                        demo_feed::run(
+                            &shared.table,
+                            &shared.metrics,
+                            market,
+                            rate,
+                            &shared.stopping,
+                        )
+                    })?,
             )
         } else {
             None

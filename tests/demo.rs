@@ -115,6 +115,12 @@ fn demo_feed_publishes_a_random_walk_and_stops_with_the_broker() {
         cursor = answer.cursor;
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+    // Counted as published, under their own transport label.
+    let delivered: u64 = seen.values().sum();
+    let metric = "tickfan_ticks_published_total{transport=\"demo\"}";
+    wait_for_metrics(&broker, metric, |text| {
+        metric_sum(text, metric) >= delivered as f64
+    });
     broker.send_sigterm();
     let status = broker.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::topic_table::TopicTable;
+use crate::metrics::Metrics;
 use crate::topic::TopicName;
 
 /// How often the feed wakes to publish what is due.
@@ -108,8 +109,15 @@ fn cents(value: i64) -> String {
     format!("{}.{:02}", value / 100, value % 100)
 }
 
-/// Publishes `market` into `table` at `ticks_per_second` until `stop` is set.
-pub fn run(table: &TopicTable, mut market: Market, ticks_per_second: u32, stop: &AtomicBool) {
+/// Publishes `market` into `table` at `ticks_per_second` until `stop` is
+/// set, counting what the table took in `tickfan_ticks_published_total{transport="demo"}`.
+pub fn run(
+    table: &TopicTable,
+    metrics: &Metrics,
+    mut market: Market,
+    ticks_per_second: u32,
+    stop: &AtomicBool,
+) {
     let start = Instant::now();
     let mut sent: u64 = 0;
     while !stop.load(Ordering::Acquire) {
@@ -119,14 +127,20 @@ pub fn run(table: &TopicTable, mut market: Market, ticks_per_second: u32, stop: 
         // a second rather than publishing it in one burst.
         let floor = due.saturating_sub(u64::from(ticks_per_second));
         sent = sent.max(floor);
+        let mut published = 0u64;
         while sent < due {
             let Some((topic, json)) = market.next_tick() else {
                 return;
             };
             // A full table (`broker.max_topics`) refuses the tick; the demo
             // goes on with the symbols that have a place.
-            let _ = table.publish(&topic, json.as_bytes());
+            if table.publish(&topic, json.as_bytes()).is_ok() {
+                published += 1;
+            }
             sent = sent.saturating_add(1);
+        }
+        if published > 0 {
+            metrics.count_demo_published(published);
         }
         std::thread::sleep(STEP);
     }

@@ -236,7 +236,7 @@ impl Metrics {
     /// Creates every known label combination at zero, so dashboards show
     /// series (and rates) before the first event of each kind.
     fn init_label_sets(&self) {
-        for transport in ["websocket", "http"] {
+        for transport in ["websocket", "http", "demo"] {
             self.published.with_label_values(&[transport]);
         }
         for transport in ["websocket", "sse", "longpoll"] {
@@ -261,6 +261,13 @@ impl Metrics {
 
     /// The histogram a worker records publish-to-write latencies in; the
     /// worker keeps a local copy and flushes it with its counters.
+    /// Counts `ticks` the `--demo-feed` market published, under
+    /// `transport="demo"` (its own thread, not a worker: counted directly,
+    /// once per publishing step).
+    pub fn count_demo_published(&self, ticks: u64) {
+        self.published.with_label_values(&["demo"]).inc_by(ticks);
+    }
+
     /// Counts a reload of the TLS certificate, `ok` or failed.
     pub fn count_tls_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
