@@ -8,7 +8,9 @@
 //! broker's memory per connection (8.4 KiB, against 0.9 KiB for plain ws),
 //! and on the fan-out path every record cost an allocation. Here an idle
 //! connection holds only rustls's keys and state; records are encrypted
-//! straight into one reusable outgoing buffer, many ticks per record.
+//! straight into one outgoing buffer, many ticks per record, and the buffer
+//! goes back to the worker's [`buffer_pool`] once written (a fresh 64 KiB
+//! per flush cost page faults at saturation).
 //!
 //! [`TlsSession`] knows nothing of HTTP or WebSocket: [`super::conn_io`]
 //! hands it the socket and the plaintext to send, and takes the plaintext
@@ -25,6 +27,8 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
 };
 use rustls::ServerConfig;
+
+use super::buffer_pool;
 
 /// Bytes asked of the socket per read: a full record (16 KiB of payload and
 /// its header and tag) fits, so a burst of records is read in few calls.
@@ -220,8 +224,9 @@ impl TlsSession {
                 Err(e) => return Err(e),
             }
         }
-        // All sent: an idle connection holds no buffer.
-        self.outgoing = Vec::new();
+        // All sent: an idle connection holds no buffer; the worker's pool
+        // keeps it for the next connection's records (as for the queues).
+        buffer_pool::give(std::mem::take(&mut self.outgoing));
         self.sent = 0;
         Ok(calls)
     }
@@ -379,6 +384,9 @@ impl TlsSession {
         let room = plaintext
             .len()
             .saturating_add(records.saturating_mul(RECORD_OVERHEAD_BYTES));
+        if self.outgoing.capacity() == 0 {
+            self.outgoing = buffer_pool::take(room);
+        }
         let done = self.with_write_traffic(|traffic, outgoing| {
             let mut room = room;
             loop {
@@ -410,12 +418,16 @@ impl TlsSession {
 }
 
 /// Appends what `encode` writes (a handshake record) to `outgoing`,
-/// growing it to the size rustls asks for.
+/// growing it to the size rustls asks for; an empty `outgoing` is taken
+/// from the worker's pool, where [`TlsSession::write_pending`] returns it.
 fn encode_into(
     outgoing: &mut Vec<u8>,
     mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> Result<(), rustls::Error> {
     let mut room = 4096usize;
+    if outgoing.capacity() == 0 {
+        *outgoing = buffer_pool::take(room);
+    }
     loop {
         let start = outgoing.len();
         outgoing.resize(start.saturating_add(room), 0);
