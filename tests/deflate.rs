@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 
@@ -384,37 +384,15 @@ fn one_compression_per_publish_for_every_subscriber() {
 /// Runs a client script that prints "ready" once subscribed, publishes
 /// `count` order books for it, and returns what else it printed.
 fn run_client(mut command: Command, broker: &Broker, topic: &str, count: usize) -> String {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    if line.trim() != "ready" {
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        panic!("client said {line:?}; stderr:\n{err}");
+    let client = ClientRun::start(&mut command);
+    if client.first_line.trim() != "ready" {
+        client.fail();
     }
     let mut publisher = broker.pubsub();
     for i in 1..=count {
         publisher.publish(topic, &format!(r#"{{"i":{i},"book":{}}}"#, book(40)));
     }
-    let output = child.wait_with_output().unwrap();
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    rest
+    client.finish()
 }
 
 #[test]

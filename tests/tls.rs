@@ -433,34 +433,23 @@ async def main(port, ca):
 
 asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
 "#;
-    let mut child = Command::new(&python)
-        .args([
-            "-c",
-            script,
-            &broker.tls_addr().port().to_string(),
-            &pki.path("ca.pem"),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the Python client");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    use std::io::BufRead;
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "subscribed", "{line}");
+    let client = ClientRun::start(Command::new(&python).args([
+        "-c",
+        script,
+        &broker.tls_addr().port().to_string(),
+        &pki.path("ca.pem"),
+    ]));
+    assert_eq!(
+        client.first_line.trim(),
+        "subscribed",
+        "{}",
+        client.first_line
+    );
     let mut publisher = broker.pubsub();
     for i in 1..=20 {
         publisher.publish("PY", &format!("{{\"i\":{i}}}"));
     }
-    let output = child.wait_with_output().unwrap();
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let rest = client.finish();
     let expected: String = (1..=20).map(|i| format!("{i} {i}\n")).collect();
     assert_eq!(rest, expected);
 }

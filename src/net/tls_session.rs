@@ -388,27 +388,16 @@ impl TlsSession {
             self.outgoing = buffer_pool::take(room);
         }
         let done = self.with_write_traffic(|traffic, outgoing| {
-            let mut room = room;
-            loop {
-                let start = outgoing.len();
-                outgoing.resize(start.saturating_add(room), 0);
-                let result =
-                    traffic.encrypt(plaintext, outgoing.get_mut(start..).unwrap_or_default());
-                match result {
-                    Ok(written) => {
-                        outgoing.truncate(start.saturating_add(written));
-                        return Ok(());
-                    }
-                    Err(EncryptError::InsufficientSize(needed)) if needed.required_size > room => {
-                        outgoing.truncate(start);
-                        room = needed.required_size;
-                    }
-                    Err(error) => {
-                        outgoing.truncate(start);
-                        return Err(io::Error::other(error.to_string()));
-                    }
-                }
-            }
+            append_growing(
+                outgoing,
+                room,
+                |buf| traffic.encrypt(plaintext, buf),
+                |error| match error {
+                    EncryptError::InsufficientSize(needed) => Some(needed.required_size),
+                    _ => None,
+                },
+            )
+            .map_err(|error| io::Error::other(error.to_string()))
         });
         match done {
             None => Ok(false),
@@ -422,27 +411,44 @@ impl TlsSession {
 /// from the worker's pool, where [`TlsSession::write_pending`] returns it.
 fn encode_into(
     outgoing: &mut Vec<u8>,
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+    encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
 ) -> Result<(), rustls::Error> {
-    let mut room = 4096usize;
+    const ROOM: usize = 4096;
     if outgoing.capacity() == 0 {
-        *outgoing = buffer_pool::take(room);
+        *outgoing = buffer_pool::take(ROOM);
     }
+    append_growing(outgoing, ROOM, encode, |error| match error {
+        EncodeError::InsufficientSize(needed) => Some(needed.required_size),
+        _ => None,
+    })
+    .map_err(|error| rustls::Error::General(error.to_string()))
+}
+
+/// Appends what `write` puts into `room` spare bytes at the end of
+/// `outgoing`; when rustls answers that it needs more (`needed` reads the
+/// size from its error), tries once more with that much. On an error
+/// `outgoing` is as it was.
+fn append_growing<E>(
+    outgoing: &mut Vec<u8>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needed: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
     loop {
         let start = outgoing.len();
         outgoing.resize(start.saturating_add(room), 0);
-        match encode(outgoing.get_mut(start..).unwrap_or_default()) {
+        let result = write(outgoing.get_mut(start..).unwrap_or_default());
+        match result {
             Ok(written) => {
                 outgoing.truncate(start.saturating_add(written));
                 return Ok(());
             }
-            Err(EncodeError::InsufficientSize(needed)) if needed.required_size > room => {
-                outgoing.truncate(start);
-                room = needed.required_size;
-            }
             Err(error) => {
                 outgoing.truncate(start);
-                return Err(rustls::Error::General(error.to_string()));
+                match needed(&error) {
+                    Some(size) if size > room => room = size,
+                    _ => return Err(error),
+                }
             }
         }
     }

@@ -96,6 +96,13 @@ impl Stream {
         }
     }
 
+    /// The socket, for (de)registration with a poll.
+    fn socket_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Stream::Plain(socket) | Stream::Tls { socket, .. } => socket,
+        }
+    }
+
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.socket().take_error()
     }
@@ -225,11 +232,7 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Stream::Plain(socket) | Stream::Tls { socket, .. } => {
-                socket.register(registry, token, interests)
-            }
-        }
+        self.socket_mut().register(registry, token, interests)
     }
 
     fn reregister(
@@ -238,17 +241,11 @@ impl Source for Stream {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Stream::Plain(socket) | Stream::Tls { socket, .. } => {
-                socket.reregister(registry, token, interests)
-            }
-        }
+        self.socket_mut().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Plain(socket) | Stream::Tls { socket, .. } => socket.deregister(registry),
-        }
+        self.socket_mut().deregister(registry)
     }
 }
 

@@ -224,32 +224,31 @@ fn http_publishers_deliver_every_tick_in_order() {
     assert_complete_delivery(&report, &stdout);
 }
 
+/// Two WebSocket publishers over four topics, 20 subscribers at 300 ticks/s.
+const TWO_PUBLISHERS_FOUR_TOPICS: &[&str] = &[
+    "--publishers",
+    "2",
+    "--topics",
+    "4",
+    "--subscribers",
+    "20",
+    "--sample",
+    "4",
+    "--rate",
+    "300",
+    "--warmup",
+    "0.5",
+    "--duration",
+    "2",
+    "--drain",
+    "0.5",
+];
+
 /// Two WebSocket publishers over four topics.
 #[test]
 fn websocket_publishers_deliver_every_tick_in_order() {
     let broker = Broker::start(&["--workers", "1"]);
-    let (report, stdout) = run_load(
-        &broker,
-        "ws2",
-        &[
-            "--publishers",
-            "2",
-            "--topics",
-            "4",
-            "--subscribers",
-            "20",
-            "--sample",
-            "4",
-            "--rate",
-            "300",
-            "--warmup",
-            "0.5",
-            "--duration",
-            "2",
-            "--drain",
-            "0.5",
-        ],
-    );
+    let (report, stdout) = run_load(&broker, "ws2", TWO_PUBLISHERS_FOUR_TOPICS);
     assert_eq!(report["run"]["publisher_connections"], 2, "{stdout}");
     assert_eq!(report["run"]["publish_over"], "ws", "{stdout}");
     assert_complete_delivery(&report, &stdout);
@@ -359,26 +358,7 @@ fn a_wss_run_delivers_every_tick_in_order() {
     let (report, stdout) = run_load_at(
         broker.tls_addr(),
         "wss",
-        &[
-            "--tls-ca",
-            ca,
-            "--publishers",
-            "2",
-            "--topics",
-            "4",
-            "--subscribers",
-            "20",
-            "--sample",
-            "4",
-            "--rate",
-            "300",
-            "--warmup",
-            "0.5",
-            "--duration",
-            "2",
-            "--drain",
-            "0.5",
-        ],
+        &[&["--tls-ca", ca], TWO_PUBLISHERS_FOUR_TOPICS].concat(),
     );
     assert_complete_delivery(&report, &stdout);
 
