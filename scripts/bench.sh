@@ -12,10 +12,17 @@
 #   ws-vs-longpoll  100 topics, 1,000 clients on one topic each, 10 ticks/s per topic
 #                   (1,000 ticks/s aggregate), over WebSocket then long-poll; then the
 #                   highest aggregate rate each sustains with delivery >= 0.999
+#                   (peers without a long-poll route run the WebSocket half only)
+#   batching        the candidates for batching that follows load, side by side:
+#                   1 topic x 1,000 subscribers at each of BATCH_RATES, uWebSockets,
+#                   the BASE_BIN build (if set) and tickfan with each of
+#                   BATCH_VARIANTS ("label:--set key=value ..." entries)
 #   idle            15,000 subscribed idle WebSocket connections, nothing published:
 #                   broker RSS per connection and idle CPU over 10 s
 #   market          2,000 symbols, 5,000 subscribers with 20 Zipf-chosen symbols
-#                   each, 20,000 ticks/s aggregate (round robin over the symbols)
+#                   each, 20,000 ticks/s aggregate (round robin over the symbols),
+#                   then the highest aggregate rate with delivery >= 0.999; for
+#                   each of MARKET_TARGETS (tickfan uws nats)
 #   peers           broadcast at 1,000 subscribers for tickfan and the peers (with
 #                   the same-rate runs), and ws-vs-longpoll for tickfan and nchan
 #   flush           the latency/CPU trade-off of tickfan's --flush-interval-ms:
@@ -55,15 +62,19 @@
 #   DEFLATE_RATE=200  DEFLATE_SHAPES="quote book"  DEFLATE_PEER_MODES="off shared dedicated"
 #                          (deflate scenario; DEFLATE_PEER_MODES="" skips uWebSockets)
 #   NICE=N                 run broker and tickfan-load at nice N (root: e.g. -5)
+#   TICKFAN_BIN=PATH       the tickfan binary measured (default target/release/tickfan)
+#   BASE_BIN=PATH          another build, measured as target "base" (before/after in
+#                          one run: TARGETS="base tickfan", MARKET_TARGETS="base tickfan")
+#   MARKET_TARGETS="tickfan"  BATCH_RATES="746 3000"
 # The machine has 2 cores and may be shared: every run records the other
 # processes' CPU ("other_processes_cpu_pct"); treat figures as noisy.
 set -euo pipefail
 
 SCENARIO=${1:-}
 case $SCENARIO in
-    broadcast | ws-vs-longpoll | idle | market | peers | flush | wss | deflate) ;;
+    broadcast | ws-vs-longpoll | idle | market | peers | flush | wss | deflate | batching) ;;
     *)
-        sed -n '2,35p' "$0" >&2
+        sed -n '2,50p' "$0" >&2
         exit 2
         ;;
 esac
@@ -147,10 +158,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 tls_addr= # tickfan's TLS listener, when start_tickfan was given --tls-listen
+TICKFAN_BIN=${TICKFAN_BIN:-target/release/tickfan}
 
 start_tickfan() { # start_tickfan [EXTRA BROKER FLAGS...]
     local blog=$TMP/tickfan-$RANDOM.log
-    "${nice_cmd[@]}" taskset -c 0 target/release/tickfan --listen 127.0.0.1:0 --workers 1 \
+    "${nice_cmd[@]}" taskset -c 0 "${BIN:-$TICKFAN_BIN}" --listen 127.0.0.1:0 --workers 1 \
         --max-queue-bytes 4194304 --max-connections 19500 --max-messages-per-sec 0 \
         --shutdown-grace-ms 500 "$@" 2>"$blog" &
     tickfan_pid=$!
@@ -218,11 +230,20 @@ start_peer() {
 }
 
 start_target() {
-    if [ "$1" = tickfan ]; then start_tickfan; else start_peer "$1"; fi
+    case $1 in
+        tickfan) start_tickfan ;;
+        base) BIN=${BASE_BIN:?BASE_BIN names the build measured as target base} start_tickfan ;;
+        *) start_peer "$1" ;;
+    esac
 }
 
 stop_target() {
-    if [ "$1" = tickfan ]; then stop_tickfan; else stop_peers; fi
+    case $1 in tickfan | base) stop_tickfan ;; *) stop_peers ;; esac
+}
+
+# The dialect tickfan-load speaks to a target ("base" is a tickfan build).
+load_target() {
+    case $1 in base) echo tickfan ;; *) echo "$1" ;; esac
 }
 
 # ---- runs --------------------------------------------------------------------
@@ -232,7 +253,8 @@ run_load() {
     local target=$1 out=$2
     shift 2
     local rlog=${out%.json}.log
-    if ! timeout 600 "${nice_cmd[@]}" taskset -c 1 target/release/tickfan-load --target "$target" \
+    if ! timeout 600 "${nice_cmd[@]}" taskset -c 1 target/release/tickfan-load \
+        --target "$(load_target "$target")" \
         --addr "$addr" --broker-pid "$broker_pid" --json "$out" "$@" >"$rlog" 2>&1; then
         log "run failed: $target $*"
         tail -n 5 "$rlog" >&2
@@ -385,6 +407,7 @@ same_rate() {
 ws_vs_longpoll() { # ws_vs_longpoll TARGET
     local target=$1 transport
     for transport in ws longpoll; do
+        case $transport:$target in longpoll:uws | longpoll:nats | longpoll:ws) continue ;; esac
         local name=wsvlp-$target-$transport
         local args=(--topics 100)
         if [ "$transport" = ws ]; then
@@ -416,14 +439,52 @@ idle() {
 }
 
 market() {
-    local subs=${MARKET_SUBS:-5000} topics=${MARKET_TOPICS:-2000} rate=${MARKET_RATE:-20000}
-    start_tickfan
-    log "market: $topics symbols, $subs subscribers x 20 Zipf symbols, $rate ticks/s"
-    run_load tickfan "$TMP/market.json" --subscribers "$subs" --topics "$topics" \
-        --zipf-per-client 20 --rate "$rate" --warmup 2 --duration "$DURATION" --drain 2 \
-        --setup-timeout 120 \
-        && row market tickfan ws "$subs" "$topics" "$rate" null "$TMP/market.json"
-    stop_tickfan
+    local subs=${MARKET_SUBS:-5000} topics=${MARKET_TOPICS:-2000} rate=${MARKET_RATE:-20000} target
+    local args=(--subscribers "$subs" --topics "$topics" --zipf-per-client 20 --setup-timeout 120)
+    for target in ${MARKET_TARGETS:-tickfan}; do
+        local name=market-$target
+        start_target "$target" || continue
+        log "$name: $topics symbols, $subs subscribers x 20 Zipf symbols, $rate ticks/s"
+        run_load "$target" "$TMP/$name.json" --rate "$rate" --warmup 2 --duration "$DURATION" \
+            --drain 2 "${args[@]}" || { stop_target "$target"; continue; }
+        local found known=
+        ok "$TMP/$name.json" "$rate" && known=$rate:$TMP/$name.json
+        found=$(KNOWN_OK=$known search "$name" "$target" "${args[@]}")
+        row market "$target" ws "$subs" "$topics" "$rate" "$found" "$TMP/$name.json" \
+            "$TMP/$name-best.json"
+        stop_target "$target"
+    done
+}
+
+# batching: for each rate, the peer, the base build and each tickfan variant.
+batching() {
+    local rate variant label flags
+    local args=(--warmup 2 --duration "$DURATION" --drain 1 --subscribers 1000 --topics 1 --threads 1)
+    local variants=${BATCH_VARIANTS:-"immediate:--set broker.max_batch_delay_ms=0
+sweep 5 ms (default):
+connection 5 ms:--set broker.batching=connection
+sweep 10 ms:--set broker.max_batch_delay_ms=10
+fixed flush=20 ms:--flush-interval-ms 20"}
+    for rate in ${BATCH_RATES:-746 3000}; do
+        for peer in uws ${BASE_BIN:+base}; do
+            start_target "$peer" || continue
+            log "batching: $peer at $rate ticks/s"
+            run_load "$peer" "$TMP/batching-$rate-$peer.json" --rate "$rate" "${args[@]}" \
+                && row "batching at $rate/s" "$peer" ws 1000 1 "$rate" null \
+                    "$TMP/batching-$rate-$peer.json"
+            stop_target "$peer"
+        done
+        while IFS= read -r variant; do
+            label=${variant%%:*} flags=${variant#*:}
+            # shellcheck disable=SC2086 # flags are words
+            start_tickfan $flags || continue
+            local out=$TMP/batching-$rate-${label//[^a-z0-9]/_}.json
+            log "batching: tickfan $label at $rate ticks/s"
+            run_load tickfan "$out" --rate "$rate" "${args[@]}" \
+                && row "batching at $rate/s" "tickfan $label" ws 1000 1 "$rate" null "$out"
+            stop_tickfan
+        done <<<"$variants"
+    done
 }
 
 # flush: for each rate, the peer and then tickfan with each flush interval.
@@ -646,6 +707,7 @@ case $SCENARIO in
     wss) wss ;;
     deflate) deflate ;;
     flush) flush ;;
+    batching) batching ;;
     broadcast)
         for t in ${TARGETS:-tickfan}; do
             for s in ${SUBS:-100 1000 10000}; do broadcast "$t" "$s"; done

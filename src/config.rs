@@ -180,6 +180,12 @@ pub struct BrokerConfig {
     /// a worker; 0 to 1000. Trades latency for CPU per delivered tick.
     #[serde(deserialize_with = "int")]
     pub flush_interval_ms: u64,
+    /// `broker.max_batch_delay_ms`: the most a saturated worker lets ticks
+    /// wait so each write carries more of them; 0 to 1000, 0 = never wait.
+    #[serde(deserialize_with = "int")]
+    pub max_batch_delay_ms: u64,
+    /// `broker.batching`: how a saturated worker batches, per sweep or per connection.
+    pub batching: BatchingMode,
     /// `broker.max_mailbox_ticks`: ticks a worker's mailbox may hold before
     /// connections that may publish stop being read; at least 1.
     #[serde(deserialize_with = "int")]
@@ -202,6 +208,19 @@ pub enum SlowConsumerPolicy {
     /// `"disconnect"`: close with 1008 once over the bound for longer than
     /// `broker.slow_consumer_grace_ms`, or at twice the bound.
     Disconnect,
+}
+
+/// `broker.batching`: how a worker puts more ticks into each write when it
+/// is saturated (see `net::pacer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum BatchingMode {
+    /// `"sweep"`: the next write sweep waits as long as the last one took,
+    /// up to `broker.max_batch_delay_ms`.
+    Sweep,
+    /// `"connection"`: a connection that wrote less than
+    /// `broker.max_batch_delay_ms` ago waits for a fuller batch (Nagle-like).
+    Connection,
 }
 
 /// The `[http]` section: long-polling, SSE, HTTP publish and metrics.
@@ -480,6 +499,7 @@ impl Config {
         range!(broker.heartbeat_interval_ms, 100..);
         range!(broker.max_queue_bytes, 4096..);
         range!(broker.flush_interval_ms, 0..=1000);
+        range!(broker.max_batch_delay_ms, 0..=1000);
         range!(broker.max_mailbox_ticks, 1..);
         range!(broker.max_total_queue_bytes, 1 << 20..);
         range!(http.max_body_bytes, 1..);
@@ -633,6 +653,36 @@ impl BrokerConfig {
     /// Returns `broker.flush_interval_ms` as a [`Duration`].
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
+    }
+
+    /// Returns `broker.max_batch_delay_ms` as a [`Duration`].
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_millis(self.max_batch_delay_ms)
+    }
+}
+
+impl BatchingMode {
+    /// Returns the mode's name as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchingMode::Sweep => "sweep",
+            BatchingMode::Connection => "connection",
+        }
+    }
+}
+
+/// How serde reads `broker.batching`; the error names both modes.
+impl TryFrom<String> for BatchingMode {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "sweep" => Ok(BatchingMode::Sweep),
+            "connection" => Ok(BatchingMode::Connection),
+            _ => Err(format!(
+                "{s:?} is not a batching mode: use sweep or connection"
+            )),
+        }
     }
 }
 
@@ -1377,6 +1427,8 @@ mod tests {
                     slow_consumer: SlowConsumerPolicy::Conflate,
                     slow_consumer_grace_ms: 2000,
                     flush_interval_ms: 0,
+                    max_batch_delay_ms: 5,
+                    batching: BatchingMode::Sweep,
                     max_mailbox_ticks: 65_536,
                     max_total_queue_bytes: 1 << 30,
                 },
@@ -1695,6 +1747,11 @@ mod tests {
                 "[broker]\nflush_interval_ms = 1001",
                 "broker.flush_interval_ms",
             ),
+            (
+                "[broker]\nmax_batch_delay_ms = 1001",
+                "broker.max_batch_delay_ms",
+            ),
+            ("[broker]\nbatching = \"nagle\"", "broker.batching"),
             (
                 "[broker]\nmax_mailbox_ticks = 0",
                 "broker.max_mailbox_ticks",

@@ -44,6 +44,7 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "tickfan_worker_busy_seconds_total",
     "tickfan_accept_errors_total",
     "tickfan_publisher_pauses_total",
+    "tickfan_batch_waits_total",
     "tickfan_connections",
     "tickfan_subscriptions",
     "tickfan_topics",

@@ -46,6 +46,7 @@ pub struct Metrics {
     worker_busy: CounterVec,
     accept_errors: IntCounter,
     publisher_pauses: IntCounter,
+    batch_waits: IntCounter,
     deflate_compressions: IntCounter,
     deflate_bytes: IntCounterVec,
     inflated_messages: IntCounter,
@@ -139,6 +140,12 @@ impl Metrics {
                 "Reads of publishing connections put off (2 ms each) because a worker mailbox \
                  held over broker.max_mailbox_ticks: publishers faster than fan-out",
             ),
+            batch_waits: counter(
+                "tickfan_batch_waits_total",
+                "Write sweeps a saturated worker let wait (up to broker.max_batch_delay_ms) \
+                 so that writes carry more ticks; with broker.batching = \"connection\", \
+                 connections held back",
+            ),
             deflate_compressions: counter(
                 "tickfan_deflate_compressions_total",
                 "Ticks compressed for permessage-deflate subscribers: once per publish \
@@ -190,7 +197,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn Collector>; 25] = [
+        let collectors: [Box<dyn Collector>; 26] = [
             Box::new(m.published.clone()),
             Box::new(m.delivered.clone()),
             Box::new(m.received_bytes.clone()),
@@ -206,6 +213,7 @@ impl Metrics {
             Box::new(m.worker_busy.clone()),
             Box::new(m.accept_errors.clone()),
             Box::new(m.publisher_pauses.clone()),
+            Box::new(m.batch_waits.clone()),
             Box::new(m.deflate_compressions.clone()),
             Box::new(m.deflate_bytes.clone()),
             Box::new(m.inflated_messages.clone()),
@@ -358,6 +366,8 @@ impl Metrics {
             .inc_by(delta(now.accept_errors, before.accept_errors));
         self.publisher_pauses
             .inc_by(delta(now.publisher_pauses, before.publisher_pauses));
+        self.batch_waits
+            .inc_by(delta(now.batch_waits, before.batch_waits));
         self.deflate_compressions
             .inc_by(delta(now.deflate_compressions, before.deflate_compressions));
         self.deflate_bytes

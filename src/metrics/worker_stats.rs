@@ -108,6 +108,8 @@ pub struct WorkerStats {
     /// Reads of a connection that may publish put off because a mailbox
     /// held over `broker.max_mailbox_ticks`.
     pub publisher_pauses: u64,
+    /// Sweeps (or connections) held back for batching (`net::pacer`).
+    pub batch_waits: u64,
     /// Time the event loop spent outside `poll`.
     pub busy_nanos: u64,
     /// Ticks compressed for permessage-deflate subscribers (once each per
@@ -135,6 +137,11 @@ impl WorkerStats {
         if let Some(count) = self.delivered.get_mut(transport as usize) {
             *count += ticks as u64;
         }
+    }
+
+    /// Ticks written to clients of every transport.
+    pub fn delivered_total(&self) -> u64 {
+        self.delivered.iter().sum()
     }
 
     /// Counts a refused request under its `reason` label.

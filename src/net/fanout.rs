@@ -42,6 +42,8 @@ pub struct Slot {
     pub counted_queue_bytes: usize,
     /// The deadline this connection has filed with the worker's timers.
     pub timer_at: Option<Instant>,
+    /// When a sweep last wrote this connection (for per-connection batching).
+    pub last_write: Option<Instant>,
 }
 
 impl Slot {
@@ -51,6 +53,7 @@ impl Slot {
             dirty: false,
             counted_queue_bytes: 0,
             timer_at: None,
+            last_write: None,
         }
     }
 }

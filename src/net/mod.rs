@@ -12,7 +12,8 @@
 //!   socket, with its [`read_buf`] and [`out_queue`] ([`buffer_pool`]
 //!   recycles the queues' buffers).
 //! - [`fanout`]: ticks to local subscribers, `max_hz`, queue pressure and
-//!   the slow-consumer policy.
+//!   the slow-consumer policy; [`pacer`]: when the next write sweep may
+//!   start, so that writes carry more ticks as load grows.
 //! - [`tls`]: the TLS listener's certificate and its reload;
 //!   [`tls_session`]: a connection's TLS session and its record buffers;
 //!   [`tls_outcome`]: how each TLS handshake ended, for the metrics.
@@ -33,6 +34,7 @@ pub mod connection;
 pub mod context;
 pub mod fanout;
 pub mod listener;
+pub mod pacer;
 pub mod peer_limit;
 pub mod rate_limit;
 pub mod session_harness;

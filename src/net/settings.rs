@@ -5,8 +5,9 @@ use std::time::Duration;
 
 // The one place the network layer reads the configuration: it is
 // converted here, once, and the rest of `net` sees only `Settings`.
-use crate::config::Config;
+use super::pacer::Batching;
 pub use crate::config::SlowConsumerPolicy;
+use crate::config::{BatchingMode, Config};
 use crate::protocol::decoder::Limits;
 use crate::tick::DeflateForm;
 
@@ -40,8 +41,9 @@ pub struct Settings {
     pub demo_path: Option<String>,
     /// Messages per second a connection may send; 0 = unlimited.
     pub max_messages_per_sec: u32,
-    /// The least time between the starts of two tick sweeps of a worker.
-    pub tick_flush_interval: Duration,
+    /// How a worker schedules its tick sweeps (`broker.max_batch_delay_ms`,
+    /// `broker.batching`, overridden by `broker.flush_interval_ms`).
+    pub batching: Batching,
     /// Mailbox backlog (ticks) past which publishing connections are not read.
     pub max_mailbox_ticks: usize,
     /// One worker's share of `broker.max_total_queue_bytes`.
@@ -89,7 +91,7 @@ impl Settings {
             metrics_path: config.http.metrics_path.clone(),
             demo_path: config.http.demo_path.clone(),
             max_messages_per_sec: ws.max_messages_per_sec,
-            tick_flush_interval: config.broker.flush_interval(),
+            batching: batching(config),
             max_mailbox_ticks: config.broker.max_mailbox_ticks,
             worker_queue_budget: config.broker.max_total_queue_bytes / config.worker_count(),
             deflate: ws.deflate,
@@ -112,5 +114,22 @@ impl Settings {
     /// bound.
     pub fn out_pause_bytes(&self) -> usize {
         self.frame_limits.max_message_bytes.max(1 << 20)
+    }
+}
+
+/// The sweep schedule the broker section asks for: a fixed
+/// `flush_interval_ms` overrides batching that follows load.
+fn batching(config: &Config) -> Batching {
+    let broker = &config.broker;
+    let budget = broker.max_batch_delay();
+    if !broker.flush_interval().is_zero() {
+        Batching::Fixed(broker.flush_interval())
+    } else if budget.is_zero() {
+        Batching::Immediate
+    } else {
+        match broker.batching {
+            BatchingMode::Sweep => Batching::Sweep { budget },
+            BatchingMode::Connection => Batching::Connection { budget },
+        }
     }
 }

@@ -23,6 +23,7 @@ use super::connection::{Connection, OverLimit, Verdict};
 use super::context::{Ctx, WorkerStats};
 use super::fanout::{Fanout, Slot};
 use super::listener::configure_accepted;
+use super::pacer::{Pacer, Sweep};
 use super::peer_limit::PeerLimit;
 use super::read_buf::ReadBuf;
 use super::settings::Settings;
@@ -56,6 +57,18 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// 10,000 subscribers a turn handles ~25 ticks, with 10 subscribers ~25,000,
 /// so a publish flood can neither starve reads nor hold every write back.
 const FANOUT_BUDGET: usize = 256 * 1024;
+
+/// The longest a write sweep runs before the worker serves its ready
+/// sockets and its mailbox in between: with 1,000 subscribers a sweep
+/// takes ~10 ms (10 µs per loopback write), which would otherwise delay a
+/// publisher's next read, and the ticks it brings, by a whole sweep.
+const SWEEP_SLICE: Duration = Duration::from_micros(500);
+
+/// Connections written between two looks at the clock in a sweep.
+const SLICE_CHECK_EVERY: usize = 16;
+
+/// Readiness events taken between two slices of a sweep.
+const SLICE_EVENTS: usize = 256;
 
 /// How long accepting pauses after the process ran out of file descriptors,
 /// so a full table does not spin the loop on a listener that stays ready.
@@ -123,9 +136,14 @@ pub struct Worker {
     reread: Vec<Token>,
     /// The mailbox had more than one turn's budget.
     mail_waiting: bool,
-    /// The next sweep of `dirty` waits until then: `flush_interval_ms`
-    /// after the start of the last one.
-    sweep_not_before: Instant,
+    /// When the next sweep of dirty connections may start.
+    pacer: Pacer,
+    /// Dirty connections held back by per-connection batching, and the
+    /// earliest instant one of them is due.
+    held: Vec<Token>,
+    held_until: Option<Instant>,
+    /// Readiness events polled between two slices of a sweep.
+    slice_events: Events,
     accept_paused_until: Option<Instant>,
     next_housekeeping: Instant,
     stop_deadline: Option<Instant>,
@@ -150,6 +168,7 @@ impl Worker {
             poll.registry()
                 .register(tls_listener, TLS_LISTENER, Interest::READABLE)?;
         }
+        let pacer = Pacer::new(shared.settings.batching, Instant::now());
         Ok(Worker {
             id,
             poll,
@@ -171,7 +190,10 @@ impl Worker {
             next_metrics: Instant::now() + METRICS_EVERY,
             reread: Vec::new(),
             mail_waiting: false,
-            sweep_not_before: Instant::now(),
+            pacer,
+            held: Vec::new(),
+            held_until: None,
+            slice_events: Events::with_capacity(SLICE_EVENTS),
             accept_paused_until: None,
             next_housekeeping: Instant::now() + HOUSEKEEPING_EVERY,
             stop_deadline: None,
@@ -198,15 +220,7 @@ impl Worker {
             }
             let now = Instant::now();
             self.tls_handshakes_left = TLS_HANDSHAKES_PER_TURN;
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER | TLS_LISTENER => self.accept(now),
-                    WAKER => {}
-                    token => {
-                        self.on_event(token, event.is_readable() || event.is_read_closed(), now)
-                    }
-                }
-            }
+            self.handle_events(&events, now);
             if self.accept_paused_until.is_some_and(|until| now >= until) {
                 // The listener stays readable without a new edge: retry
                 // the connections still waiting in the backlog.
@@ -215,7 +229,10 @@ impl Worker {
             self.reread_unfinished(now);
             self.drain_mailbox(now);
             self.fire_timers(now);
-            if now >= self.sweep_not_before {
+            if self.fanout.has_dirty() {
+                self.pacer.note_dirty(now);
+            }
+            if self.sweep_due(now) {
                 self.flush_dirty(now);
             }
             if now >= self.next_metrics {
@@ -232,11 +249,21 @@ impl Worker {
         }
     }
 
+    fn handle_events(&mut self, events: &Events, now: Instant) {
+        for event in events.iter() {
+            match event.token() {
+                LISTENER | TLS_LISTENER => self.accept(now),
+                WAKER => {}
+                token => self.on_event(token, event.is_readable() || event.is_read_closed(), now),
+            }
+        }
+    }
+
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.reread.is_empty() || self.mail_waiting {
             return Some(Duration::ZERO);
         }
-        let sweep = self.fanout.has_dirty().then_some(self.sweep_not_before);
+        let sweep = self.next_sweep();
         if sweep.is_some_and(|at| at <= now) {
             return Some(Duration::ZERO);
         }
@@ -436,21 +463,54 @@ impl Worker {
         self.mail_waiting = true;
     }
 
+    /// When the next sweep is due: as soon as the pacer allows if some
+    /// connection is dirty, or when a held connection's batch is due.
+    fn next_sweep(&self) -> Option<Instant> {
+        let dirty = self.fanout.has_dirty().then_some(self.pacer.not_before());
+        [dirty, self.held_until].into_iter().flatten().min()
+    }
+
+    fn sweep_due(&self, now: Instant) -> bool {
+        self.next_sweep().is_some_and(|at| at <= now)
+    }
+
     /// Writes every connection that got ticks since the last sweep, once;
-    /// held long-polls that got ticks are answered first. With a
-    /// `flush_interval_ms`, the run loop calls this at most that often, so
-    /// that ticks arriving faster share writes (a write costs about the
-    /// same for one tick as for fifty); a tick after a quiet spell finds
-    /// the interval already passed and goes out at the end of its turn.
+    /// held long-polls that got ticks are answered first. When the sweep
+    /// may start is the [`Pacer`]'s decision: at once while the worker
+    /// keeps up; later, so that writes carry more ticks, while it is
+    /// saturated or with a fixed `flush_interval_ms`.
     fn flush_dirty(&mut self, now: Instant) {
-        if self.fanout.has_dirty() {
-            self.sweep_not_before = now + self.shared.settings.tick_flush_interval;
+        self.pacer.sweep_started(now);
+        let (writes_before, ticks_before) =
+            (self.stats.write_syscalls, self.stats.delivered_total());
+        let mut tokens = self.fanout.take_dirty();
+        if self.held_until.is_some_and(|at| at <= now) {
+            self.held_until = None;
+            tokens.append(&mut self.held);
         }
-        for token in self.fanout.take_dirty() {
+        let mut next_slice = now + SWEEP_SLICE;
+        for (i, token) in tokens.into_iter().enumerate() {
+            if i % SLICE_CHECK_EVERY == SLICE_CHECK_EVERY - 1 {
+                let at = Instant::now();
+                if at >= next_slice {
+                    self.between_slices(at);
+                    next_slice = at + SWEEP_SLICE;
+                }
+            }
+            if let Some(release) = self.connections.get_mut(token).and_then(|slot| {
+                let queued = slot.connection.queued_bytes();
+                self.pacer.hold_connection(slot.last_write, queued, now)
+            }) {
+                self.pacer.count_held();
+                self.held.push(token);
+                self.held_until = Some(self.held_until.map_or(release, |at| at.min(release)));
+                continue;
+            }
             let (Some(slot), mut ctx) = self.ctx(token, now) else {
                 continue;
             };
             slot.dirty = false;
+            slot.last_write = Some(now);
             let connection = &mut slot.connection;
             if connection.poll_ready() {
                 connection.finish_poll(&mut ctx);
@@ -458,6 +518,28 @@ impl Worker {
             let verdict = connection.flush(ctx.stats, ctx.latency);
             self.settle(token, verdict);
         }
+        self.pacer.sweep_ended(Sweep {
+            started: now,
+            ended: Instant::now(),
+            writes: self.stats.write_syscalls - writes_before,
+            ticks: self.stats.delivered_total() - ticks_before,
+        });
+    }
+
+    /// Between two slices of a long sweep: the sockets that became ready
+    /// (publishers above all) are served and the mailbox is drained, so a
+    /// publisher is read every [`SWEEP_SLICE`] however long the sweep, and
+    /// ticks that came meanwhile still reach the connections this sweep
+    /// has not written yet — a connection's next write carries every tick
+    /// that arrived before it, not only those queued when the sweep began.
+    fn between_slices(&mut self, now: Instant) {
+        let mut events = std::mem::replace(&mut self.slice_events, Events::with_capacity(0));
+        if self.poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
+            self.handle_events(&events, now);
+        }
+        self.slice_events = events;
+        self.reread_unfinished(now);
+        self.drain_mailbox(now);
     }
 
     /// Brings the fan-out's queued-bytes total up to date with one
@@ -519,6 +601,7 @@ impl Worker {
     fn flush_metrics(&mut self, now: Instant) {
         self.next_metrics = now + METRICS_EVERY;
         // Ticks this thread compressed for its deflate subscribers.
+        self.stats.batch_waits += self.pacer.take_waits();
         let deflated = take_deflate_counts();
         self.stats.deflate_compressions += deflated.compressions;
         self.stats.deflate_bytes_in += deflated.bytes_in;

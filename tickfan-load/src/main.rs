@@ -86,7 +86,7 @@ struct Args {
     topics: usize,
     /// Instead of one topic each, every WebSocket subscriber follows this
     /// many distinct topics drawn by a Zipf law over the K topics (one sub
-    /// op each). tickfan and NATS only.
+    /// op each). tickfan, NATS and uWebSockets (`uws`) only.
     #[arg(long, default_value_t = 0)]
     zipf_per_client: usize,
     /// Exponent s of that Zipf law (rank r weighted 1/r^s).

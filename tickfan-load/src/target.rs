@@ -93,9 +93,10 @@ impl Target {
         matches!(self, Target::Tickfan | Target::Nats)
     }
 
-    /// Whether a subscriber may hold several topics on one connection.
+    /// Whether a subscriber may hold several topics on one connection
+    /// (the uWebSockets peer takes more with `{"op":"sub","topic":T}`).
     pub fn multi_topic(self) -> bool {
-        matches!(self, Target::Tickfan | Target::Nats)
+        matches!(self, Target::Tickfan | Target::Nats | Target::Uws)
     }
 
     /// Whether the target has a long-poll route the fleet can follow.
@@ -125,8 +126,17 @@ impl Target {
                 ws::push_client_frame(out, OpCode::Binary, text.as_bytes(), rng.mask());
                 1
             }
-            // Subscribed by the path as the upgrade completes.
-            Target::Nchan | Target::Uws | Target::NodeWs => 0,
+            // The path's topic is subscribed as the upgrade completes; the
+            // uWebSockets peer subscribes the rest in order, without an ack
+            // (the fleet's settle time covers them, as for the path's one).
+            Target::Uws => {
+                for topic in topics.iter().skip(1) {
+                    let op = format!("{{\"op\":\"sub\",\"topic\":\"{topic}\"}}");
+                    ws::push_client_frame(out, OpCode::Text, op.as_bytes(), rng.mask());
+                }
+                0
+            }
+            Target::Nchan | Target::NodeWs => 0,
         }
     }
 
