@@ -81,9 +81,11 @@ fn main() -> ExitCode {
     let reloader = server.stopper();
     std::thread::spawn(move || {
         for number in signals.forever() {
-            // SIGHUP reloads the TLS certificate; the others stop the broker.
+            // SIGHUP reloads the TLS certificate and the JWT keys; the
+            // others stop the broker.
             if number == SIGHUP {
                 reloader.reload_tls();
+                reloader.reload_jwt_keys();
                 continue;
             }
             if signalled.send(number).is_err() {

@@ -51,9 +51,10 @@ impl Transport {
 
 /// The `reason` labels of refused requests and upgrades; which refusal
 /// gets which is `crate::http::refusal::Refusal::label`'s decision.
-pub const FAILURE_REASONS: [&str; 11] = [
+pub const FAILURE_REASONS: [&str; 12] = [
     "bad_request",
     "unauthorized",
+    "forbidden",
     "not_found",
     "method_not_allowed",
     "timeout",
@@ -97,7 +98,7 @@ pub struct WorkerStats {
     /// Accepted upgrades and requests, by [`Transport`] index.
     pub handshakes: [u64; Transport::ALL.len()],
     /// Refusals, by index in [`FAILURE_REASONS`].
-    pub handshake_failures: [u64; 11],
+    pub handshake_failures: [u64; FAILURE_REASONS.len()],
     /// TLS handshakes completed.
     pub tls_handshakes: u64,
     /// TLS handshakes failed, by index in [`TLS_FAILURE_REASONS`].
