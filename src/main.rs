@@ -18,6 +18,9 @@ const WORKER_DIED_EXIT_CODE: u8 = 70;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(status) = cli.run_command(&mut std::io::stdout(), &mut std::io::stderr()) {
+        return ExitCode::from(status);
+    }
     match cli.print_default_config(&mut std::io::stdout()) {
         Ok(true) => return ExitCode::SUCCESS,
         Ok(false) => {}

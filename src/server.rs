@@ -452,3 +452,12 @@ pub fn check_files(config: &Config) -> Result<(), String> {
     JwtVerifier::from_config(&config.jwt).map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// Verifies `token` as the broker configured by `config` would (for
+/// `tickfan gen-token`, which checks what it signed); the error says why not.
+pub fn verify_token(config: &Config, token: &str) -> Result<(), String> {
+    let jwt = JwtVerifier::from_config(&config.jwt)
+        .map_err(|e| e.to_string())?
+        .ok_or("JWTs are off: jwt.algorithm is empty")?;
+    jwt.verify(token).map(drop).map_err(|e| e.to_string())
+}
