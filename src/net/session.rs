@@ -309,7 +309,11 @@ impl Session {
         }
         self.rights = authentication.rights;
         self.auth_deadline = None;
+        let previous = self.expiry.take();
         self.expiry = TokenExpiry::of(&self.rights, ctx.settings, ctx.now);
+        if let (Some(expiry), Some(previous)) = (&mut self.expiry, &previous) {
+            expiry.carry_warning(previous, ctx.now);
+        }
         tracing::debug!(user = self.user().unwrap_or("-"), refresh = refreshing, "in-band auth");
         let revoked: Vec<Arc<str>> = self
             .topics

@@ -65,6 +65,15 @@ impl TokenExpiry {
         })
     }
 
+    /// After a refresh: a token that ends within the warning time too is
+    /// not warned about again when the one it replaces already was (the
+    /// client was told; a new warning would only ask for the same token).
+    pub fn carry_warning(&mut self, previous: &TokenExpiry, now: Instant) {
+        if previous.warned && self.warns_at <= now {
+            self.warned = true;
+        }
+    }
+
     /// The next deadline.
     pub fn deadline(&self) -> Instant {
         if self.warned {
