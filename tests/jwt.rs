@@ -429,3 +429,61 @@ impl SseReader {
         );
     }
 }
+
+/// An EdDSA token for `sub` signed by the fixture key `private_pem`, naming `kid`.
+fn eddsa_token(kid: &str, private_pem: &str) -> String {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
+    let pem = std::fs::read(format!("{fixtures}{private_pem}")).unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_owned());
+    let claims = json!({"sub": "gina", "exp": get_current_timestamp() + 600, "tf.sub": [">"]});
+    encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
+}
+
+#[test]
+fn sighup_rereads_the_jwks_file_and_a_bad_one_keeps_the_keys() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/");
+    let jwks_text = std::fs::read_to_string(format!("{fixtures}jwks.json")).unwrap();
+    let jwks: Value = serde_json::from_str(&jwks_text).unwrap();
+    let path = std::env::temp_dir().join(format!("tickfan-jwks-{}.json", std::process::id()));
+    std::fs::write(&path, &jwks_text).unwrap();
+    let jwks_file = format!("jwt.jwks_file={}", path.display());
+    let broker = Broker::start(&[
+        "--set",
+        "jwt.algorithm=EdDSA",
+        "--set",
+        &jwks_file,
+        "--set",
+        "auth.subscribe_requires_token=true",
+    ]);
+    let k1 = eddsa_token("k1", "ed25519_private.pem");
+    let k2 = eddsa_token("k2", "ed25519_other_private.pem");
+    let admitted =
+        |token: &str| PsClient::upgrade(broker.tcp(), &format!("{WS}?token={token}"), &[]).is_ok();
+    assert!(admitted(&k1) && admitted(&k2));
+
+    // k1 rotated out.
+    let only_k2 = json!({"keys": [jwks["keys"][1]]});
+    std::fs::write(&path, only_k2.to_string()).unwrap();
+    broker.send_sighup();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while admitted(&k1) {
+        assert!(Instant::now() < deadline, "the JWK Set was not reread");
+        std::thread::sleep(Duration::from_millis(20)); // polling a deadline, not synchronising
+    }
+    assert!(admitted(&k2));
+
+    // A broken file: the reload fails and the keys in use stay.
+    std::fs::write(&path, "not json").unwrap();
+    broker.send_sighup();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !broker.stderr_text().contains("JWT key reload failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was not logged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(admitted(&k2) && !admitted(&k1));
+    let _ = std::fs::remove_file(&path);
+}
