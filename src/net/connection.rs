@@ -47,7 +47,6 @@ use super::session::{Session, TokenDue};
 use super::settings::Settings;
 use super::settings::SlowConsumerPolicy;
 use super::tls_outcome;
-use super::token_expiry::TOKEN_EXPIRED;
 use crate::broker::auth::{Access, Rights};
 use crate::broker::events;
 use crate::http::refusal::Refusal;
@@ -792,7 +791,7 @@ impl Connection {
             "closing: {}",
             close.reason
         );
-        if close.code == TOKEN_EXPIRED {
+        if close.code == CloseCode::TOKEN_EXPIRED {
             ctx.metrics.auth.count_expiry_close();
         }
         if matches!(self.phase, Phase::Sse(_)) {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::context::Ctx;
 use super::out_queue::OutQueue;
-use super::token_expiry::{Due, TokenExpiry, AUTH_REQUIRED, TOKEN_EXPIRED};
+use super::token_expiry::{Due, TokenExpiry};
 use crate::broker::auth::{Access, Rights, TokenResult};
 use crate::broker::client_op::{parse_op, ClientOp};
 use crate::broker::events;
@@ -110,7 +110,7 @@ impl Session {
     pub fn on_token_deadline(&mut self, out: &mut OutQueue, now: Instant) -> Option<TokenDue> {
         if self.auth_deadline.is_some_and(|deadline| now >= deadline) {
             return Some(TokenDue::Close(CloseRequest {
-                code: AUTH_REQUIRED,
+                code: CloseCode::AUTH_REQUIRED,
                 reason: "authentication required",
             }));
         }
@@ -122,7 +122,7 @@ impl Session {
                 Some(TokenDue::Warned)
             }
             Due::Close => Some(TokenDue::Close(CloseRequest {
-                code: TOKEN_EXPIRED,
+                code: CloseCode::TOKEN_EXPIRED,
                 reason: "token expired: get a new token before reconnecting",
             })),
         }
@@ -301,7 +301,7 @@ impl Session {
             tracing::debug!(user = self.user().unwrap_or("-"), result = label, "in-band auth refused");
             if self.auth_deadline.is_some() {
                 return Err(CloseRequest {
-                    code: AUTH_REQUIRED,
+                    code: CloseCode::AUTH_REQUIRED,
                     reason: "authentication failed",
                 });
             }

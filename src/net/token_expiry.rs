@@ -2,7 +2,8 @@
 //! its token. A JWT's `exp` (a wall-clock time) becomes two deadlines on
 //! the worker's monotonic clock — `token_expiring` is sent
 //! `jwt.expiry_warning_secs` before the end, and the connection is closed
-//! (WebSocket close [`TOKEN_EXPIRED`]) at `exp` plus `jwt.leeway_secs`,
+//! (WebSocket close 4001, [`crate::protocol::close::CloseCode::TOKEN_EXPIRED`])
+//! at `exp` plus `jwt.leeway_secs`,
 //! the same leeway the token was accepted with. The deadlines join the
 //! connection's others on the worker's timer; a refresh replaces them.
 
@@ -10,15 +11,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::settings::Settings;
 use crate::broker::auth::Rights;
-use crate::protocol::close::CloseCode;
-
-/// Close code at a token's expiry: get a new token before reconnecting
-/// (README.md, "Per-user access").
-pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
-
-/// Close code when a connection admitted without a token did not
-/// authenticate in-band in time, or its in-band token was refused.
-pub const AUTH_REQUIRED: CloseCode = CloseCode(4003);
 
 /// What is due when a deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
