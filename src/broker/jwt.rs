@@ -31,6 +31,9 @@ use crate::config::JwtConfig;
 /// parameter can be long, and a token is parsed before it is trusted.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// The longest `sub` taken: it is named in log lines, so it is kept short.
+pub const MAX_SUB_BYTES: usize = 256;
+
 /// What a verified token grants.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Grant {
@@ -242,6 +245,11 @@ impl JwtVerifier {
         let claims = decode::<Claims>(token, key, &self.validation)
             .map_err(classify)?
             .claims;
+        if claims.sub.is_empty() || claims.sub.len() > MAX_SUB_BYTES {
+            return Err(JwtError::Malformed(format!(
+                "sub must be 1 to {MAX_SUB_BYTES} bytes"
+            )));
+        }
         let subscribe = PatternSet::new(claims.subscribe.iter().map(String::as_str))
             .map_err(JwtError::BadClaims)?;
         let publish = PatternSet::new(claims.publish.iter().map(String::as_str))

@@ -231,4 +231,45 @@ mod tests {
         let none = PatternSet::new([]).unwrap();
         assert!(none.is_empty() && !none.allows("AAPL"));
     }
+
+    /// The rules as plainly as they can be said, on vectors of segments:
+    /// the reference the compiled matcher is checked against.
+    fn reference(pattern: &str, topic: &str) -> bool {
+        let p: Vec<&str> = pattern.split('.').collect();
+        let t: Vec<&str> = topic.split('.').collect();
+        if t.iter().any(|s| s.is_empty()) {
+            return false;
+        }
+        match p.last() {
+            Some(&">") => {
+                let fixed = &p[..p.len() - 1];
+                t.len() > fixed.len()
+                    && fixed.iter().zip(&t).all(|(p, t)| *p == "*" || p == t)
+            }
+            _ => p.len() == t.len() && p.iter().zip(&t).all(|(p, t)| *p == "*" || p == t),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_matcher_agrees_with_the_reference(
+            pattern in proptest::collection::vec(
+                proptest::prop_oneof!["a", "b", "ab", "\\*"], 1..5
+            ),
+            rest in proptest::bool::ANY,
+            topic in proptest::collection::vec(proptest::prop_oneof!["a", "b", "ab", ""], 1..6),
+        ) {
+            let mut pattern = pattern.join(".");
+            if rest {
+                pattern.push_str(".>");
+            }
+            let topic = topic.join(".");
+            let compiled = TopicPattern::new(&pattern).unwrap();
+            proptest::prop_assert_eq!(
+                compiled.matches(&topic),
+                reference(&pattern, &topic),
+                "pattern {} topic {}", pattern, topic
+            );
+        }
+    }
 }

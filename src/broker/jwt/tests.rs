@@ -287,6 +287,10 @@ fn bad_patterns_and_oversized_tokens_are_refused() {
     assert_eq!(bad, Err(JwtError::BadClaims(BadPattern::EmptySegment)));
     let wrong_type = v.verify(&hs256(&claims(json!({"tf.sub": "prices.>"}))));
     assert_eq!(wrong_type.unwrap_err().label(), "malformed");
+    for sub in [String::new(), "u".repeat(MAX_SUB_BYTES + 1)] {
+        let error = v.verify(&hs256(&claims(json!({"sub": sub}))));
+        assert_eq!(error.unwrap_err().label(), "malformed");
+    }
     let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
     assert_eq!(v.verify(&huge).unwrap_err().label(), "malformed");
     assert_eq!(v.verify("garbage").unwrap_err().label(), "malformed");
