@@ -218,6 +218,13 @@ export declare class Tickfan extends Emitter<TickfanEvents> {
     private connect;
     /** The token to present: `getToken`'s (a fresh one when the last is stale), else `token`. */
     private currentToken;
+    /**
+     * Whether the token `getToken` gave ends within `ms` (read from a JWT's
+     * `exp`; a token that is no JWT never does): a long-poll, which hears no
+     * `token_expiring`, asks for a fresh one before a request that would
+     * present an expired token.
+     */
+    private tokenEndsWithin;
     /** The token last obtained (or configured), for a request made now. */
     private presentedToken;
     /** The broker says the token expires soon: get a fresh one onto the link. */

@@ -493,6 +493,24 @@ export class Tickfan extends Emitter<TickfanEvents> {
     return this.token;
   }
 
+  /**
+   * Whether the token `getToken` gave ends within `ms` (read from a JWT's
+   * `exp`; a token that is no JWT never does): a long-poll, which hears no
+   * `token_expiring`, asks for a fresh one before a request that would
+   * present an expired token.
+   */
+  private tokenEndsWithin(ms: number): boolean {
+    const payload = this.token?.split(".")[1];
+    if (!payload) return false;
+    try {
+      const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
+      const exp = JSON.parse(json).exp;
+      return typeof exp === "number" && exp * 1000 - Date.now() < ms;
+    } catch {
+      return false;
+    }
+  }
+
   /** The token last obtained (or configured), for a request made now. */
   private presentedToken(): string | undefined {
     return this.opts.getToken ? this.token : this.opts.token;
@@ -864,6 +882,11 @@ export class Tickfan extends Emitter<TickfanEvents> {
         restart = false;
         // Held for no time while a topic's position is still to learn.
         const hold = first || unannounced.size ? 0 : this.opts.pollTimeoutSecs ?? 25;
+        if (this.opts.getToken && this.tokenEndsWithin(2000)) {
+          this.tokenStale = true;
+          await this.currentToken();
+          if (stopped) return;
+        }
         const timer = setTimeout(() => mine.abort(), (hold + 10) * 1000);
         let body: any = null;
         try {

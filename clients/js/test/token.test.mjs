@@ -1,8 +1,9 @@
 // The JavaScript client's getToken() against the real broker with per-user
 // JWTs that live 3 s (no leeway, `token_expiring` 2 s before the end):
-// over a WebSocket the fresh token is sent in-band and over SSE the stream
-// is reopened with it, so ticks keep coming past several expiries with no
-// gap, no duplicate and no reconnect; a client whose getToken keeps
+// over a WebSocket the fresh token is sent in-band, over SSE the stream
+// is reopened with it, and a long-poll asks for one before a request whose
+// token would be expired, so ticks keep coming past several expiries with
+// no gap, no duplicate and no reconnect; a client whose getToken keeps
 // handing out the expired token is closed with 4001 and asks again.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
@@ -56,12 +57,13 @@ async function publishFor(broker, topic, ms) {
   return n;
 }
 
-for (const transport of ["websocket", "sse"]) {
+for (const transport of ["websocket", "sse", "poll"]) {
   test(`getToken refreshes before expiry over ${transport}: no gap, no reconnect`, async () => {
     const broker = await jwtBroker();
     let calls = 0;
     const tf = client(broker, {
       transports: [transport],
+      pollTimeoutSecs: 1,
       getToken: async () => {
         calls++;
         return sign("alice", 3, ["prices.>"]);
