@@ -356,8 +356,10 @@ fn without_a_refresh_the_connection_is_closed_with_4001_at_expiry() {
     let (code, reason) = subscriber.read_until_close().expect("a close frame");
     assert_eq!(code, 4001);
     assert!(reason.contains("token expired"), "{reason}");
+    // The token ends 1-2 s after the open (exp is in whole seconds); the
+    // bound is loose for a loaded machine: the point is that the close comes.
     assert!(
-        opened.elapsed() <= Duration::from_secs(3),
+        opened.elapsed() <= Duration::from_secs(6),
         "closed at expiry"
     );
 
