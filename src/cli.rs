@@ -17,7 +17,9 @@
 //!
 //! Two flags are not config keys but say what the process does around the
 //! server: `--print-default-config` (print and exit) and `--ready-file`
-//! (announce the bound address, [`Cli::write_ready_file`]).
+//! (announce the bound address, [`Cli::write_ready_file`]). With no command
+//! the binary runs the broker; the operator commands (`check-config`,
+//! `gen-token`) live in [`commands`].
 
 use std::fmt;
 use std::fs;
@@ -28,6 +30,9 @@ use std::path::{Path, PathBuf};
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, Parser};
 
 use crate::config::{self, Config, ConfigError, DEFAULT_TOML};
+
+pub mod commands;
+pub use commands::Operation;
 
 /// The help heading grouping every flag that sets a config key.
 const OVERRIDES_HEADING: &str = "Config overrides";
@@ -361,6 +366,10 @@ pub struct Cli {
     /// Once listening, write the bound address and a newline (e.g. 127.0.0.1:9001) to FILE, atomically (FILE.tmp, then renamed), so a supervisor or test harness can wait for it; never removed by tickfan
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+
+    /// An operator command; without one, the broker runs.
+    #[command(subcommand)]
+    pub command: Option<Operation>,
 }
 
 impl Cli {
@@ -380,10 +389,28 @@ impl Cli {
 
     /// Builds the validated configuration: the `--config` file (or the defaults), then every override.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
-        let mut table = match &self.config {
+        Config::from_table(self.load_table(self.config.as_deref())?)
+    }
+
+    /// Runs the operator command, if one was given, writing its result to
+    /// `out` and errors to `err`; returns its exit status, or `None` when
+    /// the broker is to run. `check-config FILE` reads FILE instead of `--config`.
+    pub fn run_command(&self, out: &mut impl Write, err: &mut impl Write) -> Option<u8> {
+        let operation = self.command.as_ref()?;
+        let file = match operation {
+            Operation::CheckConfig { file: Some(file) } => Some(file.as_path()),
+            _ => self.config.as_deref(),
+        };
+        Some(commands::run(operation, self.load_table(file), out, err))
+    }
+
+    /// The configuration table: `file` (or the defaults), then every
+    /// override, before [`Config::from_table`] checks it.
+    fn load_table(&self, file: Option<&Path>) -> Result<toml::Table, ConfigError> {
+        let mut table = match file {
             Some(path) => {
                 let text = fs::read_to_string(path).map_err(|e| ConfigError::Read {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     message: e.to_string(),
                 })?;
                 config::parse_over_default(&text, &path.display().to_string())?
@@ -399,7 +426,7 @@ impl Cli {
                 ShorthandMode::Append => config::append_override(&mut table, key, value)?,
             }
         }
-        Config::from_table(table)
+        Ok(table)
     }
 
     /// Writes [`DEFAULT_TOML`] to `out` if `--print-default-config` was given; returns whether it did.
@@ -467,6 +494,7 @@ impl fmt::Debug for Cli {
             .field("set", &RedactedPairs(&self.set))
             .field("print_default_config", &self.print_default_config)
             .field("ready_file", &self.ready_file)
+            .field("command", &self.command)
             .finish()
     }
 }

@@ -37,6 +37,9 @@ use toml::{Table, Value};
 use crate::topic::TopicName;
 use crate::wire::{is_b64token, BUILT_IN_PATHS};
 
+mod jwt;
+pub use jwt::JwtConfig;
+
 /// The default configuration file, compiled into the binary; it documents every key.
 pub const DEFAULT_TOML: &str = include_str!("../config/tickfan.toml");
 
@@ -60,6 +63,8 @@ pub struct Config {
     pub demo: DemoConfig,
     /// `[auth]`: who may publish and subscribe; its `Debug` redacts the tokens.
     pub auth: AuthConfig,
+    /// `[jwt]`: per-user signed tokens; its `Debug` redacts the secret.
+    pub jwt: JwtConfig,
     /// `[tls]`: the TLS listener (wss, https) and its certificate.
     pub tls: TlsConfig,
     /// `[log]`: diagnostics.
@@ -567,13 +572,15 @@ impl Config {
         if auth.subscribe_requires_token
             && auth.publish_tokens.is_empty()
             && auth.subscribe_tokens.is_empty()
+            && !self.jwt.enabled()
         {
             return Err(ConfigError::invalid(
                 "auth.subscribe_requires_token".to_owned(),
-                "is true but auth.subscribe_tokens and auth.publish_tokens are both empty, \
-                 so nobody could subscribe",
+                "is true but auth.subscribe_tokens and auth.publish_tokens are both empty \
+                 and jwt.algorithm is not set, so nobody could subscribe",
             ));
         }
+        self.jwt.validate()?;
 
         check_log_level("log.level", &log.level)?;
         check_tls(&self.tls)?;
@@ -759,7 +766,10 @@ impl fmt::Debug for AuthConfig {
 /// The command line uses it to redact its own `Debug`; this module never
 /// puts such a value into a [`ConfigError`].
 pub fn is_secret_key(dotted_key: &str) -> bool {
-    matches!(dotted_key, "auth.publish_tokens" | "auth.subscribe_tokens")
+    matches!(
+        dotted_key,
+        "auth.publish_tokens" | "auth.subscribe_tokens" | "jwt.hmac_secret"
+    )
 }
 
 /// Refuses an integer outside `range`, naming the key.
@@ -1454,6 +1464,16 @@ mod tests {
                     publish_tokens: vec![],
                     subscribe_tokens: vec![],
                     subscribe_requires_token: false,
+                },
+                jwt: JwtConfig {
+                    algorithm: None,
+                    hmac_secret: None,
+                    public_key_file: None,
+                    jwks_file: None,
+                    issuer: None,
+                    audience: None,
+                    leeway_secs: 30,
+                    expiry_warning_secs: 30,
                 },
                 tls: TlsConfig {
                     listen: None,

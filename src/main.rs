@@ -18,6 +18,9 @@ const WORKER_DIED_EXIT_CODE: u8 = 70;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(status) = cli.run_command(&mut std::io::stdout(), &mut std::io::stderr()) {
+        return ExitCode::from(status);
+    }
     match cli.print_default_config(&mut std::io::stdout()) {
         Ok(true) => return ExitCode::SUCCESS,
         Ok(false) => {}
@@ -81,9 +84,11 @@ fn main() -> ExitCode {
     let reloader = server.stopper();
     std::thread::spawn(move || {
         for number in signals.forever() {
-            // SIGHUP reloads the TLS certificate; the others stop the broker.
+            // SIGHUP reloads the TLS certificate and the JWT keys; the
+            // others stop the broker.
             if number == SIGHUP {
                 reloader.reload_tls();
+                reloader.reload_jwt_keys();
                 continue;
             }
             if signalled.send(number).is_err() {

@@ -18,6 +18,7 @@ use mio::{Poll, Waker};
 
 use crate::broker::auth::Auth;
 use crate::broker::demo_feed::{self, Market};
+use crate::broker::jwt::JwtVerifier;
 use crate::broker::mailbox::mailbox;
 use crate::broker::topic_table::{TableLimits, TopicTable};
 use crate::config::Config;
@@ -114,6 +115,19 @@ impl Stopper {
         }
     }
 
+    /// Reads the JWT key file (`jwt.public_key_file` or `jwt.jwks_file`)
+    /// again (SIGHUP): tokens verified from now on use the new keys; a
+    /// failed reload keeps the old ones. A no-op without a key file.
+    pub fn reload_jwt_keys(&self) {
+        let Some(jwt) = self.shared.auth.jwt().filter(|jwt| jwt.has_key_file()) else {
+            return;
+        };
+        match jwt.reload() {
+            Ok(()) => tracing::info!("JWT keys reloaded"),
+            Err(e) => tracing::warn!(error = %e, "JWT key reload failed: keeping the keys in use"),
+        }
+    }
+
     /// Starts the graceful shutdown on every worker; idempotent.
     pub fn stop(&self) {
         self.shared.stopping.store(true, Ordering::Release);
@@ -138,6 +152,8 @@ impl Server {
             None => (None, (0..worker_count).map(|_| None).collect::<Vec<_>>()),
         };
         let tls = tls_setup(config, worker_count)?;
+        let jwt = JwtVerifier::from_config(&config.jwt)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let tls_local_addr = match &tls {
             Some((_, listeners)) => Some(listeners[0].local_addr()?),
             None => None,
@@ -179,7 +195,8 @@ impl Server {
                 &auth.publish_tokens,
                 &auth.subscribe_tokens,
                 auth.subscribe_requires_token,
-            ),
+            )
+            .with_jwt(jwt),
             metrics: Metrics::new(),
             live_connections: AtomicUsize::new(0),
             peer_limit: PeerLimit::new(config.server.max_connections_per_ip),
@@ -417,4 +434,30 @@ fn tls_setup(
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let listeners = bind_listeners(listen, config.server.backlog, worker_count)?;
     Ok(Some((acceptor, listeners)))
+}
+
+/// Reads every file the configuration names (the TLS certificate, key and
+/// client CA; the JWT public key or JWK Set) as starting would, without
+/// binding anything: `tickfan check-config`. The error names the key.
+pub fn check_files(config: &Config) -> Result<(), String> {
+    let tls = &config.tls;
+    if let (Some(cert_file), Some(key_file)) = (&tls.cert_file, &tls.key_file) {
+        TlsAcceptor::load(TlsFiles {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            client_ca_file: tls.client_ca_file.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    JwtVerifier::from_config(&config.jwt).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Verifies `token` as the broker configured by `config` would (for
+/// `tickfan gen-token`, which checks what it signed); the error says why not.
+pub fn verify_token(config: &Config, token: &str) -> Result<(), String> {
+    let jwt = JwtVerifier::from_config(&config.jwt)
+        .map_err(|e| e.to_string())?
+        .ok_or("JWTs are off: jwt.algorithm is empty")?;
+    jwt.verify(token).map(drop).map_err(|e| e.to_string())
 }

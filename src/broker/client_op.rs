@@ -34,6 +34,20 @@ pub enum ClientOp<'a> {
         /// The publisher's JSON, byte for byte.
         data: &'a RawValue,
     },
+    /// `{"op":"auth","token":"..."}`: authenticate in-band, or refresh the
+    /// connection's token before it expires. The token is a secret: this
+    /// variant's `Debug` does not show it.
+    Auth { token: Secret<'a> },
+}
+
+/// A token as it arrived; `Debug` prints only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<'a>(pub Cow<'a, str>);
+
+impl std::fmt::Debug for Secret<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
 }
 
 /// Why an operation was refused; each maps to an `error` event code.
@@ -67,7 +81,7 @@ impl OpError {
         match self {
             OpError::BadJson(detail) => format!("not a valid operation: {detail}"),
             OpError::UnknownOp(op) => {
-                format!("unknown op {op:?}; expected \"sub\", \"unsub\" or \"pub\"")
+                format!("unknown op {op:?}; expected \"sub\", \"unsub\", \"pub\" or \"auth\"")
             }
             OpError::MissingField(field) => format!("missing field \"{field}\""),
             OpError::BadTopic(bad) => bad.to_string(),
@@ -92,6 +106,8 @@ struct WireOp<'a> {
     /// Present-but-null must stay distinguishable from absent.
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<Cow<'a, str>>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -102,6 +118,12 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 pub fn parse_op(message: &[u8]) -> Result<ClientOp<'_>, OpError> {
     let wire: WireOp<'_> =
         serde_json::from_slice(message).map_err(|e| OpError::BadJson(e.to_string()))?;
+    if wire.op == "auth" {
+        let token = wire.token.ok_or(OpError::MissingField("token"))?;
+        return Ok(ClientOp::Auth {
+            token: Secret(token),
+        });
+    }
     let topic = wire.topic.ok_or(OpError::MissingField("topic"))?;
     let topic = TopicName::new(topic).map_err(OpError::BadTopic)?;
     match wire.op.as_ref() {
@@ -174,6 +196,21 @@ mod tests {
             ClientOp::Publish { data, .. } => assert_eq!(data.get(), "null"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn auth_carries_its_token_and_hides_it() {
+        match parse_op(br#"{"op":"auth","token":"eyJ.a.b"}"#).unwrap() {
+            ClientOp::Auth { token } => {
+                assert_eq!(token.0, "eyJ.a.b");
+                assert!(!format!("{token:?}").contains("eyJ"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_op(br#"{"op":"auth"}"#).unwrap_err(),
+            OpError::MissingField("token")
+        );
     }
 
     #[test]

@@ -36,6 +36,22 @@ pub fn error(code: &str, message: &str, topic: Option<&str>) -> Vec<u8> {
     event.to_string().into_bytes()
 }
 
+/// `{"event":"authenticated","sub":..,"exp":..}`: an in-band `auth` was
+/// accepted; `exp` (seconds since the epoch) when the token has one.
+pub fn authenticated(sub: Option<&str>, exp: Option<u64>) -> Vec<u8> {
+    json!({"event": "authenticated", "sub": sub, "exp": exp})
+        .to_string()
+        .into_bytes()
+}
+
+/// `{"event":"token_expiring","exp":..,"expires_in_ms":..}`: send a fresh
+/// token with `{"op":"auth"}` before then, or the connection is closed.
+pub fn token_expiring(exp: u64, expires_in_ms: u64) -> Vec<u8> {
+    json!({"event": "token_expiring", "exp": exp, "expires_in_ms": expires_in_ms})
+        .to_string()
+        .into_bytes()
+}
+
 /// `{"event":"heartbeat","seqs":{"AAPL":57,...}}`
 pub fn heartbeat<'a>(seqs: impl Iterator<Item = (&'a str, u64)>) -> Vec<u8> {
     let seqs: serde_json::Map<String, serde_json::Value> = seqs

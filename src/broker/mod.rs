@@ -6,8 +6,9 @@
 //!   per topic, in shards; [`mailbox`]: a worker's inbox of ticks.
 //! - [`client_op`]: the client's JSON operations; [`refused`]: the `error`
 //!   event each refusal is answered with; [`events`]: the server's events.
-//! - [`auth`]: the rights a token grants; [`subscriptions`]: a worker's
-//!   own subscriber lists and `max_hz` caps.
+//! - [`auth`]: the rights a token grants; [`jwt`]: verifying per-user
+//!   tokens; [`topic_pattern`]: the topic patterns they grant;
+//!   [`subscriptions`]: a worker's own subscriber lists and `max_hz` caps.
 //! - [`demo_feed`]: the synthetic market `--demo-feed` publishes.
 //!
 //! Topic names, ops and publish data arrive from the network, so the whole
@@ -18,7 +19,9 @@ pub mod auth;
 pub mod client_op;
 pub mod demo_feed;
 pub mod events;
+pub mod jwt;
 pub mod mailbox;
 pub mod refused;
 pub mod subscriptions;
+pub mod topic_pattern;
 pub mod topic_table;

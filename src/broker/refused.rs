@@ -20,6 +20,12 @@ pub enum Refused {
     PublishForbidden,
     /// A subscribe without subscriber rights.
     SubscribeForbidden,
+    /// A `sub` or `pub` on a topic outside the token's patterns.
+    TopicForbidden,
+    /// An op before the `auth` a connection admitted without a token owes.
+    AuthFirst,
+    /// An in-band `auth` whose token was refused (the reason, never the token).
+    AuthFailed(String),
     AlreadySubscribed,
     NotSubscribed,
     /// `broker.max_topics_per_connection` subscriptions exist.
@@ -34,7 +40,11 @@ impl Refused {
         match self {
             Refused::Invalid(error) => error.code(),
             Refused::Binary => "binary_not_supported",
-            Refused::PublishForbidden | Refused::SubscribeForbidden => "forbidden",
+            Refused::PublishForbidden
+            | Refused::SubscribeForbidden
+            | Refused::TopicForbidden
+            | Refused::AuthFirst => "forbidden",
+            Refused::AuthFailed(_) => "auth_failed",
             Refused::AlreadySubscribed => "already_subscribed",
             Refused::NotSubscribed => "not_subscribed",
             Refused::ConnectionTopicLimit | Refused::BrokerTopicLimit => "too_many_topics",
@@ -45,6 +55,9 @@ impl Refused {
     pub fn message(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
             Refused::Invalid(error) => return Cow::Owned(error.message()),
+            Refused::AuthFailed(why) => return Cow::Owned(why.clone()),
+            Refused::TopicForbidden => "the token does not grant this topic",
+            Refused::AuthFirst => "authenticate first with {\"op\":\"auth\",\"token\":...}",
             Refused::Binary => "operations are JSON text messages",
             Refused::PublishForbidden => "publishing needs a publisher token",
             Refused::SubscribeForbidden => "subscribing needs a token",
@@ -73,12 +86,16 @@ mod tests {
             "already_subscribed",
             "not_subscribed",
             "binary_not_supported",
+            "auth_failed",
         ];
         let refusals = [
             Refused::Invalid(OpError::MissingField("topic")),
             Refused::Binary,
             Refused::PublishForbidden,
             Refused::SubscribeForbidden,
+            Refused::TopicForbidden,
+            Refused::AuthFirst,
+            Refused::AuthFailed("expired".into()),
             Refused::AlreadySubscribed,
             Refused::NotSubscribed,
             Refused::ConnectionTopicLimit,

@@ -29,6 +29,8 @@ pub enum Refusal {
     BodyTooLarge { max_bytes: usize },
     /// The token presented does not grant what the request needs (401).
     Unauthorized(&'static str),
+    /// The token does not grant this topic (403); holds the topic's name.
+    Forbidden(String),
     /// A long-poll or SSE query that cannot be served (400).
     Query(QueryError),
     /// A publish body that cannot be published (400).
@@ -56,6 +58,7 @@ impl Refusal {
             Refusal::UnexpectedBody | Refusal::Query(_) | Refusal::Body(_) => 400,
             Refusal::BodyTooLarge { .. } => 413,
             Refusal::Unauthorized(_) => 401,
+            Refusal::Forbidden(_) => 403,
             Refusal::TopicLimit | Refusal::ConnectionLimit | Refusal::PeerConnectionLimit => 503,
             Refusal::PipelinedPastHeldPoll => 431,
             Refusal::HeadTimeout => 408,
@@ -83,6 +86,7 @@ impl Refusal {
             Refusal::Route(RouteError::NotFound) => "not_found",
             Refusal::BodyTooLarge { .. } => "body_too_large",
             Refusal::Unauthorized(_) => "unauthorized",
+            Refusal::Forbidden(_) => "forbidden",
             Refusal::TopicLimit | Refusal::ConnectionLimit | Refusal::PeerConnectionLimit => {
                 "over_limit"
             }
@@ -118,6 +122,7 @@ impl fmt::Display for Refusal {
             Refusal::UnexpectedBody => f.write_str("this route takes no request body"),
             Refusal::BodyTooLarge { max_bytes } => write!(f, "body over {max_bytes} bytes"),
             Refusal::Unauthorized(why) => f.write_str(why),
+            Refusal::Forbidden(topic) => write!(f, "the token does not grant topic {topic}"),
             Refusal::Query(error) => error.fmt(f),
             Refusal::Body(error) => error.fmt(f),
             Refusal::TopicLimit => f.write_str(
@@ -169,6 +174,7 @@ mod tests {
             Refusal::UnexpectedBody,
             Refusal::BodyTooLarge { max_bytes: 10 },
             Refusal::Unauthorized("a valid token is required"),
+            Refusal::Forbidden("AAPL".into()),
             Refusal::Query(QueryError::NoTopic),
             Refusal::Body(PublishError::NoTicks),
             Refusal::TopicLimit,

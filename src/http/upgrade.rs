@@ -213,6 +213,22 @@ fn websocket_key<'b>(req: &Request<'b>) -> Result<&'b str, HandshakeError> {
     }
 }
 
+/// The prefix of a `Sec-WebSocket-Protocol` entry that carries a token,
+/// offered next to [`SUBPROTOCOL`]: browsers cannot set headers on a
+/// WebSocket, but they can list subprotocols. Only [`SUBPROTOCOL`] is
+/// ever selected, so the token is never echoed.
+pub const TOKEN_SUBPROTOCOL_PREFIX: &str = "tickfan.token.";
+
+/// The token of the first `tickfan.token.<token>` entry of the
+/// `Sec-WebSocket-Protocol` headers, if any.
+pub fn subprotocol_token<'b>(req: &Request<'b>) -> Option<&'b str> {
+    req.headers_named("sec-websocket-protocol")
+        .flat_map(header_tokens)
+        .find_map(|offer| offer.strip_prefix(TOKEN_SUBPROTOCOL_PREFIX.as_bytes()))
+        .and_then(|token| std::str::from_utf8(token).ok())
+        .filter(|token| !token.is_empty())
+}
+
 /// [`SUBPROTOCOL`] if any `Sec-WebSocket-Protocol` header lists it.
 ///
 /// Offers are comma lists, possibly over repeated headers (RFC 6455

@@ -12,8 +12,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub mod auth;
 pub mod worker_stats;
 
+use self::auth::AuthMetrics;
 use self::worker_stats::{
     Transport, WorkerStats, CLOSE_CODES, FAILURE_REASONS, TLS_FAILURE_REASONS,
 };
@@ -57,6 +59,8 @@ pub struct Metrics {
     queued_bytes: IntGaugeVec,
     held_polls: IntGaugeVec,
     latency: Histogram,
+    /// Tokens presented, refreshes and expiry closes (counted where they happen).
+    pub auth: AuthMetrics,
 }
 
 /// Buckets of the publish-to-write latency, in seconds: 10 µs to 1 s.
@@ -195,6 +199,7 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .expect("valid metric"),
+            auth: AuthMetrics::register(&registry),
             registry,
         };
         let collectors: [Box<dyn Collector>; 26] = [

@@ -51,9 +51,10 @@ impl Transport {
 
 /// The `reason` labels of refused requests and upgrades; which refusal
 /// gets which is `crate::http::refusal::Refusal::label`'s decision.
-pub const FAILURE_REASONS: [&str; 11] = [
+pub const FAILURE_REASONS: [&str; 12] = [
     "bad_request",
     "unauthorized",
+    "forbidden",
     "not_found",
     "method_not_allowed",
     "timeout",
@@ -78,7 +79,7 @@ pub const TLS_FAILURE_REASONS: [&str; 7] = [
 ];
 
 /// The close codes the broker sends, counted per code.
-pub const CLOSE_CODES: [u16; 8] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011];
+pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4001, 4003];
 
 /// Counters a worker keeps for itself, with no shared cache line per
 /// message; they are flushed into the Prometheus metrics once a second.
@@ -97,13 +98,13 @@ pub struct WorkerStats {
     /// Accepted upgrades and requests, by [`Transport`] index.
     pub handshakes: [u64; Transport::ALL.len()],
     /// Refusals, by index in [`FAILURE_REASONS`].
-    pub handshake_failures: [u64; 11],
+    pub handshake_failures: [u64; FAILURE_REASONS.len()],
     /// TLS handshakes completed.
     pub tls_handshakes: u64,
     /// TLS handshakes failed, by index in [`TLS_FAILURE_REASONS`].
     pub tls_handshake_failures: [u64; TLS_FAILURE_REASONS.len()],
     /// Close frames sent, by index in [`CLOSE_CODES`].
-    pub closes: [u64; 8],
+    pub closes: [u64; CLOSE_CODES.len()],
     pub accept_errors: u64,
     /// Reads of a connection that may publish put off because a mailbox
     /// held over `broker.max_mailbox_ticks`.

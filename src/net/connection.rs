@@ -43,7 +43,7 @@ use super::context::{Ctx, Transport, WorkerStats};
 use super::fanout::SlowConsumer;
 use super::out_queue::{Wire, Written};
 use super::read_buf::ReadBuf;
-use super::session::Session;
+use super::session::{Session, TokenDue};
 use super::settings::Settings;
 use super::settings::SlowConsumerPolicy;
 use super::tls_outcome;
@@ -53,7 +53,7 @@ use crate::http::refusal::Refusal;
 use crate::http::request::{parse_request, Parsed, Request};
 use crate::http::response::Response;
 use crate::http::router::{websocket_route, WebSocketRoute};
-use crate::http::upgrade::{upgrade_request, Upgrade};
+use crate::http::upgrade::{subprotocol_token, upgrade_request, Upgrade};
 use crate::protocol::close::CloseCode;
 use crate::protocol::frame::write_close_frame;
 use crate::protocol::handshake::{accept_key, write_switching_protocols};
@@ -492,12 +492,20 @@ impl Connection {
         let endpoint = match route {
             WebSocketRoute::Echo => Endpoint::Echo,
             WebSocketRoute::PubSub => {
-                let rights = presented_rights(request, Access::Subscribe, ctx)?;
-                Endpoint::PubSub(Box::new(Session::new(
-                    rights,
-                    settings.max_client_errors,
-                    ctx.now,
-                )))
+                let session =
+                    match presented_rights(request, Access::Subscribe, "websocket", true, ctx) {
+                        Ok(rights) => Session::new(rights, settings.max_client_errors, ctx.now)
+                            .expire_with(settings, ctx.now),
+                        // With JWTs on, a client that presents no token may
+                        // send one in-band ({"op":"auth"}) before the
+                        // handshake timeout; until then it may do nothing else.
+                        Err(_) if settings.jwt && presented_token(request).is_none() => {
+                            Session::new(Rights::default(), settings.max_client_errors, ctx.now)
+                                .await_auth(ctx.now + settings.handshake_timeout)
+                        }
+                        Err(refusal) => return Err(refusal),
+                    };
+                Endpoint::PubSub(Box::new(session))
             }
         };
         // permessage-deflate: the offer upgrade_request accepted, unless
@@ -720,6 +728,9 @@ impl Connection {
     /// Slow-consumer grace and heartbeats of a pub/sub WebSocket or SSE stream.
     fn on_session_deadline(&mut self, ctx: &mut Ctx<'_>) {
         let (settings, now) = (ctx.settings, ctx.now);
+        if self.on_token_deadline(ctx) {
+            return;
+        }
         let queued = self.io.out.len();
         let Some(session) = self.session_mut() else {
             return;
@@ -746,6 +757,49 @@ impl Connection {
             session.last_sent = now;
             self.io.out.push_heartbeat(&heartbeat);
         }
+    }
+
+    /// Acts on a passed token deadline of a pub/sub WebSocket or SSE
+    /// stream: the expiry warning, or the close (4001 at expiry; 4003 when
+    /// in-band `auth` never came). An SSE stream, which has no close frame,
+    /// gets an `error` event `token_expired` before it ends. Returns whether
+    /// the connection is closing.
+    fn on_token_deadline(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        // Matched on the field (not `session_mut`) so `self.io` stays free.
+        let session = match &mut self.phase {
+            Phase::WebSocket(WebSocketPhase {
+                endpoint: Endpoint::PubSub(session),
+                ..
+            })
+            | Phase::Sse(session) => session,
+            _ => return false,
+        };
+        if session
+            .token_deadline()
+            .is_none_or(|deadline| ctx.now < deadline)
+        {
+            return false;
+        }
+        let due = session.on_token_deadline(&mut self.io.out, ctx.now);
+        let user = session.user().map(str::to_owned);
+        let Some(TokenDue::Close(close)) = due else {
+            return false;
+        };
+        tracing::info!(
+            user = user.as_deref().unwrap_or("-"),
+            code = close.code.0,
+            "closing: {}",
+            close.reason
+        );
+        if close.code == CloseCode::TOKEN_EXPIRED {
+            ctx.metrics.auth.count_expiry_close();
+        }
+        if matches!(self.phase, Phase::Sse(_)) {
+            let event = events::error("token_expired", close.reason, None);
+            self.io.out.push_event(&event);
+        }
+        self.fail(close.code, close.reason, ctx.stats, ctx.now);
+        true
     }
 
     /// The server is stopping: WebSocket peers get close 1001, idle HTTP
@@ -784,20 +838,49 @@ fn count_written(stats: &mut WorkerStats, transport: Transport, written: Written
     stats.count_delivered(transport, written.ticks);
 }
 
-/// The rights of the token a request presents (`Authorization: Bearer` or
-/// `?token=`); a request whose rights do not admit `access` is refused
-/// with 401 (the one place that answer is built).
+/// The token a request presents: `Authorization: Bearer`, a
+/// `tickfan.token.<token>` entry of `Sec-WebSocket-Protocol`, or `?token=`
+/// (for EventSource and long-poll, which cannot set headers).
+fn presented_token<'r>(request: &Request<'r>) -> Option<Cow<'r, str>> {
+    request
+        .bearer_token()
+        .or_else(|| subprotocol_token(request))
+        .map(Cow::Borrowed)
+        .or_else(|| {
+            request
+                .query_params()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v)
+        })
+}
+
+/// The rights of the token a request presents ([`presented_token`]),
+/// counted in `tickfan_authentications_total` under `transport` and
+/// logged with the user, never the token; a request whose rights do not
+/// admit `access` is refused with 401 (the one place that answer is built).
+///
+/// `counted` is false on a pass over a request whose body is still coming
+/// (its head is read again when more arrives): such a pass counts only a refusal.
 fn presented_rights(
     request: &Request<'_>,
     access: Access,
+    transport: &'static str,
+    counted: bool,
     ctx: &Ctx<'_>,
 ) -> Result<Rights, Refusal> {
-    let query_token = request
-        .query_params()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v);
-    let token = request.bearer_token().map(Cow::Borrowed).or(query_token);
-    let rights = ctx.auth.rights(token.as_deref());
+    let token = presented_token(request);
+    let authentication = ctx.auth.authenticate(token.as_deref());
+    let counted = counted || !authentication.rights.admit(access);
+    if let Some(result) = authentication.result.label().filter(|_| counted) {
+        ctx.metrics.auth.count(transport, result);
+        tracing::debug!(
+            transport,
+            result,
+            user = authentication.rights.user().unwrap_or("-"),
+            "token presented"
+        );
+    }
+    let rights = authentication.rights;
     if !rights.admit(access) {
         let message = match access {
             Access::Publish => "publishing needs a publisher token",
@@ -808,12 +891,16 @@ fn presented_rights(
     Ok(rights)
 }
 
-/// When a session next needs attention: a heartbeat or the end of a
-/// slow consumer's grace.
+/// When a session next needs attention: a heartbeat, the end of a slow
+/// consumer's grace, or a token deadline.
 fn session_deadline(session: &Session, settings: &Settings) -> Option<Instant> {
     let heartbeat = session
         .has_topics()
         .then(|| session.last_sent + settings.heartbeat_interval);
     let slow = SlowConsumer::grace_deadline(session.over_bound_since, settings.slow_consumer_grace);
-    heartbeat.into_iter().chain(slow).min()
+    heartbeat
+        .into_iter()
+        .chain(slow)
+        .chain(session.token_deadline())
+        .min()
 }

@@ -7,7 +7,8 @@
 //!   [`timer`] its one timer heap, [`context`] what it lends a connection.
 //! - [`connection`]: one client through its phases (HTTP request,
 //!   WebSocket, SSE, held long-poll, draining); [`session`] a pub/sub
-//!   client's subscriptions and ops; [`rate_limit`] its message budget.
+//!   client's subscriptions and ops; [`rate_limit`] its message budget;
+//!   [`token_expiry`] when its token ends.
 //! - [`conn_io`]: the one type that reads, writes and shuts a client's
 //!   socket, with its [`read_buf`] and [`out_queue`] ([`buffer_pool`]
 //!   recycles the queues' buffers).
@@ -42,4 +43,5 @@ pub mod settings;
 pub mod slab;
 pub mod timer;
 pub mod tls;
+pub mod token_expiry;
 pub mod worker;

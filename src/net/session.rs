@@ -1,7 +1,8 @@
 //! A pub/sub client's state on its connection, and the `tickfan.v1`
 //! operations it sends: subscribe (with snapshot or replay), unsubscribe,
-//! publish. Errors become `error` events and the connection stays open,
-//! until a client has provoked `max_client_errors` of them.
+//! publish, and `auth` (in-band authentication, or a token refresh).
+//! Errors become `error` events and the connection stays open, until a
+//! client has provoked `max_client_errors` of them.
 //!
 //! Its input comes from the network, so it is held to the lints that
 //! rule out panics and silent wrapping (Hardening II: nothing reachable
@@ -12,7 +13,8 @@ use std::time::Instant;
 
 use super::context::Ctx;
 use super::out_queue::OutQueue;
-use crate::broker::auth::Rights;
+use super::token_expiry::{Due, TokenExpiry};
+use crate::broker::auth::{Access, Rights, TokenResult};
 use crate::broker::client_op::{parse_op, ClientOp};
 use crate::broker::events;
 use crate::broker::refused::Refused;
@@ -26,6 +28,11 @@ use crate::topic::TopicName;
 #[derive(Debug)]
 pub struct Session {
     rights: Rights,
+    /// When the connection's JWT ends (static rights never do).
+    expiry: Option<TokenExpiry>,
+    /// Admitted without a token while one is required: every op but
+    /// `auth` is refused, and the connection is closed (4003) at this deadline.
+    auth_deadline: Option<Instant>,
     /// The topics this connection subscribes to (a handful: a Vec is faster
     /// than a map and is bounded by `max_topics_per_connection`).
     topics: Vec<(Arc<str>, TopicId)>,
@@ -45,10 +52,21 @@ pub struct CloseRequest {
     pub reason: &'static str,
 }
 
+/// What a passed token deadline asks of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenDue {
+    /// `token_expiring` was queued.
+    Warned,
+    /// Close the connection: its token expired, or it never authenticated.
+    Close(CloseRequest),
+}
+
 impl Session {
     pub fn new(rights: Rights, max_errors: usize, now: Instant) -> Self {
         Session {
             rights,
+            expiry: None,
+            auth_deadline: None,
             topics: Vec::new(),
             errors: 0,
             max_errors,
@@ -57,9 +75,57 @@ impl Session {
         }
     }
 
-    /// Whether the client presented a publisher token (or publishing is open).
+    /// Sets when the session's token ends (from its rights' JWT, if any).
+    pub fn expire_with(mut self, settings: &super::settings::Settings, now: Instant) -> Self {
+        self.expiry = TokenExpiry::of(&self.rights, settings, now);
+        self
+    }
+
+    /// Makes the session wait for an in-band `auth` until `deadline`.
+    pub fn await_auth(mut self, deadline: Instant) -> Self {
+        self.auth_deadline = Some(deadline);
+        self
+    }
+
+    /// Whether the client may publish to some topic (a publisher token, a
+    /// JWT with `tf.pub`, or publishing is open).
     pub fn can_publish(&self) -> bool {
-        self.rights.publish
+        self.rights.admit(Access::Publish)
+    }
+
+    /// The user of the connection's JWT, for log lines.
+    pub fn user(&self) -> Option<&str> {
+        self.rights.user()
+    }
+
+    /// The next token deadline: the end of the wait for `auth`, the expiry
+    /// warning, or the expiry.
+    pub fn token_deadline(&self) -> Option<Instant> {
+        let expiry = self.expiry.as_ref().map(TokenExpiry::deadline);
+        self.auth_deadline.into_iter().chain(expiry).min()
+    }
+
+    /// Acts on a passed token deadline: queues `token_expiring`, or asks for
+    /// the close (4001 at expiry, 4003 when `auth` never came).
+    pub fn on_token_deadline(&mut self, out: &mut OutQueue, now: Instant) -> Option<TokenDue> {
+        if self.auth_deadline.is_some_and(|deadline| now >= deadline) {
+            return Some(TokenDue::Close(CloseRequest {
+                code: CloseCode::AUTH_REQUIRED,
+                reason: "authentication required",
+            }));
+        }
+        match self.expiry.as_mut()?.due(now)? {
+            Due::Warn { exp, expires_in } => {
+                let ms = u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX);
+                out.push_event(&events::token_expiring(exp, ms));
+                self.last_sent = now;
+                Some(TokenDue::Warned)
+            }
+            Due::Close => Some(TokenDue::Close(CloseRequest {
+                code: CloseCode::TOKEN_EXPIRED,
+                reason: "token expired: get a new token before reconnecting",
+            })),
+        }
     }
 
     /// Whether the connection has subscriptions (and so wants heartbeats).
@@ -101,7 +167,11 @@ impl Session {
         op: ClientOp<'_>,
         ctx: &mut Ctx<'_>,
     ) -> Result<(), CloseRequest> {
+        if self.auth_deadline.is_some() && !matches!(op, ClientOp::Auth { .. }) {
+            return self.refuse(out, &Refused::AuthFirst, None, ctx.now);
+        }
         match op {
+            ClientOp::Auth { token } => self.authenticate(out, &token.0, ctx),
             ClientOp::Subscribe {
                 topic,
                 since,
@@ -113,8 +183,14 @@ impl Session {
             }
             ClientOp::Unsubscribe { topic } => self.unsubscribe(out, &topic, ctx),
             ClientOp::Publish { topic, data } => {
-                if !self.rights.publish {
-                    return self.refuse(out, &Refused::PublishForbidden, Some(&topic), ctx.now);
+                if !self.rights.may_publish(&topic) {
+                    let refused = if self.rights.admit(Access::Publish) {
+                        count_forbidden(ctx);
+                        Refused::TopicForbidden
+                    } else {
+                        Refused::PublishForbidden
+                    };
+                    return self.refuse(out, &refused, Some(&topic), ctx.now);
                 }
                 match ctx.table.publish(&topic, data.get().as_bytes()) {
                     Ok(_) => {
@@ -136,8 +212,14 @@ impl Session {
         ctx: &mut Ctx<'_>,
     ) -> Result<(), CloseRequest> {
         let topic = name.as_str();
-        if !self.rights.subscribe {
-            return self.refuse(out, &Refused::SubscribeForbidden, Some(topic), ctx.now);
+        if !self.rights.may_subscribe(topic) {
+            let refused = if self.rights.admit(Access::Subscribe) {
+                count_forbidden(ctx);
+                Refused::TopicForbidden
+            } else {
+                Refused::SubscribeForbidden
+            };
+            return self.refuse(out, &refused, Some(topic), ctx.now);
         }
         if self.topics.iter().any(|(name, _)| &**name == topic) {
             return self.refuse(out, &Refused::AlreadySubscribed, Some(topic), ctx.now);
@@ -183,6 +265,71 @@ impl Session {
         Ok(())
     }
 
+    /// `{"op":"auth"}`: takes the token's rights when it verifies. A
+    /// connection that already has a JWT must keep its user (`sub`): a
+    /// refresh extends the connection, it never turns it into another
+    /// user's. Subscriptions the new token does not grant are ended. A
+    /// refused token is an `auth_failed` error event; for a connection still
+    /// waiting for its first token it is the close (4003).
+    fn authenticate(
+        &mut self,
+        out: &mut OutQueue,
+        token: &str,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), CloseRequest> {
+        let authentication = ctx.auth.authenticate(Some(token));
+        let refreshing = self.rights.grant.is_some();
+        let mut label = authentication.result.label().unwrap_or("malformed");
+        let refusal = match &authentication.result {
+            TokenResult::Refused(error) => Some(error.to_string()),
+            TokenResult::Unknown | TokenResult::None => Some("unknown token".to_owned()),
+            TokenResult::Static | TokenResult::Jwt
+                if refreshing && authentication.rights.user() != self.rights.user() =>
+            {
+                label = "wrong_user";
+                Some("a refresh must carry the same sub as the connection's token".to_owned())
+            }
+            TokenResult::Static | TokenResult::Jwt => None,
+        };
+        if label != "wrong_user" {
+            ctx.metrics.auth.count("in_band", label);
+        }
+        if refreshing {
+            ctx.metrics.auth.count_refresh(refusal.is_none());
+        }
+        if let Some(why) = refusal {
+            tracing::debug!(user = self.user().unwrap_or("-"), result = label, "in-band auth refused");
+            if self.auth_deadline.is_some() {
+                return Err(CloseRequest {
+                    code: CloseCode::AUTH_REQUIRED,
+                    reason: "authentication failed",
+                });
+            }
+            return self.refuse(out, &Refused::AuthFailed(why), None, ctx.now);
+        }
+        self.rights = authentication.rights;
+        self.auth_deadline = None;
+        let previous = self.expiry.take();
+        self.expiry = TokenExpiry::of(&self.rights, ctx.settings, ctx.now);
+        if let (Some(expiry), Some(previous)) = (&mut self.expiry, &previous) {
+            expiry.carry_warning(previous, ctx.now);
+        }
+        tracing::debug!(user = self.user().unwrap_or("-"), refresh = refreshing, "in-band auth");
+        let revoked: Vec<Arc<str>> = self
+            .topics
+            .iter()
+            .filter(|(name, _)| !self.rights.may_subscribe(name))
+            .map(|(name, _)| Arc::clone(name))
+            .collect();
+        for topic in revoked {
+            self.unsubscribe(out, &topic, ctx)?;
+        }
+        let exp = self.rights.grant.as_ref().map(|g| g.exp);
+        out.push_event(&events::authenticated(self.user(), exp));
+        self.last_sent = ctx.now;
+        Ok(())
+    }
+
     /// Sends an error event; too many of them fail the connection (1008).
     fn refuse(
         &mut self,
@@ -202,4 +349,11 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Counts an op refused for a topic outside the token's patterns.
+fn count_forbidden(ctx: &Ctx<'_>) {
+    ctx.metrics
+        .auth
+        .count("websocket", crate::metrics::auth::FORBIDDEN_TOPIC);
 }

@@ -65,6 +65,7 @@ impl SessionHarness {
         let rights = Rights {
             publish: true,
             subscribe: true,
+            grant: None,
         };
         Ok(SessionHarness {
             session: Session::new(rights, settings.max_client_errors, now),

@@ -52,6 +52,13 @@ pub struct Settings {
     pub deflate: bool,
     pub deflate_level: u32,
     pub deflate_min_bytes: usize,
+    /// `jwt.leeway_secs`: a connection lives this long past its token's `exp`.
+    pub token_leeway: Duration,
+    /// `jwt.expiry_warning_secs`: `token_expiring` is sent this long before
+    /// the connection's token ends.
+    pub token_warning: Duration,
+    /// JWTs are on: a WebSocket without a token may authenticate in-band.
+    pub jwt: bool,
 }
 
 impl Settings {
@@ -97,6 +104,9 @@ impl Settings {
             deflate: ws.deflate,
             deflate_level: ws.deflate_level,
             deflate_min_bytes: ws.deflate_min_bytes,
+            token_leeway: Duration::from_secs(config.jwt.leeway_secs),
+            token_warning: Duration::from_secs(config.jwt.expiry_warning_secs),
+            jwt: config.jwt.enabled(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Per-worker timers, in one heap: connection deadlines (handshake, ping,
-//! idle and close timeouts, heartbeats, a slow consumer's grace) and the
+//! idle and close timeouts, heartbeats, a slow consumer's grace, a token's
+//! expiry warning and end) and the
 //! moments `max_hz` subscriptions may send the tick they hold back.
 //!
 //! A connection's deadline moves on every frame it sends, so updating a heap

@@ -17,6 +17,12 @@ impl CloseCode {
     pub const POLICY_VIOLATION: CloseCode = CloseCode(1008);
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// tickfan's (an application code, §7.4.2): the connection's token
+    /// expired; get a new token before reconnecting.
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
+    /// tickfan's: a connection admitted without a token did not
+    /// authenticate in-band in time, or its in-band token was refused.
+    pub const AUTH_REQUIRED: CloseCode = CloseCode(4003);
 
     /// Whether a peer may send this code in a close frame: the codes that
     /// §7.4.1 defines for the wire (1000–1003, 1007–1011) and the ranges for

@@ -69,6 +69,16 @@ export interface BackoffOptions {
 export interface TickfanOptions {
     /** Sent as `?token=` (WebSocket) or `Authorization: Bearer` (HTTP). */
     token?: string;
+    /**
+     * Per-user tokens (JWTs) that expire: called for a fresh token before each
+     * connection, and when the broker says the token expires soon
+     * (`token_expiring`). On a WebSocket the fresh token is sent in-band
+     * (`{"op":"auth"}`), so the stream goes on; an SSE stream is reopened with
+     * it from its cursors; a long-poll uses it from its next request. On the
+     * WebSocket the token travels as a `tickfan.token.<jwt>` subprotocol
+     * entry (browsers cannot set headers there). Takes precedence over `token`.
+     */
+    getToken?: () => string | Promise<string>;
     /** Tried in order; once one connects it is kept (default all three). */
     transports?: TransportName[];
     /** Failed attempts on one transport before the next is tried (default 2). */
@@ -174,6 +184,9 @@ export declare class Tickfan extends Emitter<TickfanEvents> {
     private offline;
     private closed;
     private unwatch;
+    /** The last token `getToken` gave, and whether a fresh one is wanted. */
+    private token?;
+    private tokenStale;
     /** The current state, as last emitted. */
     state: StateEvent;
     constructor(url: string, opts?: TickfanOptions);
@@ -203,6 +216,19 @@ export declare class Tickfan extends Emitter<TickfanEvents> {
     close(): void;
     private setState;
     private connect;
+    /** The token to present: `getToken`'s (a fresh one when the last is stale), else `token`. */
+    private currentToken;
+    /**
+     * Whether the token `getToken` gave ends within `ms` (read from a JWT's
+     * `exp`; a token that is no JWT never does): a long-poll, which hears no
+     * `token_expiring`, asks for a fresh one before a request that would
+     * present an expired token.
+     */
+    private tokenEndsWithin;
+    /** The token last obtained (or configured), for a request made now. */
+    private presentedToken;
+    /** The broker says the token expires soon: get a fresh one onto the link. */
+    private refreshToken;
     private linkOpened;
     private stopLink;
     private linkEnded;

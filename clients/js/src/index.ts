@@ -86,6 +86,16 @@ export interface BackoffOptions {
 export interface TickfanOptions {
   /** Sent as `?token=` (WebSocket) or `Authorization: Bearer` (HTTP). */
   token?: string;
+  /**
+   * Per-user tokens (JWTs) that expire: called for a fresh token before each
+   * connection, and when the broker says the token expires soon
+   * (`token_expiring`). On a WebSocket the fresh token is sent in-band
+   * (`{"op":"auth"}`), so the stream goes on; an SSE stream is reopened with
+   * it from its cursors; a long-poll uses it from its next request. On the
+   * WebSocket the token travels as a `tickfan.token.<jwt>` subprotocol
+   * entry (browsers cannot set headers there). Takes precedence over `token`.
+   */
+  getToken?: () => string | Promise<string>;
   /** Tried in order; once one connects it is kept (default all three). */
   transports?: TransportName[];
   /** Failed attempts on one transport before the next is tried (default 2). */
@@ -299,6 +309,8 @@ interface Link {
   publish?(topic: string, data: unknown): boolean;
   /** Unsubscribes and subscribes again from the subscription's last tick. */
   resync?(sub: Subscription): void;
+  /** Puts the fresh token to use (in-band `auth`, or a reopened stream). */
+  refresh?(): void;
   close(): void;
 }
 
@@ -334,6 +346,9 @@ export class Tickfan extends Emitter<TickfanEvents> {
   private offline = false;
   private closed = false;
   private unwatch: Array<() => void> = [];
+  /** The last token `getToken` gave, and whether a fresh one is wanted. */
+  private token?: string;
+  private tokenStale = true;
   /** The current state, as last emitted. */
   state: StateEvent;
 
@@ -455,12 +470,61 @@ export class Tickfan extends Emitter<TickfanEvents> {
     };
     this.lastActivity = Date.now();
     this.connectTimer = setTimeout(() => this.linkEnded(id, "connect timeout"), this.opts.connectTimeoutMs ?? 10000);
-    try {
-      const t = this.transport;
-      this.link = t === "websocket" ? this.openWebSocket(host) : t === "sse" ? this.openSse(host) : this.openPoll(host);
-    } catch (e) {
-      queueMicrotask(() => this.linkEnded(id, String(e)));
+    const open = () => {
+      if (id !== this.linkId) return;
+      try {
+        const t = this.transport;
+        this.link = t === "websocket" ? this.openWebSocket(host) : t === "sse" ? this.openSse(host) : this.openPoll(host);
+      } catch (e) {
+        queueMicrotask(() => this.linkEnded(id, String(e)));
+      }
+    };
+    if (!this.opts.getToken) return open();
+    this.currentToken().then(open, (e) => this.linkEnded(id, `getToken: ${e?.message ?? e}`));
+  }
+
+  /** The token to present: `getToken`'s (a fresh one when the last is stale), else `token`. */
+  private async currentToken(): Promise<string | undefined> {
+    if (!this.opts.getToken) return this.opts.token;
+    if (this.tokenStale || this.token === undefined) {
+      this.token = await this.opts.getToken();
+      this.tokenStale = false;
     }
+    return this.token;
+  }
+
+  /**
+   * Whether the token `getToken` gave ends within `ms` (read from a JWT's
+   * `exp`; a token that is no JWT never does): a long-poll, which hears no
+   * `token_expiring`, asks for a fresh one before a request that would
+   * present an expired token.
+   */
+  private tokenEndsWithin(ms: number): boolean {
+    const payload = this.token?.split(".")[1];
+    if (!payload) return false;
+    try {
+      const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/"));
+      const exp = JSON.parse(json).exp;
+      return typeof exp === "number" && exp * 1000 - Date.now() < ms;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The token last obtained (or configured), for a request made now. */
+  private presentedToken(): string | undefined {
+    return this.opts.getToken ? this.token : this.opts.token;
+  }
+
+  /** The broker says the token expires soon: get a fresh one onto the link. */
+  private refreshToken(): void {
+    if (!this.opts.getToken) return;
+    this.tokenStale = true;
+    const id = this.linkId;
+    this.currentToken().then(
+      () => id === this.linkId && this.link?.refresh?.(),
+      (e) => this.emit("error", { code: "token_refresh_failed", message: String(e?.message ?? e) }),
+    );
   }
 
   private linkOpened(): void {
@@ -487,6 +551,9 @@ export class Tickfan extends Emitter<TickfanEvents> {
 
   private linkEnded(id: number, reason: string): void {
     if (id !== this.linkId || this.closed) return;
+    // An expired or refused token (close 4001, a 401) is not fixed by
+    // presenting it again: every reconnect asks getToken afresh.
+    this.tokenStale = true;
     const wasConnected = this.connected;
     this.connected = false;
     this.stopLink();
@@ -589,6 +656,9 @@ export class Tickfan extends Emitter<TickfanEvents> {
           if (typeof seq === "number") this.subs.get(topic)?._onHeartbeat(seq);
         }
         return;
+      case "token_expiring":
+        this.refreshToken();
+        return;
       default:
         return; // unsubscribed: liveness only
     }
@@ -603,7 +673,8 @@ export class Tickfan extends Emitter<TickfanEvents> {
   }
 
   private authHeader(): Record<string, string> {
-    return this.opts.token ? { Authorization: `Bearer ${this.opts.token}` } : {};
+    const token = this.presentedToken();
+    return token ? { Authorization: `Bearer ${token}` } : {};
   }
 
   private fetchFn(): typeof fetch {
@@ -628,8 +699,13 @@ export class Tickfan extends Emitter<TickfanEvents> {
     if (!Ctor) throw new Error("no WebSocket: pass the WebSocket option");
     const u = new URL(this.opts.wsPath ?? "/ws", this.base);
     u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-    if (this.opts.token) u.searchParams.set("token", this.opts.token);
-    const ws = new Ctor(u.toString(), "tickfan.v1");
+    const token = this.presentedToken();
+    const protocols = ["tickfan.v1"];
+    // A JWT fits a subprotocol entry (kept out of URLs and their logs);
+    // a static token with + / = does not, and goes as ?token=.
+    if (token && this.opts.getToken && /^[A-Za-z0-9._~-]+$/.test(token)) protocols.push(`tickfan.token.${token}`);
+    else if (token) u.searchParams.set("token", token);
+    const ws = new Ctor(u.toString(), protocols.length === 1 ? protocols[0] : protocols);
     ws.onopen = () => {
       host.opened();
       for (const sub of this.subs.values()) ws.send(this.subOp(sub));
@@ -659,6 +735,10 @@ export class Tickfan extends Emitter<TickfanEvents> {
         if (ws.readyState !== WS_OPEN) return false;
         ws.send(JSON.stringify({ op: "pub", topic, data }));
         return true;
+      },
+      refresh: () => {
+        const fresh = this.presentedToken();
+        if (ws.readyState === WS_OPEN && fresh) ws.send(JSON.stringify({ op: "auth", token: fresh }));
       },
       close: () => {
         ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
@@ -728,6 +808,8 @@ export class Tickfan extends Emitter<TickfanEvents> {
     return {
       subscribe: restart,
       unsubscribe: restart,
+      // The stream cannot take a token in-band: reopened with the fresh one, from its cursors.
+      refresh: restart,
       close: () => {
         const c = controller;
         controller = undefined;
@@ -800,6 +882,11 @@ export class Tickfan extends Emitter<TickfanEvents> {
         restart = false;
         // Held for no time while a topic's position is still to learn.
         const hold = first || unannounced.size ? 0 : this.opts.pollTimeoutSecs ?? 25;
+        if (this.opts.getToken && this.tokenEndsWithin(2000)) {
+          this.tokenStale = true;
+          await this.currentToken();
+          if (stopped) return;
+        }
         const timer = setTimeout(() => mine.abort(), (hold + 10) * 1000);
         let body: any = null;
         try {

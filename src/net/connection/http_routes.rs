@@ -12,6 +12,7 @@ use crate::http::refusal::Refusal;
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{http_route, HttpRoute, RouteError, RoutePaths};
+use crate::metrics::auth::FORBIDDEN_TOPIC;
 use crate::metrics::CONTENT_TYPE;
 use crate::net::context::{Ctx, Transport};
 use crate::net::out_queue::Wire;
@@ -168,10 +169,13 @@ impl Connection {
             };
             return self.refuse_request(request, refusal, bytes.len(), ctx);
         }
-        if let Err(refusal) = presented_rights(request, Access::Publish, ctx) {
-            return self.refuse_request(request, refusal, bytes.len(), ctx);
-        }
         let total = request.head_len + body_len;
+        let complete = bytes.len() >= total;
+        let rights = match presented_rights(request, Access::Publish, "http_publish", complete, ctx)
+        {
+            Ok(rights) => rights,
+            Err(refusal) => return self.refuse_request(request, refusal, bytes.len(), ctx),
+        };
         if bytes.len() < total {
             // RFC 9110 §10.1.1: a server that will accept the content
             // "ought to" send 100 (curl waits a second for it otherwise).
@@ -197,6 +201,12 @@ impl Connection {
                 return self.refuse_request(request, Refusal::Body(error), bytes.len(), ctx)
             }
         };
+        // A batch with one topic the token does not grant publishes nothing.
+        if let Some(item) = items.iter().find(|item| !rights.may_publish(&item.topic)) {
+            ctx.metrics.auth.count("http_publish", FORBIDDEN_TOPIC);
+            let refusal = Refusal::Forbidden(item.topic.to_string());
+            return self.refuse_request(request, refusal, bytes.len(), ctx);
+        }
         let batch: Vec<BatchItem<'_>> = items
             .iter()
             .map(|item| BatchItem {
@@ -248,10 +258,24 @@ impl Connection {
                 return self.refuse_request(request, Refusal::Query(error), available, ctx)
             }
         };
-        let rights = match presented_rights(request, Access::Subscribe, ctx) {
+        let transport = if route == HttpRoute::Poll {
+            "longpoll"
+        } else {
+            "sse"
+        };
+        let rights = match presented_rights(request, Access::Subscribe, transport, true, ctx) {
             Ok(rights) => rights,
             Err(refusal) => return self.refuse_request(request, refusal, available, ctx),
         };
+        if let Some(wanted) = stream
+            .topics
+            .iter()
+            .find(|t| !rights.may_subscribe(&t.topic))
+        {
+            ctx.metrics.auth.count(transport, FORBIDDEN_TOPIC);
+            let refusal = Refusal::Forbidden(wanted.topic.to_string());
+            return self.refuse_request(request, refusal, available, ctx);
+        }
         self.end_request();
         if route == HttpRoute::Poll {
             return self.start_poll(request, stream, ctx);
@@ -263,7 +287,8 @@ impl Connection {
     /// Opens an SSE stream: the response head, then for each topic the
     /// `subscribed` event, any gap, and the snapshot or replay.
     fn start_sse(&mut self, rights: Rights, stream: StreamRequest, ctx: &mut Ctx<'_>) {
-        let mut session = Session::new(rights, ctx.settings.max_client_errors, ctx.now);
+        let mut session = Session::new(rights, ctx.settings.max_client_errors, ctx.now)
+            .expire_with(ctx.settings, ctx.now);
         self.io.out.append(|buf| buf.extend_from_slice(SSE_HEAD));
         self.io.out.set_wire(Wire::Sse);
         for wanted in &stream.topics {

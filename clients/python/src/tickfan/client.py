@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import random
+import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -98,6 +100,9 @@ def backoff_delay(
 
 
 _CLOSED = object()
+
+#: Characters a subprotocol entry (an HTTP token) may carry; a JWT's all are.
+_SUBPROTOCOL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 class Subscription:
@@ -222,6 +227,12 @@ class Client:
 
     ``url`` is the WebSocket URL (``ws://host:9001/ws``; an ``http(s)://``
     URL without a path gets ``/ws``). ``token`` is sent as ``?token=``.
+    ``get_token`` (a function, or a coroutine function, returning a token)
+    is for per-user tokens that expire: it is asked for a fresh token
+    before each connection (which presents it as a ``tickfan.token.<jwt>``
+    subprotocol entry) and when the broker sends ``token_expiring``; the
+    fresh token is then sent in-band (``{"op":"auth"}``), so the stream
+    goes on. It takes precedence over ``token``.
     ``liveness`` (s): a subscribed connection that hears nothing for this
     long (heartbeats come every 5 s by default) is dead and is replaced.
     """
@@ -231,6 +242,7 @@ class Client:
         url: str,
         *,
         token: str | None = None,
+        get_token: Callable[[], str | Awaitable[str]] | None = None,
         backoff_initial: float = 0.5,
         backoff_max: float = 20.0,
         stable_after: float = 10.0,
@@ -244,9 +256,10 @@ class Client:
         scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
         path = parts.path or "/ws"
         query = parts.query
-        if token:
+        if token and get_token is None:
             query = (query + "&" if query else "") + urlencode({"token": token})
         self.url = urlunsplit((scheme, parts.netloc, path, query, ""))
+        self.get_token = get_token
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.stable_after = stable_after
@@ -339,15 +352,51 @@ class Client:
         with contextlib.suppress(Exception):  # a dead link is noticed by the reader
             await self._ws.send(json.dumps(op))
 
+    async def _token(self) -> str:
+        """A fresh token from ``get_token``."""
+        assert self.get_token is not None
+        token = self.get_token()
+        if inspect.isawaitable(token):
+            token = await token
+        return str(token)
+
+    async def _connect_args(self) -> tuple[str, list[str]]:
+        """The URL and subprotocols of the next connection: with
+        ``get_token``, a fresh token as a subprotocol entry when its
+        characters fit one (a JWT's do), else as ``?token=``."""
+        if self.get_token is None:
+            return self.url, ["tickfan.v1"]
+        try:
+            token = await self._token()
+        except Exception as e:  # the application's callback failed: retried with backoff
+            raise OSError(f"get_token failed: {e}") from e
+        if _SUBPROTOCOL_SAFE.fullmatch(token):
+            return self.url, ["tickfan.v1", f"tickfan.token.{token}"]
+        parts = urlsplit(self.url)
+        query = (parts.query + "&" if parts.query else "") + urlencode({"token": token})
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, "")), ["tickfan.v1"]
+
+    async def _refresh(self) -> None:
+        """``token_expiring``: sends a fresh token in-band."""
+        try:
+            token = await self._token()
+        except Exception as e:  # the application's callback failed
+            if self.on_error:
+                self.on_error(TickfanError("token_refresh_failed", str(e)))
+            return
+        if self._ws is not None:
+            await self._send({"op": "auth", "token": token})
+
     async def _run(self) -> None:
         while not self._closed:
             self._set_state(State("connecting", self.attempt))
             connected_at: float | None = None
             reason = "closed"
             try:
+                url, subprotocols = await self._connect_args()
                 async with websockets.connect(
-                    self.url,
-                    subprotocols=["tickfan.v1"],
+                    url,
+                    subprotocols=subprotocols,
                     open_timeout=self.open_timeout,
                     max_size=None,
                 ) as ws:
@@ -414,6 +463,9 @@ class Client:
         elif event == "gap":
             if sub is not None:
                 sub._on_gap(msg["from"], msg["to"])
+        elif event == "token_expiring":
+            if self.get_token is not None:
+                asyncio.ensure_future(self._refresh())
         elif event == "error":
             error = TickfanError(msg.get("code", ""), msg.get("message", ""), topic)
             if self.on_error:
