@@ -37,6 +37,9 @@ use toml::{Table, Value};
 use crate::topic::TopicName;
 use crate::wire::{is_b64token, BUILT_IN_PATHS};
 
+mod cluster;
+pub use cluster::ClusterConfig;
+
 /// The default configuration file, compiled into the binary; it documents every key.
 pub const DEFAULT_TOML: &str = include_str!("../config/tickfan.toml");
 
@@ -62,6 +65,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[tls]`: the TLS listener (wss, https) and its certificate.
     pub tls: TlsConfig,
+    /// `[cluster]`: joining other nodes through NATS JetStream; off by default.
+    pub cluster: ClusterConfig,
     /// `[log]`: diagnostics.
     pub log: LogConfig,
 }
@@ -557,6 +562,7 @@ impl Config {
 
         check_log_level("log.level", &log.level)?;
         check_tls(&self.tls)?;
+        self.cluster.validate()?;
         if self.server.listen.is_none() && self.tls.listen.is_none() {
             return Err(ConfigError::invalid(
                 "server.listen".to_owned(),
@@ -709,7 +715,10 @@ impl fmt::Debug for AuthConfig {
 /// The command line uses it to redact its own `Debug`; this module never
 /// puts such a value into a [`ConfigError`].
 pub fn is_secret_key(dotted_key: &str) -> bool {
-    matches!(dotted_key, "auth.publish_tokens" | "auth.subscribe_tokens")
+    matches!(
+        dotted_key,
+        "auth.publish_tokens" | "auth.subscribe_tokens" | "cluster.token" | "cluster.password"
+    )
 }
 
 /// Refuses an integer outside `range`, naming the key.
@@ -1408,6 +1417,23 @@ mod tests {
                     cert_file: None,
                     key_file: None,
                     client_ca_file: None,
+                },
+                cluster: ClusterConfig {
+                    nats_urls: vec![],
+                    stream: "TICKFAN".to_owned(),
+                    subject_prefix: "tickfan".to_owned(),
+                    replicas: 1,
+                    duplicate_window_ms: 120_000,
+                    publish_window: 1024,
+                    publish_timeout_ms: 30_000,
+                    ping_interval_ms: 2000,
+                    credentials_file: None,
+                    token: None,
+                    user: None,
+                    password: None,
+                    tls_ca_file: None,
+                    tls_cert_file: None,
+                    tls_key_file: None,
                 },
                 log: LogConfig {
                     level: "info".to_owned(),
