@@ -8,6 +8,8 @@
 //!   event each refusal is answered with; [`events`]: the server's events.
 //! - [`auth`]: the rights a token grants; [`subscriptions`]: a worker's
 //!   own subscriber lists and `max_hz` caps.
+//! - [`cluster_link`]: what the table needs of a cluster engine (cluster
+//!   mode numbers ticks by the stream instead of here).
 //! - [`demo_feed`]: the synthetic market `--demo-feed` publishes.
 //!
 //! Topic names, ops and publish data arrive from the network, so the whole
@@ -16,6 +18,7 @@
 
 pub mod auth;
 pub mod client_op;
+pub mod cluster_link;
 pub mod demo_feed;
 pub mod events;
 pub mod mailbox;

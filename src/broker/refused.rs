@@ -26,6 +26,9 @@ pub enum Refused {
     ConnectionTopicLimit,
     /// A publish would pass `broker.max_topics`.
     BrokerTopicLimit,
+    /// Cluster mode: the node is cut off from its stream (the connection
+    /// is about to be closed with 4000 "reconnect elsewhere").
+    NotServing,
 }
 
 impl Refused {
@@ -38,6 +41,7 @@ impl Refused {
             Refused::AlreadySubscribed => "already_subscribed",
             Refused::NotSubscribed => "not_subscribed",
             Refused::ConnectionTopicLimit | Refused::BrokerTopicLimit => "too_many_topics",
+            Refused::NotServing => "not_serving",
         }
     }
 
@@ -52,6 +56,7 @@ impl Refused {
             Refused::NotSubscribed => "not subscribed to this topic",
             Refused::ConnectionTopicLimit => "this connection's topic limit is reached",
             Refused::BrokerTopicLimit => "the broker's topic limit is reached",
+            Refused::NotServing => "this cluster node cannot publish now: use another node",
         })
     }
 }
@@ -73,6 +78,7 @@ mod tests {
             "already_subscribed",
             "not_subscribed",
             "binary_not_supported",
+            "not_serving",
         ];
         let refusals = [
             Refused::Invalid(OpError::MissingField("topic")),
@@ -83,6 +89,7 @@ mod tests {
             Refused::NotSubscribed,
             Refused::ConnectionTopicLimit,
             Refused::BrokerTopicLimit,
+            Refused::NotServing,
         ];
         for refused in refusals {
             assert!(documented.contains(&refused.code()), "{refused:?}");

@@ -37,6 +37,9 @@ pub enum Refusal {
     TopicLimit,
     /// Accepted over `server.max_connections` (503).
     ConnectionLimit,
+    /// A cluster node cut off from its stream or catching up (503): the
+    /// client should go to another node.
+    NotServing,
     /// Accepted over `server.max_connections_per_ip` (503).
     PeerConnectionLimit,
     /// More than a request head arrived while a long-poll was held (431).
@@ -56,7 +59,10 @@ impl Refusal {
             Refusal::UnexpectedBody | Refusal::Query(_) | Refusal::Body(_) => 400,
             Refusal::BodyTooLarge { .. } => 413,
             Refusal::Unauthorized(_) => 401,
-            Refusal::TopicLimit | Refusal::ConnectionLimit | Refusal::PeerConnectionLimit => 503,
+            Refusal::TopicLimit
+            | Refusal::ConnectionLimit
+            | Refusal::PeerConnectionLimit
+            | Refusal::NotServing => 503,
             Refusal::PipelinedPastHeldPoll => 431,
             Refusal::HeadTimeout => 408,
         }
@@ -87,6 +93,7 @@ impl Refusal {
                 "over_limit"
             }
             Refusal::HeadTimeout => "timeout",
+            Refusal::NotServing => "not_serving",
         }
     }
 
@@ -124,6 +131,9 @@ impl fmt::Display for Refusal {
                 "the broker's topic limit is reached; nothing of the request was published",
             ),
             Refusal::ConnectionLimit => f.write_str("server at its connection limit"),
+            Refusal::NotServing => f.write_str(
+                "this cluster node is cut off from its stream or catching up: use another node",
+            ),
             Refusal::PeerConnectionLimit => f.write_str("too many connections from this address"),
             Refusal::PipelinedPastHeldPoll => {
                 f.write_str("too much sent while a long-poll is held")
@@ -173,6 +183,7 @@ mod tests {
             Refusal::Body(PublishError::NoTicks),
             Refusal::TopicLimit,
             Refusal::ConnectionLimit,
+            Refusal::NotServing,
             Refusal::PeerConnectionLimit,
             Refusal::PipelinedPastHeldPoll,
             Refusal::HeadTimeout,

@@ -51,7 +51,7 @@ impl Transport {
 
 /// The `reason` labels of refused requests and upgrades; which refusal
 /// gets which is `crate::http::refusal::Refusal::label`'s decision.
-pub const FAILURE_REASONS: [&str; 11] = [
+pub const FAILURE_REASONS: [&str; 12] = [
     "bad_request",
     "unauthorized",
     "not_found",
@@ -63,6 +63,7 @@ pub const FAILURE_REASONS: [&str; 11] = [
     "headers_too_large",
     "not_implemented",
     "over_limit",
+    "not_serving",
 ];
 
 /// Why a TLS handshake failed: the `reason` labels of
@@ -97,7 +98,7 @@ pub struct WorkerStats {
     /// Accepted upgrades and requests, by [`Transport`] index.
     pub handshakes: [u64; Transport::ALL.len()],
     /// Refusals, by index in [`FAILURE_REASONS`].
-    pub handshake_failures: [u64; 11],
+    pub handshake_failures: [u64; FAILURE_REASONS.len()],
     /// TLS handshakes completed.
     pub tls_handshakes: u64,
     /// TLS handshakes failed, by index in [`TLS_FAILURE_REASONS`].

@@ -296,7 +296,11 @@ impl Connection {
         }
         // Backpressure that reaches a publisher faster than fan-out through
         // TCP, instead of growing the mailboxes without bound.
-        if self.may_publish() && ctx.table.mailbox_backlog() > ctx.settings.max_mailbox_ticks {
+        if self.may_publish()
+            && ctx
+                .table
+                .publishers_must_wait(ctx.settings.max_mailbox_ticks)
+        {
             self.read_paused_until = Some(now + PUBLISH_PAUSE);
             ctx.stats.publisher_pauses += 1;
             return Verdict::Keep;
@@ -492,6 +496,9 @@ impl Connection {
         let endpoint = match route {
             WebSocketRoute::Echo => Endpoint::Echo,
             WebSocketRoute::PubSub => {
+                if !ctx.table.serving() {
+                    return Err(Refusal::NotServing);
+                }
                 let rights = presented_rights(request, Access::Subscribe, ctx)?;
                 Endpoint::PubSub(Box::new(Session::new(
                     rights,
@@ -745,6 +752,25 @@ impl Connection {
             }));
             session.last_sent = now;
             self.io.out.push_heartbeat(&heartbeat);
+        }
+    }
+
+    /// Cluster mode, the node lost its stream: WebSocket and SSE clients
+    /// get close 4000 ("reconnect elsewhere"), a held poll is answered now;
+    /// HTTP requests are refused by their routes while the node does not serve.
+    pub fn send_away(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        match self.phase {
+            Phase::WebSocket(_) | Phase::Sse(_) => {
+                self.fail(
+                    CloseCode::RECONNECT_ELSEWHERE,
+                    "reconnect elsewhere: node lost the cluster",
+                    ctx.stats,
+                    ctx.now,
+                );
+                Verdict::Keep
+            }
+            Phase::Polling(_) => self.finish_poll(ctx),
+            Phase::Http(_) | Phase::Draining { .. } => Verdict::Keep,
         }
     }
 

@@ -72,7 +72,7 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Shared {
     pub settings: Settings,
-    pub table: TopicTable,
+    pub table: Arc<TopicTable>,
     pub auth: Auth,
     pub metrics: Metrics,
     /// Connections open across all workers, for `max_connections`.
@@ -430,10 +430,29 @@ impl Worker {
                     );
                     work += reached.max(1);
                 }
+                Some(Delivery::Reconnect) => {
+                    self.send_away(now);
+                    work += 1;
+                }
                 None => return,
             }
         }
         self.mail_waiting = true;
+    }
+
+    /// Cluster mode, the node lost its stream: every subscriber is sent
+    /// away (see [`Connection::send_away`]).
+    fn send_away(&mut self, now: Instant) {
+        for token in self.connections.tokens() {
+            let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
+                continue;
+            };
+            let mut verdict = connection.send_away(&mut ctx);
+            if verdict == Verdict::Keep {
+                verdict = connection.flush(ctx.stats, ctx.latency);
+            }
+            self.settle(token, verdict);
+        }
     }
 
     /// Writes every connection that got ticks since the last sweep, once;
