@@ -46,6 +46,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// A failed publish waits this long before it is sent again.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 
+/// How long binding the stream is retried at start.
+const STREAM_BIND_WAIT: Duration = Duration::from_secs(45);
+
 /// How long one publish attempt waits for its acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -154,10 +157,24 @@ impl Engine {
             duplicate_window: config.duplicate_window(),
             ..Default::default()
         };
-        let stream = js
-            .get_or_create_stream(stream_config)
-            .await
-            .map_err(|e| format!("cannot create or bind stream {}: {e}", config.stream))?;
+        // A JetStream cluster that has just started may still be electing
+        // its meta leader: retry for a while before giving up.
+        let deadline = Instant::now() + STREAM_BIND_WAIT;
+        let stream = loop {
+            match js.get_or_create_stream(stream_config.clone()).await {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::info!(error = %e, "cluster: stream not bound yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot create or bind stream {}: {e}",
+                        config.stream
+                    ))
+                }
+            }
+        };
         let info = stream
             .get_info()
             .await

@@ -1,0 +1,198 @@
+//! Cluster mode over real processes: three `nats-server`s clustered with
+//! JetStream on loopback ports found free, and tickfan nodes joined through
+//! them (README.md, "Cluster").
+//!
+//! What every test checks is the cluster's promise: a tick published on any
+//! node reaches the subscribers of every node; every node gives each topic
+//! the same order and numbering (seq = the stream sequence, `prev` = the
+//! topic's previous one, so the `prev` chain of a complete feed has no
+//! hole); snapshots and `since` replays are served by any node from the
+//! stream; and a node that cannot reach NATS stops serving instead of
+//! serving stale or partial feeds.
+//!
+//! The tests need `nats-server`: under CI a missing one fails them; locally
+//! they are skipped with a message (see `common::nats`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::nats::NatsCluster;
+use common::*;
+
+/// How long a node may take to bind the stream and catch up.
+const NODE_READY: Duration = Duration::from_secs(60);
+
+/// How long a subscriber waits for all the ticks it expects.
+const ALL_TICKS_WITHIN: Duration = Duration::from_secs(60);
+
+/// A topic name with the characters the subject mapping escapes.
+const TOPICS: [&str; 3] = ["AAPL", "fx.EUR_USD", "a..b:c-d"];
+
+/// A tick as a cluster subscriber sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    seq: u64,
+    prev: u64,
+    data: String,
+}
+
+/// A tickfan node joined to the cluster through NATS server `url`.
+fn node(url: &str, extra: &[&str]) -> Broker {
+    let mut args = vec!["--cluster-nats", url, "--set", "cluster.replicas=3"];
+    args.extend_from_slice(extra);
+    Broker::start_within(&args, NODE_READY)
+}
+
+fn seen(tick: &OwnedTick) -> Seen {
+    let json: serde_json::Value = serde_json::from_str(&tick.text).expect("tick JSON");
+    Seen {
+        seq: tick.seq,
+        prev: json["prev"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("cluster tick without prev: {}", tick.text)),
+        data: tick.data.clone(),
+    }
+}
+
+/// Reads ticks until `want` of every topic in `topics` arrived (heartbeats
+/// and events other than ticks fail the test), within the deadline.
+fn collect(client: &mut PsClient, topics: &[&str], want: usize) -> BTreeMap<String, Vec<Seen>> {
+    let mut got: BTreeMap<String, Vec<Seen>> = topics
+        .iter()
+        .map(|t| ((*t).to_owned(), Vec::new()))
+        .collect();
+    let deadline = Instant::now() + ALL_TICKS_WITHIN;
+    while got.values().any(|ticks| ticks.len() < want) {
+        assert!(
+            Instant::now() < deadline,
+            "not every tick within {ALL_TICKS_WITHIN:?}: {:?}",
+            got.iter().map(|(t, v)| (t, v.len())).collect::<Vec<_>>()
+        );
+        let Some(msg) = client.recv_within(Duration::from_secs(1)) else {
+            continue;
+        };
+        let tick = msg.tick("a live tick");
+        got.get_mut(&tick.topic)
+            .unwrap_or_else(|| panic!("tick of a topic not subscribed: {}", tick.text))
+            .push(seen(&tick));
+    }
+    got
+}
+
+/// Seqs strictly increase and each tick's `prev` is the seq before it
+/// (the first tick's `prev` is `first_prev`).
+fn assert_complete_chain(topic: &str, ticks: &[Seen], first_prev: u64) {
+    let mut last = first_prev;
+    for tick in ticks {
+        assert_eq!(
+            tick.prev, last,
+            "{topic}: hole in the prev chain at {tick:?}"
+        );
+        assert!(tick.seq > last, "{topic}: seq not increasing at {tick:?}");
+        last = tick.seq;
+    }
+}
+
+#[test]
+fn every_node_delivers_every_topic_in_one_order_and_any_node_recovers() {
+    let Some(nats) = NatsCluster::start(3) else {
+        return;
+    };
+    let nodes: Vec<Broker> = (0..3).map(|i| node(&nats.url(i), &[])).collect();
+    // A subscriber on every node, to every topic, before anything is published.
+    let mut subscribers: Vec<PsClient> = nodes.iter().map(Broker::pubsub).collect();
+    let mut epochs = Vec::new();
+    for subscriber in &mut subscribers {
+        for topic in TOPICS {
+            let subscribed = subscriber.subscribe(topic);
+            epochs.push(subscribed["epoch"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        epochs.iter().all(|e| e == &epochs[0]),
+        "one epoch on every node, for every topic: {epochs:?}"
+    );
+    // A publisher on every node, racing the others on every topic.
+    const PER_NODE: usize = 40;
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, node)| {
+            let mut publisher = node.pubsub();
+            thread::spawn(move || {
+                for i in 0..PER_NODE {
+                    for topic in TOPICS {
+                        publisher.publish(topic, &format!(r#"{{"node":{n},"i":{i}}}"#));
+                    }
+                }
+                publisher
+            })
+        })
+        .collect();
+    let readers: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut subscriber| {
+            thread::spawn(move || collect(&mut subscriber, &TOPICS, 3 * PER_NODE))
+        })
+        .collect();
+    let _publishers = join_all(publishers);
+    let feeds = join_all(readers);
+    let reference = &feeds[0];
+    for (n, feed) in feeds.iter().enumerate() {
+        assert_eq!(feed, reference, "node {n} saw another order than node 0");
+    }
+    for (topic, ticks) in reference {
+        assert_complete_chain(topic, ticks, 0);
+        let mut data: Vec<&str> = ticks.iter().map(|t| t.data.as_str()).collect();
+        data.sort_unstable();
+        let mut published: Vec<String> = (0..3)
+            .flat_map(|n| (0..PER_NODE).map(move |i| format!(r#"{{"node":{n},"i":{i}}}"#)))
+            .collect();
+        published.sort_unstable();
+        assert_eq!(data, published, "{topic}: every publish exactly once");
+    }
+
+    // A node that saw none of it, started now, serves the snapshot and
+    // `since` from the stream alone.
+    let late = node(&nats.url(2), &[]);
+    let topic = TOPICS[1];
+    let ticks = &reference[topic];
+    let mut client = late.pubsub();
+    let subscribed = client.subscribe(topic);
+    assert_eq!(subscribed["epoch"], epochs[0].as_str());
+    assert_eq!(subscribed["seq"], ticks.last().unwrap().seq);
+    let snapshot = seen(&client.expect_tick("the snapshot"));
+    assert_eq!(&snapshot, ticks.last().unwrap());
+    let since = ticks[9].seq;
+    let mut resumed = late.pubsub();
+    resumed.subscribe_with(
+        topic,
+        &format!(r#","since":{since},"epoch":"{}""#, epochs[0]),
+    );
+    let replay: Vec<Seen> = (10..ticks.len())
+        .map(|_| seen(&resumed.expect_tick("the replay")))
+        .collect();
+    assert_eq!(replay, ticks[10..].to_vec(), "replay after since, no gap");
+    assert!(resumed.recv_within(Duration::from_millis(300)).is_none());
+    // Long-poll there too, with the cursor of the replay.
+    let body = get_once(
+        &late,
+        &format!("/poll?topic={topic}&since={topic}:{since}&timeout=1"),
+    );
+    assert_eq!(body.status, 200, "{}", body.text());
+    let answer = body.json();
+    let polled: Vec<u64> = answer["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        polled,
+        ticks[10..].iter().map(|t| t.seq).collect::<Vec<_>>()
+    );
+    assert_eq!(answer["epochs"][topic], epochs[0].as_str());
+}
