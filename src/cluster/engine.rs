@@ -160,25 +160,26 @@ impl Engine {
         // A JetStream cluster that has just started may still be electing
         // its meta leader: retry for a while before giving up.
         let deadline = Instant::now() + STREAM_BIND_WAIT;
-        let stream = loop {
-            match js.get_or_create_stream(stream_config.clone()).await {
-                Ok(stream) => break stream,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::info!(error = %e, "cluster: stream not bound yet; retrying");
+        let (stream, info) = loop {
+            let bound = match js.get_or_create_stream(stream_config.clone()).await {
+                Ok(stream) => match stream.get_info().await {
+                    Ok(info) => Ok((stream, info)),
+                    Err(e) => Err(format!("cannot read stream {}: {e}", config.stream)),
+                },
+                Err(e) => Err(format!(
+                    "cannot create or bind stream {}: {e}",
+                    config.stream
+                )),
+            };
+            match bound {
+                Ok(bound) => break bound,
+                Err(reason) if Instant::now() < deadline => {
+                    tracing::info!(%reason, "cluster: stream not ready yet; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "cannot create or bind stream {}: {e}",
-                        config.stream
-                    ))
-                }
+                Err(reason) => return Err(reason),
             }
         };
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| format!("cannot read stream {}: {e}", config.stream))?;
         // The stream's identity: a stream deleted and made again numbers
         // from 1 again, and gets a new creation time, so a new epoch.
         let epoch = format!(
