@@ -196,3 +196,102 @@ fn every_node_delivers_every_topic_in_one_order_and_any_node_recovers() {
     );
     assert_eq!(answer["epochs"][topic], epochs[0].as_str());
 }
+
+/// `GET /readyz` on `node`: its status.
+fn readyz(node: &Broker) -> u16 {
+    get_once(node, "/readyz").status
+}
+
+/// Polls `/readyz` until it answers `status`, within `within`.
+fn wait_readyz(node: &Broker, status: u16, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while readyz(node) != status {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: /readyz not {status} within {within:?}; stderr:\n{}",
+            node.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Publishes `data` to `topic` over HTTP on `node`: the status.
+fn http_publish(node: &Broker, topic: &str, data: &str) -> u16 {
+    let mut stream = node.tcp();
+    http_post(
+        &mut stream,
+        &format!("/publish?topic={topic}"),
+        "",
+        data.as_bytes(),
+    )
+    .status
+}
+
+/// Reads `n` ticks (events fail the test).
+fn read_ticks(client: &mut PsClient, n: usize, what: &str) -> Vec<Seen> {
+    (0..n).map(|_| seen(&client.expect_tick(what))).collect()
+}
+
+#[test]
+fn a_node_cut_off_from_nats_stops_serving_and_catches_up_before_serving_again() {
+    let Some(nats) = NatsCluster::start(3) else {
+        return;
+    };
+    let upstream = format!("127.0.0.1:{}", nats.servers[0].client_port)
+        .parse()
+        .unwrap();
+    let proxy = common::proxy::PausableProxy::start(upstream);
+    let fast_pings = ["--set", "cluster.ping_interval_ms=300"];
+    let cut = node(&format!("nats://{}", proxy.addr()), &fast_pings);
+    let other = node(&nats.url(1), &fast_pings);
+    let topic = "cut.off";
+    let mut watcher = other.pubsub();
+    let epoch = watcher.subscribe(topic)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut victim = cut.pubsub();
+    victim.subscribe(topic);
+    for i in 0..5 {
+        assert_eq!(http_publish(&other, topic, &i.to_string()), 202);
+    }
+    let before = read_ticks(&mut watcher, 5, "before the cut");
+    assert_eq!(read_ticks(&mut victim, 5, "before the cut"), before);
+
+    proxy.pause();
+    // Longer than the heartbeat: the node notices, stops serving, and
+    // sends its subscribers elsewhere.
+    wait_readyz(&cut, 503, Duration::from_secs(20), "cut off");
+    assert_eq!(
+        victim.read_until_close().map(|(code, _)| code),
+        Some(4000),
+        "subscribers are told to reconnect elsewhere"
+    );
+    assert_eq!(http_publish(&cut, topic, "99"), 503);
+    let refused = PsClient::upgrade(cut.tcp(), WS, &[]).expect_err("no WebSocket while cut off");
+    assert_eq!(refused.status, 503);
+    let polled = get_once(&cut, &format!("/poll?topic={topic}&timeout=1"));
+    assert_eq!(polled.status, 503);
+    // The rest of the cluster goes on meanwhile.
+    for i in 5..15 {
+        assert_eq!(http_publish(&other, topic, &i.to_string()), 202);
+    }
+    let during = read_ticks(&mut watcher, 10, "during the cut");
+
+    proxy.resume();
+    wait_readyz(&cut, 200, Duration::from_secs(30), "reconnected");
+    // Serving again means caught up: the ticks of the cut are there at once.
+    let mut back = cut.pubsub();
+    let since = before.last().unwrap().seq;
+    let subscribed = back.subscribe_with(topic, &format!(r#","since":{since},"epoch":"{epoch}""#));
+    assert_eq!(subscribed["seq"], during.last().unwrap().seq);
+    assert_eq!(
+        read_ticks(&mut back, 10, "the replay after the cut"),
+        during
+    );
+    assert_complete_chain(topic, &[before, during].concat(), 0);
+    // And it publishes again, seen everywhere.
+    assert_eq!(http_publish(&cut, topic, "15"), 202);
+    let after = read_ticks(&mut watcher, 1, "after the cut");
+    assert_eq!(read_ticks(&mut back, 1, "after the cut"), after);
+}

@@ -20,7 +20,8 @@
 //! - [`routes`]: `POST /publish` and long-poll answers;
 //! - [`metrics`]: `/metrics` scrapes and waits for a value;
 //! - [`prometheus`]: a real Prometheus server, [`nats`]: real `nats-server`
-//!   clusters with JetStream, and [`pki`]: a test CA and server certificate
+//!   clusters with JetStream, [`proxy`]: a TCP proxy a test pauses (a
+//!   partition), and [`pki`]: a test CA and server certificate
 //!   for the TLS listener (none re-exported: their names are imported where
 //!   they are used).
 //!
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod nats;
 pub mod pki;
 pub mod prometheus;
+pub mod proxy;
 pub mod pubsub;
 pub mod routes;
 pub mod ws;
