@@ -295,3 +295,113 @@ fn a_node_cut_off_from_nats_stops_serving_and_catches_up_before_serving_again() 
     let after = read_ticks(&mut watcher, 1, "after the cut");
     assert_eq!(read_ticks(&mut back, 1, "after the cut"), after);
 }
+
+/// A subscriber that follows `topic` across node deaths: on EOF it
+/// reconnects to the next node in `nodes` with `since` + `epoch`, and
+/// keeps every tick it got, in order.
+fn follow_until(
+    urls: &[std::net::SocketAddr],
+    topic: &str,
+    want: usize,
+    epoch: &str,
+) -> (Vec<Seen>, usize) {
+    let mut got: Vec<Seen> = Vec::new();
+    let mut reconnects = 0;
+    let mut at = 0;
+    let deadline = Instant::now() + ALL_TICKS_WITHIN;
+    'connect: while got.len() < want {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {want} ticks within {ALL_TICKS_WITHIN:?}",
+            got.len()
+        );
+        let Ok(stream) = std::net::TcpStream::connect(urls[at % urls.len()]) else {
+            at += 1;
+            reconnects += 1;
+            continue;
+        };
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let Ok(mut client) = PsClient::upgrade(stream, WS, &[]) else {
+            at += 1;
+            continue;
+        };
+        let extra = match got.last() {
+            Some(last) => format!(r#","since":{},"epoch":"{epoch}""#, last.seq),
+            None => String::new(),
+        };
+        client.send_text(&format!(r#"{{"op":"sub","topic":"{topic}"{extra}}}"#));
+        while got.len() < want {
+            let Ok(msg) = client.try_recv_any() else {
+                // The node died (EOF, reset): the next one.
+                at += 1;
+                reconnects += 1;
+                continue 'connect;
+            };
+            match msg {
+                Msg::Tick(tick) => got.push(seen(&tick)),
+                Msg::Event(event) => match event["event"].as_str() {
+                    Some("subscribed") => assert_eq!(event["epoch"], epoch, "{event}"),
+                    Some("heartbeat") => {}
+                    _ => panic!("unexpected event after a reconnect: {event}"),
+                },
+            }
+        }
+    }
+    (got, reconnects)
+}
+
+#[test]
+fn subscribers_of_a_killed_node_resume_on_another_with_no_gap_and_no_duplicate() {
+    let Some(nats) = NatsCluster::start(3) else {
+        return;
+    };
+    let mut nodes: Vec<Broker> = (0..3).map(|i| node(&nats.url(i), &[])).collect();
+    let topic = "kill.node";
+    const TICKS: usize = 400;
+    let mut reference = nodes[2].pubsub();
+    let epoch = reference.subscribe(topic)["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Followers start on node 0 (the one that dies), and go on to 1, then 2.
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(Broker::addr).collect();
+    let followers: Vec<_> = (0..3)
+        .map(|_| {
+            let (addrs, epoch) = (addrs.clone(), epoch.clone());
+            thread::spawn(move || follow_until(&addrs, topic, TICKS, &epoch))
+        })
+        .collect();
+    // Each follower has subscribed on node 0 before publishing starts.
+    wait_for_metrics(&nodes[0], "three followers subscribed", |text| {
+        metric_sum(text, "tickfan_subscriptions") >= 3.0
+    });
+    let publisher_node = nodes[1].addr();
+    let publisher = thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(publisher_node).unwrap();
+        for i in 0..TICKS {
+            let response = http_post(
+                &mut stream,
+                &format!("/publish?topic={topic}"),
+                "",
+                i.to_string().as_bytes(),
+            );
+            assert_eq!(response.status, 202, "{}", response.text());
+            // Spread the stream over a second or two, so the kill lands mid-stream.
+            thread::sleep(Duration::from_millis(3));
+        }
+    });
+    // Mid-stream: once the reference has seen a quarter of it.
+    let first = read_ticks(&mut reference, TICKS / 4, "before the kill");
+    nodes[0].kill_now();
+    let rest = read_ticks(&mut reference, TICKS - TICKS / 4, "after the kill");
+    publisher.join().unwrap();
+    let all = [first, rest].concat();
+    assert_complete_chain(topic, &all, 0);
+    for (feed, reconnects) in join_all(followers) {
+        assert!(reconnects >= 1, "the follower never lost its node");
+        assert_eq!(
+            feed, all,
+            "a follower's feed across the kill: no gap, no duplicate"
+        );
+    }
+}
