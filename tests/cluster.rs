@@ -19,8 +19,10 @@ use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::nats::NatsCluster;
+use common::nats::{read_stream, NatsCluster};
 use common::*;
+use tickfan::cluster::subject::subject_of;
+use tickfan::topic::TopicName;
 
 /// How long a node may take to bind the stream and catch up.
 const NODE_READY: Duration = Duration::from_secs(60);
@@ -41,7 +43,15 @@ struct Seen {
 
 /// A tickfan node joined to the cluster through NATS server `url`.
 fn node(url: &str, extra: &[&str]) -> Broker {
-    let mut args = vec!["--cluster-nats", url, "--set", "cluster.replicas=3"];
+    node_of(&[url.to_owned()], extra)
+}
+
+/// A tickfan node that knows every server in `urls`.
+fn node_of(urls: &[String], extra: &[&str]) -> Broker {
+    let mut args = vec!["--set", "cluster.replicas=3"];
+    for url in urls {
+        args.extend(["--cluster-nats", url.as_str()]);
+    }
     args.extend_from_slice(extra);
     Broker::start_within(&args, NODE_READY)
 }
@@ -153,6 +163,13 @@ fn every_node_delivers_every_topic_in_one_order_and_any_node_recovers() {
             .collect();
         published.sort_unstable();
         assert_eq!(data, published, "{topic}: every publish exactly once");
+        // The audit: what every subscriber got is what the stream holds.
+        let got: Vec<(u64, String)> = ticks.iter().map(|t| (t.seq, t.data.clone())).collect();
+        assert_eq!(
+            got,
+            stored_feed(&nats.url(1), topic),
+            "{topic}: the stream's own order"
+        );
     }
 
     // A node that saw none of it, started now, serves the snapshot and
@@ -331,6 +348,13 @@ fn follow_until(
         };
         client.send_text(&format!(r#"{{"op":"sub","topic":"{topic}"{extra}}}"#));
         while got.len() < want {
+            // Heartbeats keep a stalled connection busy: the deadline
+            // holds here too.
+            assert!(
+                Instant::now() < deadline,
+                "{} of {want} ticks within {ALL_TICKS_WITHIN:?}",
+                got.len()
+            );
             let Ok(msg) = client.try_recv_any() else {
                 // The node died (EOF, reset): the next one.
                 at += 1;
@@ -397,11 +421,130 @@ fn subscribers_of_a_killed_node_resume_on_another_with_no_gap_and_no_duplicate()
     publisher.join().unwrap();
     let all = [first, rest].concat();
     assert_complete_chain(topic, &all, 0);
+    assert_eq!(
+        all.iter()
+            .map(|t| (t.seq, t.data.clone()))
+            .collect::<Vec<_>>(),
+        stored_feed(&nats.url(2), topic),
+        "the audit: the feed is the stream's"
+    );
     for (feed, reconnects) in join_all(followers) {
         assert!(reconnects >= 1, "the follower never lost its node");
         assert_eq!(
             feed, all,
             "a follower's feed across the kill: no gap, no duplicate"
         );
+    }
+}
+
+/// The stream's messages of `topic`, as subscribers would see them.
+fn stored_feed(url: &str, topic: &str) -> Vec<(u64, String)> {
+    let subject = subject_of("tickfan", &TopicName::new(topic).unwrap());
+    read_stream(url, "TICKFAN")
+        .into_iter()
+        .filter(|m| m.subject == subject)
+        .map(|m| (m.seq, m.payload))
+        .collect()
+}
+
+#[test]
+fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
+    let Some(mut nats) = NatsCluster::start(3) else {
+        return;
+    };
+    let urls = nats.urls();
+    let fast = ["--set", "cluster.ping_interval_ms=300"];
+    let nodes: Vec<Broker> = (0..3).map(|_| node_of(&urls, &fast)).collect();
+    let topic = "kill.leader";
+    const TICKS: usize = 300;
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(Broker::addr).collect();
+    let mut probe = nodes[0].pubsub();
+    let epoch = probe.subscribe(topic)["epoch"].as_str().unwrap().to_owned();
+    drop(probe);
+    let followers: Vec<_> = (0..2)
+        .map(|n| {
+            // Start on different nodes; any may lose its server.
+            let mut addrs = addrs.clone();
+            addrs.rotate_left(n);
+            let epoch = epoch.clone();
+            thread::spawn(move || follow_until(&addrs, topic, TICKS, &epoch))
+        })
+        .collect();
+    let (accepted_tx, accepted_rx) = std::sync::mpsc::channel::<(usize, Instant)>();
+    let publisher_addrs = addrs.clone();
+    let publisher = thread::spawn(move || {
+        // Every tick until it is accepted (202), on whichever node serves;
+        // a node between servers answers 503 and is asked again.
+        let deadline = Instant::now() + ALL_TICKS_WITHIN;
+        let mut at = 0;
+        for i in 0..TICKS {
+            loop {
+                assert!(Instant::now() < deadline, "tick {i} never accepted");
+                let Ok(mut stream) = std::net::TcpStream::connect(publisher_addrs[at % 3]) else {
+                    at += 1;
+                    continue;
+                };
+                stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let body = format!(r#"{{"i":{i}}}"#);
+                let response = http_post(
+                    &mut stream,
+                    &format!("/publish?topic={topic}"),
+                    "",
+                    body.as_bytes(),
+                );
+                if response.status == 202 {
+                    accepted_tx.send((i, Instant::now())).unwrap();
+                    break;
+                }
+                assert_eq!(response.status, 503, "{}", response.text());
+                at += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    });
+    // Mid-stream: a quarter accepted, then the stream leader dies.
+    for _ in 0..TICKS / 4 {
+        accepted_rx
+            .recv_timeout(ALL_TICKS_WITHIN)
+            .expect("publishing started");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        if let Some(leader) = nats.stream_leader("TICKFAN") {
+            break leader;
+        }
+        assert!(Instant::now() < deadline, "no stream leader reported");
+        thread::sleep(Duration::from_millis(50));
+    };
+    let leader = nats.index_of(&leader).expect("the leader is one of ours");
+    let killed_at = Instant::now();
+    nats.kill(leader);
+    publisher.join().unwrap();
+    let accepted: Vec<(usize, Instant)> = accepted_rx.try_iter().collect();
+    assert!(
+        accepted.iter().any(|(_, at)| *at > killed_at),
+        "publishing resumed after the leader died"
+    );
+    let feeds: Vec<Vec<Seen>> = join_all(followers)
+        .into_iter()
+        .map(|(feed, _)| feed)
+        .collect();
+    let survivor = (0..3).find(|&i| i != leader).unwrap();
+    let stored = stored_feed(&nats.url(survivor), topic);
+    // Every accepted tick is in the stream once, in one order, and that is
+    // what every subscriber got.
+    let mut payloads: Vec<&str> = stored.iter().map(|(_, p)| p.as_str()).collect();
+    payloads.sort_unstable();
+    let mut published: Vec<String> = (0..TICKS).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+    published.sort_unstable();
+    assert_eq!(
+        payloads, published,
+        "each accepted tick stored exactly once"
+    );
+    for feed in &feeds {
+        assert_complete_chain(topic, feed, 0);
+        let got: Vec<(u64, String)> = feed.iter().map(|t| (t.seq, t.data.clone())).collect();
+        assert_eq!(got, stored, "a subscriber's feed is the stream's");
     }
 }

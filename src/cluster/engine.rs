@@ -43,6 +43,10 @@ const TS_HEADER: &str = "Tickfan-Ts";
 /// How often the engine looks at retries, catch-up and lag.
 const TICK: Duration = Duration::from_millis(100);
 
+/// A follower that lags the stream and has read nothing for this long is
+/// presumed dead (its consumer lived on a server that died) and replaced.
+const STALL_AFTER: Duration = Duration::from_secs(2);
+
 /// A failed publish waits this long before it is sent again.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 
@@ -135,9 +139,16 @@ impl Engine {
         let config = &settings.config;
         let (events_tx, events) = mpsc::unbounded_channel();
         let options = connect_options(config, events_tx).await?;
-        let urls = config.nats_urls.join(",");
+        let mut servers = Vec::with_capacity(config.nats_urls.len());
+        for (i, url) in config.nats_urls.iter().enumerate() {
+            let server: async_nats::ServerAddr = url
+                .parse()
+                .map_err(|e| format!("cluster.nats_urls[{i}] {url:?}: {e}"))?;
+            servers.push(server);
+        }
+        let urls = config.nats_urls.join(", ");
         let client = options
-            .connect(urls.as_str())
+            .connect(servers.as_slice())
             .await
             .map_err(|e| format!("cannot connect to NATS at {urls}: {e}"))?;
         state.connected.store(true, Ordering::Relaxed);
@@ -245,12 +256,14 @@ impl Engine {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lag_checked = Instant::now();
+        let mut last_read = Instant::now();
         self.check_caught_up(&mut ready);
         loop {
             let room = in_flight.len().saturating_add(retries.len()) < window;
             tokio::select! {
                 message = next_message(&mut messages) => match message {
                     Some(Ok(message)) => {
+                        last_read = Instant::now();
                         self.apply(&message);
                         if self.catch_up_to.is_some() {
                             self.check_caught_up(&mut ready);
@@ -310,7 +323,18 @@ impl Engine {
                         lag_checked = now;
                         if let Some(last) = self.last_sequence().await {
                             let applied = self.state.applied.load(Ordering::Relaxed);
-                            self.state.lag.store(last.saturating_sub(applied), Ordering::Relaxed);
+                            let lag = last.saturating_sub(applied);
+                            self.state.lag.store(lag, Ordering::Relaxed);
+                            // The ordered consumer is an R1 ephemeral on one
+                            // server; if that server died, the client notices
+                            // only after missed idle heartbeats (tens of
+                            // seconds). Behind with nothing read: follow anew.
+                            if lag > 0 && last_read.elapsed() >= STALL_AFTER && !self.refollow {
+                                tracing::warn!(lag, "cluster: stream follower stalled; following anew");
+                                messages = None;
+                                self.refollow = true;
+                                last_read = Instant::now();
+                            }
                         }
                     }
                 }

@@ -230,3 +230,72 @@ impl Drop for NatsCluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// One message of the stream, as a full read of it returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: u64,
+    pub subject: String,
+    pub payload: String,
+}
+
+/// Reads the whole of `stream` through the server at `url` (an ordered
+/// consumer from the first message to the last the stream had when the
+/// read began): the audit that the subscribers' feeds are checked against.
+pub fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
+    use futures_util::StreamExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(client);
+        // Just after a server died the cluster may still be electing
+        // leaders: each request is retried until a deadline.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (last, consumer) = loop {
+            let attempt = async {
+                let handle = js.get_stream(stream).await.map_err(|e| e.to_string())?;
+                let info = handle.get_info().await.map_err(|e| e.to_string())?;
+                let consumer = handle
+                    .create_consumer(
+                        async_nats::jetstream::consumer::pull::OrderedConfig::default(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((info.state.last_sequence, consumer))
+            };
+            match attempt.await {
+                Ok(done) => break done,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "reading stream {stream}: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let mut out = Vec::new();
+        if last == 0 {
+            return out;
+        }
+        let mut messages = consumer.messages().await.expect("messages");
+        let read = async {
+            while let Some(message) = messages.next().await {
+                let message = message.expect("a stream message");
+                let seq = message.info().expect("message info").stream_sequence;
+                out.push(Stored {
+                    seq,
+                    subject: message.subject.to_string(),
+                    payload: String::from_utf8(message.payload.to_vec()).expect("UTF-8 payload"),
+                });
+                if seq >= last {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the stream read within 30 s");
+        out
+    })
+}
