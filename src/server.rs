@@ -166,6 +166,7 @@ impl Server {
             mailboxes.push(mailbox);
             inboxes.push(inbox);
         }
+        let metrics = Metrics::new();
         let broker = &config.broker;
         let limits = TableLimits {
             shards: broker.shards,
@@ -184,6 +185,7 @@ impl Server {
                     &config.cluster,
                     broker.history_depth,
                     Arc::clone(&table),
+                    metrics.register_cluster(),
                     CLUSTER_START_WAIT,
                 )?;
                 table
@@ -198,7 +200,7 @@ impl Server {
                 &auth.subscribe_tokens,
                 auth.subscribe_requires_token,
             ),
-            metrics: Metrics::new(),
+            metrics,
             live_connections: AtomicUsize::new(0),
             peer_limit: PeerLimit::new(config.server.max_connections_per_ip),
             stopping: AtomicBool::new(false),

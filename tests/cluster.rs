@@ -548,3 +548,74 @@ fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
         assert_eq!(got, stored, "a subscriber's feed is the stream's");
     }
 }
+
+#[test]
+fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
+    let Some(nats) = NatsCluster::start(3) else {
+        return;
+    };
+    let upstream = format!("127.0.0.1:{}", nats.servers[0].client_port)
+        .parse()
+        .unwrap();
+    let proxy = common::proxy::PausableProxy::start(upstream);
+    // Pings too rare to notice the stall: only the window reacts.
+    let stalled = node(
+        &format!("nats://{}", proxy.addr()),
+        &[
+            "--set",
+            "cluster.publish_window=4",
+            "--set",
+            "cluster.ping_interval_ms=60000",
+        ],
+    );
+    let other = node(&nats.url(1), &[]);
+    let topic = "window";
+    let mut watcher = other.pubsub();
+    watcher.subscribe(topic);
+    proxy.pause();
+    const TICKS: usize = 40;
+    let mut publisher = stalled.pubsub();
+    let publishing = thread::spawn(move || {
+        for i in 0..TICKS {
+            publisher.publish(topic, &i.to_string());
+            // Separate reads, so that some come after the window filled.
+            thread::sleep(Duration::from_millis(10));
+        }
+        publisher
+    });
+    wait_for_metrics(&stalled, "the publisher paused", |text| {
+        metric_sum(text, "tickfan_publisher_pauses_total") > 0.0
+    });
+    assert!(
+        watcher.recv_within(Duration::from_millis(200)).is_none(),
+        "nothing reaches the stream while the link is stalled"
+    );
+    let _publisher = publishing.join().unwrap();
+    // Past the acknowledgement timeout: publishes are sent again, with the
+    // message ids of their first attempt.
+    wait_for_metrics(&stalled, "retried publishes", |text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(r#"tickfan_cluster_publishes_total{result="retried"} "#))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    });
+    proxy.resume();
+    let got = read_ticks(&mut watcher, TICKS, "after the stall");
+    assert_complete_chain(topic, &got, 0);
+    let mut data: Vec<u64> = got.iter().map(|t| t.data.parse().unwrap()).collect();
+    data.sort_unstable();
+    assert_eq!(
+        data,
+        (0..TICKS as u64).collect::<Vec<_>>(),
+        "each tick once, retries or not"
+    );
+    let stored = stored_feed(&nats.url(1), topic);
+    assert_eq!(stored.len(), TICKS, "the stream holds each tick once");
+    assert!(watcher.recv_within(Duration::from_millis(300)).is_none());
+    wait_for_metrics(&stalled, "every publish acknowledged", |text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(r#"tickfan_cluster_publishes_total{result="acked"} "#))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v == TICKS as f64)
+    });
+}

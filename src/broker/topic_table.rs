@@ -219,11 +219,12 @@ impl TopicTable {
             .unwrap_or(0)
     }
 
-    /// Whether publishers must pause: a mailbox is longer than
-    /// `max_mailbox_ticks`, or (cluster mode) the publish window is full.
-    pub fn publishers_must_wait(&self, max_mailbox_ticks: usize) -> bool {
-        self.mailbox_backlog() > max_mailbox_ticks
-            || self.cluster.as_ref().is_some_and(|link| link.window_full())
+    /// Cluster mode: whether the publish window is full. WebSocket
+    /// publishers are not read while it is (the backpressure of a long
+    /// mailbox); HTTP publishes are answered 503 (an HTTP connection also
+    /// carries /readyz and /metrics, which must not wait for the stream).
+    pub fn publish_window_full(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|link| link.window_full())
     }
 
     /// The mailbox of worker `worker` (a worker's own id: one mailbox was

@@ -33,6 +33,7 @@ use super::subject::{all_topics, subject_of, topic_of};
 use super::{LinkState, Submitted};
 use crate::broker::topic_table::TopicTable;
 use crate::config::ClusterConfig;
+use crate::metrics::ClusterMetrics;
 use crate::tick::now_micros;
 use crate::topic::TopicName;
 
@@ -89,6 +90,7 @@ pub(super) fn run(
     settings: Settings,
     table: Arc<TopicTable>,
     state: Arc<LinkState>,
+    metrics: ClusterMetrics,
     inbox: mpsc::UnboundedReceiver<Submitted>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
@@ -103,7 +105,7 @@ pub(super) fn run(
         }
     };
     runtime.block_on(async move {
-        let mut engine = match Engine::connect(settings, table, state).await {
+        let mut engine = match Engine::connect(settings, table, state, metrics).await {
             Ok(engine) => engine,
             Err(reason) => {
                 let _ = ready.send(Err(reason));
@@ -118,6 +120,7 @@ struct Engine {
     settings: Settings,
     table: Arc<TopicTable>,
     state: Arc<LinkState>,
+    metrics: ClusterMetrics,
     js: Context,
     stream: stream::Stream,
     events: mpsc::UnboundedReceiver<async_nats::Event>,
@@ -135,6 +138,7 @@ impl Engine {
         settings: Settings,
         table: Arc<TopicTable>,
         state: Arc<LinkState>,
+        metrics: ClusterMetrics,
     ) -> Result<Engine, String> {
         let config = &settings.config;
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -152,6 +156,7 @@ impl Engine {
             .await
             .map_err(|e| format!("cannot connect to NATS at {urls}: {e}"))?;
         state.connected.store(true, Ordering::Relaxed);
+        metrics.connected.set(1);
         let js = jetstream::ContextBuilder::new()
             .timeout(ACK_TIMEOUT)
             .max_ack_inflight(config.publish_window.saturating_add(16))
@@ -205,6 +210,7 @@ impl Engine {
             settings,
             table,
             state,
+            metrics,
             js,
             stream,
             events,
@@ -305,7 +311,7 @@ impl Engine {
                             self.give_up(&outgoing, "not acknowledged within cluster.publish_timeout_ms");
                             continue;
                         }
-                        self.state.retried.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.publishes.with_label_values(&["retried"]).inc();
                         if let Some(future) = self.send(outgoing).await.or_retry(&mut retries) {
                             in_flight.push(future);
                         }
@@ -324,7 +330,7 @@ impl Engine {
                         if let Some(last) = self.last_sequence().await {
                             let applied = self.state.applied.load(Ordering::Relaxed);
                             let lag = last.saturating_sub(applied);
-                            self.state.lag.store(lag, Ordering::Relaxed);
+                            self.metrics.consumer_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
                             // The ordered consumer is an R1 ephemeral on one
                             // server; if that server died, the client notices
                             // only after missed idle heartbeats (tens of
@@ -381,6 +387,7 @@ impl Engine {
         }
         self.catch_up_to = None;
         self.state.serving.store(true, Ordering::Release);
+        self.metrics.serving.set(1);
         tracing::info!(seq = target, "cluster: caught up with the stream; serving");
         if let Some(ready) = ready.take() {
             let _ = ready.send(Ok(()));
@@ -391,6 +398,8 @@ impl Engine {
         match event {
             async_nats::Event::Disconnected => {
                 self.state.connected.store(false, Ordering::Relaxed);
+                self.metrics.connected.set(0);
+                self.metrics.serving.set(0);
                 self.catch_up_to = None;
                 self.refollow = true;
                 if self.state.serving.swap(false, Ordering::AcqRel) {
@@ -401,6 +410,7 @@ impl Engine {
             async_nats::Event::Connected => {
                 tracing::info!("cluster: NATS connected; catching up before serving");
                 self.state.connected.store(true, Ordering::Relaxed);
+                self.metrics.connected.set(1);
             }
             other => tracing::debug!(event = %other, "cluster: NATS event"),
         }
@@ -413,6 +423,9 @@ impl Engine {
         };
         let seq = info.stream_sequence;
         self.state.applied.fetch_max(seq, Ordering::Relaxed);
+        self.metrics
+            .applied_seq
+            .set(i64::try_from(seq).unwrap_or(i64::MAX));
         let prefix = &self.settings.config.subject_prefix;
         let Some(topic) = topic_of(prefix, message.subject.as_str()) else {
             tracing::debug!(subject = %message.subject, "cluster: not a topic's subject; skipped");
@@ -481,7 +494,10 @@ impl Engine {
     ) {
         match result {
             Ok(_) => {
-                self.state.acked.fetch_add(1, Ordering::Relaxed);
+                self.metrics.publishes.with_label_values(&["acked"]).inc();
+                self.metrics
+                    .publish_latency
+                    .observe(outgoing.first_sent.elapsed().as_secs_f64());
                 self.state.pending.fetch_sub(1, Ordering::Relaxed);
             }
             Err(reason) => {
@@ -498,7 +514,7 @@ impl Engine {
             %reason,
             "cluster: publish given up"
         );
-        self.state.failed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.publishes.with_label_values(&["failed"]).inc();
         self.state.pending.fetch_sub(1, Ordering::Relaxed);
     }
 }

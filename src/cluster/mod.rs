@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::broker::cluster_link::{ClusterLink, NotServing};
 use crate::broker::topic_table::TopicTable;
 use crate::config::ClusterConfig;
+use crate::metrics::ClusterMetrics;
 use crate::topic::TopicName;
 
 /// A publish on its way from a worker to the engine.
@@ -36,55 +37,18 @@ struct Submitted {
     ts: u64,
 }
 
-/// What the engine and the workers share: counters and flags, no locks.
+/// What the engine and the workers share: counters and flags, no locks
+/// (the engine's own counts are in [`ClusterMetrics`]).
 #[derive(Debug, Default)]
-pub struct LinkState {
+struct LinkState {
     /// Publishes submitted and not yet acknowledged or given up.
     pending: AtomicUsize,
     /// Connected to NATS and caught up with the stream.
     serving: AtomicBool,
     /// Connected to NATS (the client's view).
     connected: AtomicBool,
-    /// Publishes the stream acknowledged.
-    acked: AtomicU64,
-    /// Publishes given up after `cluster.publish_timeout_ms` of retries.
-    failed: AtomicU64,
-    /// Publishes sent again after a failed attempt.
-    retried: AtomicU64,
-    /// Stream messages the stream has and this node has not applied yet,
-    /// as last measured.
-    lag: AtomicU64,
     /// The last stream sequence applied.
     applied: AtomicU64,
-}
-
-impl LinkState {
-    /// A snapshot of the counters, for metrics.
-    pub fn stats(&self) -> LinkStats {
-        LinkStats {
-            pending: self.pending.load(Ordering::Relaxed),
-            serving: self.serving.load(Ordering::Relaxed),
-            connected: self.connected.load(Ordering::Relaxed),
-            acked: self.acked.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            lag: self.lag.load(Ordering::Relaxed),
-            applied: self.applied.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// The engine's counters at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkStats {
-    pub pending: usize,
-    pub serving: bool,
-    pub connected: bool,
-    pub acked: u64,
-    pub failed: u64,
-    pub retried: u64,
-    pub lag: u64,
-    pub applied: u64,
 }
 
 /// The workers' side of the engine.
@@ -151,11 +115,6 @@ impl Pending {
         Arc::clone(&self.link) as Arc<dyn ClusterLink>
     }
 
-    /// The shared counters, for metrics.
-    pub fn state(&self) -> Arc<LinkState> {
-        Arc::clone(&self.link.state)
-    }
-
     /// Starts the engine thread and waits until it has connected, bound the
     /// stream and caught up with it (so the node serves from its first
     /// client on), or failed; `wait` bounds the wait.
@@ -164,6 +123,7 @@ impl Pending {
         config: &ClusterConfig,
         history_depth: usize,
         table: Arc<TopicTable>,
+        metrics: ClusterMetrics,
         wait: Duration,
     ) -> io::Result<()> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -172,7 +132,7 @@ impl Pending {
         let inbox = self.inbox;
         std::thread::Builder::new()
             .name("tickfan-cluster".to_owned())
-            .spawn(move || engine::run(settings, table, state, inbox, ready_tx))?;
+            .spawn(move || engine::run(settings, table, state, metrics, inbox, ready_tx))?;
         match ready_rx.recv_timeout(wait) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(io::Error::other(format!("cluster: {reason}"))),

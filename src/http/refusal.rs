@@ -40,6 +40,9 @@ pub enum Refusal {
     /// A cluster node cut off from its stream or catching up (503): the
     /// client should go to another node.
     NotServing,
+    /// Cluster mode: `cluster.publish_window` publishes await the stream's
+    /// acknowledgement (503); nothing was published, retry shortly.
+    PublishWindowFull,
     /// Accepted over `server.max_connections_per_ip` (503).
     PeerConnectionLimit,
     /// More than a request head arrived while a long-poll was held (431).
@@ -62,7 +65,8 @@ impl Refusal {
             Refusal::TopicLimit
             | Refusal::ConnectionLimit
             | Refusal::PeerConnectionLimit
-            | Refusal::NotServing => 503,
+            | Refusal::NotServing
+            | Refusal::PublishWindowFull => 503,
             Refusal::PipelinedPastHeldPoll => 431,
             Refusal::HeadTimeout => 408,
         }
@@ -94,6 +98,7 @@ impl Refusal {
             }
             Refusal::HeadTimeout => "timeout",
             Refusal::NotServing => "not_serving",
+            Refusal::PublishWindowFull => "over_limit",
         }
     }
 
@@ -133,6 +138,9 @@ impl fmt::Display for Refusal {
             Refusal::ConnectionLimit => f.write_str("server at its connection limit"),
             Refusal::NotServing => f.write_str(
                 "this cluster node is cut off from its stream or catching up: use another node",
+            ),
+            Refusal::PublishWindowFull => f.write_str(
+                "the publish window to the cluster's stream is full; nothing was published, retry",
             ),
             Refusal::PeerConnectionLimit => f.write_str("too many connections from this address"),
             Refusal::PipelinedPastHeldPoll => {
@@ -184,6 +192,7 @@ mod tests {
             Refusal::TopicLimit,
             Refusal::ConnectionLimit,
             Refusal::NotServing,
+            Refusal::PublishWindowFull,
             Refusal::PeerConnectionLimit,
             Refusal::PipelinedPastHeldPoll,
             Refusal::HeadTimeout,

@@ -12,7 +12,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub mod cluster;
 pub mod worker_stats;
+
+pub use self::cluster::ClusterMetrics;
 
 use self::worker_stats::{
     Transport, WorkerStats, CLOSE_CODES, FAILURE_REASONS, TLS_FAILURE_REASONS,
@@ -231,6 +234,11 @@ impl Metrics {
         }
         m.init_label_sets();
         m
+    }
+
+    /// Registers cluster mode's metrics (the engine updates them).
+    pub fn register_cluster(&self) -> ClusterMetrics {
+        ClusterMetrics::register(&self.registry)
     }
 
     /// Creates every known label combination at zero, so dashboards show

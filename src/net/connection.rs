@@ -296,10 +296,12 @@ impl Connection {
         }
         // Backpressure that reaches a publisher faster than fan-out through
         // TCP, instead of growing the mailboxes without bound.
+        // In cluster mode a full publish window pauses WebSocket publishers
+        // too; HTTP connections are answered instead (see
+        // `TopicTable::publish_window_full`).
         if self.may_publish()
-            && ctx
-                .table
-                .publishers_must_wait(ctx.settings.max_mailbox_ticks)
+            && (ctx.table.mailbox_backlog() > ctx.settings.max_mailbox_ticks
+                || (self.is_websocket() && ctx.table.publish_window_full()))
         {
             self.read_paused_until = Some(now + PUBLISH_PAUSE);
             ctx.stats.publisher_pauses += 1;

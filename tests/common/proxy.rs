@@ -121,6 +121,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, paused: Arc<AtomicBool>, stopped
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                // Bytes read just as the pause began wait for the resume.
+                while paused.load(Ordering::SeqCst) && !stopped.load(Ordering::SeqCst) {
+                    thread::sleep(POLL);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }

@@ -206,6 +206,9 @@ impl Connection {
                 return self.refuse_request(request, Refusal::Body(error), bytes.len(), ctx)
             }
         };
+        if ctx.table.publish_window_full() {
+            return self.refuse_request(request, Refusal::PublishWindowFull, bytes.len(), ctx);
+        }
         let batch: Vec<BatchItem<'_>> = items
             .iter()
             .map(|item| BatchItem {
