@@ -185,7 +185,7 @@ impl Server {
                     &config.cluster,
                     broker.history_depth,
                     Arc::clone(&table),
-                    metrics.register_cluster(),
+                    metrics.cluster(),
                     CLUSTER_START_WAIT,
                 )?;
                 table

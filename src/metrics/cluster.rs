@@ -1,6 +1,6 @@
 //! Cluster mode's metrics, updated by the engine thread alone (never by a
-//! worker, so their atomics cost the hot path nothing) and registered only
-//! when `[cluster]` is on: a single node exports none of them.
+//! worker, so their atomics cost the hot path nothing). A single node
+//! exports them at zero, so one dashboard serves both modes.
 
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 

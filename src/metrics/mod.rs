@@ -59,6 +59,7 @@ pub struct Metrics {
     queued_bytes: IntGaugeVec,
     held_polls: IntGaugeVec,
     latency: Histogram,
+    cluster: ClusterMetrics,
 }
 
 /// Buckets of the publish-to-write latency, in seconds: 10 µs to 1 s.
@@ -191,6 +192,7 @@ impl Metrics {
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .expect("valid metric"),
+            cluster: ClusterMetrics::register(&registry),
             registry,
         };
         let collectors: [Box<dyn Collector>; 25] = [
@@ -236,9 +238,10 @@ impl Metrics {
         m
     }
 
-    /// Registers cluster mode's metrics (the engine updates them).
-    pub fn register_cluster(&self) -> ClusterMetrics {
-        ClusterMetrics::register(&self.registry)
+    /// Cluster mode's metrics, for the engine to update (in single-node
+    /// mode they are exported and stay at zero, so one dashboard fits both).
+    pub fn cluster(&self) -> ClusterMetrics {
+        self.cluster.clone()
     }
 
     /// Creates every known label combination at zero, so dashboards show
