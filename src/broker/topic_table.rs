@@ -434,14 +434,27 @@ impl TopicTable {
         if let Some(count) = entry.subscribers.get_mut(worker) {
             *count = count.saturating_add(1);
         }
+        let mut seq = entry.seq;
         let (gap, ticks) = match start {
             Start::Latest => (None, entry.last.iter().cloned().collect()),
+            // Cluster mode: seqs are the stream's, the same on every node,
+            // so a client that saw more than this node applied yet (it came
+            // from a node further ahead) is simply ahead: nothing is missing,
+            // and live ticks start after what it has.
+            Start::After { since, epoch }
+                if self.cluster.is_some()
+                    && since > entry.seq
+                    && epoch.is_none_or(|e| e == entry.epoch) =>
+            {
+                seq = since;
+                (None, Vec::new())
+            }
             Start::After { since, epoch } => replay(entry, since, epoch),
         };
         Subscribed {
             topic: entry.id,
             epoch: entry.epoch.clone(),
-            seq: entry.seq,
+            seq,
             gap,
             ticks,
         }

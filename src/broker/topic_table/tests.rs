@@ -337,3 +337,21 @@ fn cluster_publish_checks_the_topic_limit_before_the_stream() {
     assert_eq!(table.publish_batch(&batch), Err(PublishError::TooManyTopics));
     assert_eq!(link.submitted.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn cluster_subscriber_ahead_of_this_node_waits_for_its_next_tick() {
+    let (table, link, inboxes, _polls) = cluster_table(8, 100);
+    link.serving.store(true, Ordering::Relaxed);
+    table.set_cluster_epoch("E".to_owned());
+    table.apply(&t("A"), 4, 1, b"0");
+    // The client saw 7 on a node further ahead: no gap, nothing replayed,
+    // and ticks up to 7 are not sent again when this node applies them.
+    let sub = table.subscribe(&t("A"), 0, Start::After { since: 7, epoch: Some("E") });
+    assert_eq!((sub.gap, sub.ticks.len(), sub.seq), (None, 0, 7));
+    // Another epoch still gets the snapshot and a gap.
+    let other = table.subscribe(&t("A"), 0, Start::After { since: 7, epoch: Some("old") });
+    assert_eq!(other.gap, Some((1, 4)));
+    table.apply(&t("A"), 7, 1, b"1");
+    table.apply(&t("A"), 9, 1, b"2");
+    assert_eq!(seqs(&inboxes[0]), vec![7, 9], "the worker skips 7 for the first by its start seq");
+}
