@@ -263,6 +263,8 @@ impl Engine {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lag_checked = Instant::now();
         let mut last_read = Instant::now();
+        // When the stream last answered (stream info, once a second).
+        let mut stream_seen = Instant::now();
         self.check_caught_up(&mut ready);
         loop {
             let room = in_flight.len().saturating_add(retries.len()) < window;
@@ -328,6 +330,7 @@ impl Engine {
                     if now.duration_since(lag_checked) >= Duration::from_secs(1) {
                         lag_checked = now;
                         if let Some(last) = self.last_sequence().await {
+                            stream_seen = Instant::now();
                             let applied = self.state.applied.load(Ordering::Relaxed);
                             let lag = last.saturating_sub(applied);
                             self.metrics.consumer_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
@@ -341,6 +344,15 @@ impl Engine {
                                 self.refollow = true;
                                 last_read = Instant::now();
                             }
+                        } else if self.state.serving.load(Ordering::Relaxed)
+                            && stream_seen.elapsed() >= self.stream_lost_after()
+                        {
+                            // Connected to a server that cannot reach the
+                            // stream (its cluster lost quorum, or the server
+                            // is cut off from the others): stale, so stop
+                            // serving as if NATS were gone.
+                            self.stop_serving("the stream does not answer");
+                            messages = None;
                         }
                     }
                 }
@@ -394,18 +406,35 @@ impl Engine {
         }
     }
 
+    /// Stops serving (subscribers sent away with 4000, /readyz and
+    /// publishes 503) until the engine has followed the stream again and
+    /// caught up with it.
+    fn stop_serving(&mut self, why: &str) {
+        self.catch_up_to = None;
+        self.refollow = true;
+        self.metrics.serving.set(0);
+        if self.state.serving.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                reason = why,
+                "cluster: not serving; subscribers sent away (4000)"
+            );
+            self.table.send_away_subscribers();
+        }
+    }
+
+    /// How long the stream may go unanswered before the node stops
+    /// serving: three NATS ping intervals, at least three seconds (a
+    /// leader election here takes one to a few).
+    fn stream_lost_after(&self) -> Duration {
+        (self.settings.config.ping_interval() * 3).max(Duration::from_secs(3))
+    }
+
     fn on_event(&mut self, event: async_nats::Event) {
         match event {
             async_nats::Event::Disconnected => {
                 self.state.connected.store(false, Ordering::Relaxed);
                 self.metrics.connected.set(0);
-                self.metrics.serving.set(0);
-                self.catch_up_to = None;
-                self.refollow = true;
-                if self.state.serving.swap(false, Ordering::AcqRel) {
-                    tracing::warn!("cluster: lost NATS; not serving, subscribers sent away (4000)");
-                    self.table.send_away_subscribers();
-                }
+                self.stop_serving("lost NATS");
             }
             async_nats::Event::Connected => {
                 tracing::info!("cluster: NATS connected; catching up before serving");
