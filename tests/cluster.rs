@@ -24,6 +24,18 @@ use common::*;
 use tickfan::cluster::subject::subject_of;
 use tickfan::topic::TopicName;
 
+/// Each test runs three nats-servers and several nodes: on a 2-core machine
+/// running them side by side makes elections and timeouts flaky, so they
+/// run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one may still run.
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// How long a node may take to bind the stream and catch up.
 const NODE_READY: Duration = Duration::from_secs(60);
 
@@ -108,6 +120,7 @@ fn assert_complete_chain(topic: &str, ticks: &[Seen], first_prev: u64) {
 
 #[test]
 fn every_node_delivers_every_topic_in_one_order_and_any_node_recovers() {
+    let _serial = one_at_a_time();
     let Some(nats) = NatsCluster::start(3) else {
         return;
     };
@@ -251,6 +264,7 @@ fn read_ticks(client: &mut PsClient, n: usize, what: &str) -> Vec<Seen> {
 
 #[test]
 fn a_node_cut_off_from_nats_stops_serving_and_catches_up_before_serving_again() {
+    let _serial = one_at_a_time();
     let Some(nats) = NatsCluster::start(3) else {
         return;
     };
@@ -376,6 +390,7 @@ fn follow_until(
 
 #[test]
 fn subscribers_of_a_killed_node_resume_on_another_with_no_gap_and_no_duplicate() {
+    let _serial = one_at_a_time();
     let Some(nats) = NatsCluster::start(3) else {
         return;
     };
@@ -449,6 +464,7 @@ fn stored_feed(url: &str, topic: &str) -> Vec<(u64, String)> {
 
 #[test]
 fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
+    let _serial = one_at_a_time();
     let Some(mut nats) = NatsCluster::start(3) else {
         return;
     };
@@ -551,6 +567,7 @@ fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
 
 #[test]
 fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
+    let _serial = one_at_a_time();
     let Some(nats) = NatsCluster::start(3) else {
         return;
     };

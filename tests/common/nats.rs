@@ -253,7 +253,7 @@ pub fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
         let js = async_nats::jetstream::new(client);
         // Just after a server died the cluster may still be electing
         // leaders: each request is retried until a deadline.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let (last, consumer) = loop {
             let attempt = async {
                 let handle = js.get_stream(stream).await.map_err(|e| e.to_string())?;
