@@ -265,6 +265,7 @@ impl Engine {
         let mut last_read = Instant::now();
         // When the stream last answered (stream info, once a second).
         let mut stream_seen = Instant::now();
+        let mut probe: Option<Probe> = None;
         self.check_caught_up(&mut ready);
         loop {
             let room = in_flight.len().saturating_add(retries.len()) < window;
@@ -327,32 +328,42 @@ impl Engine {
                         self.catch_up_to = self.last_sequence().await;
                     }
                     self.check_caught_up(&mut ready);
-                    if now.duration_since(lag_checked) >= Duration::from_secs(1) {
+                    if probe.is_none() && now.duration_since(lag_checked) >= Duration::from_secs(1) {
                         lag_checked = now;
-                        if let Some(last) = self.last_sequence().await {
-                            stream_seen = Instant::now();
-                            let applied = self.state.applied.load(Ordering::Relaxed);
-                            let lag = last.saturating_sub(applied);
-                            self.metrics.consumer_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
-                            // The ordered consumer is an R1 ephemeral on one
-                            // server; if that server died, the client notices
-                            // only after missed idle heartbeats (tens of
-                            // seconds). Behind with nothing read: follow anew.
-                            if lag > 0 && last_read.elapsed() >= STALL_AFTER && !self.refollow {
-                                tracing::warn!(lag, "cluster: stream follower stalled; following anew");
-                                messages = None;
-                                self.refollow = true;
-                                last_read = Instant::now();
-                            }
-                        } else if self.state.serving.load(Ordering::Relaxed)
-                            && stream_seen.elapsed() >= self.stream_lost_after()
-                        {
-                            // Connected to a server that cannot reach the
-                            // stream (its cluster lost quorum, or the server
-                            // is cut off from the others): stale, so stop
-                            // serving as if NATS were gone.
-                            self.stop_serving("the stream does not answer");
+                        let stream = self.stream.clone();
+                        probe = Some(Box::pin(async move {
+                            stream.get_info().await.ok().map(|info| info.state.last_sequence)
+                        }));
+                    }
+                    if self.state.serving.load(Ordering::Relaxed)
+                        && stream_seen.elapsed() >= self.stream_lost_after()
+                    {
+                        // Connected to a server that cannot reach the
+                        // stream (its cluster lost quorum, or the server
+                        // is cut off from the others): stale, so stop
+                        // serving as if NATS were gone.
+                        self.stop_serving("the stream does not answer");
+                        messages = None;
+                    }
+                }
+                // The once-a-second stream info, polled here so that a
+                // stream slow to answer never holds up publishes or applies.
+                last = next_probe(&mut probe) => {
+                    probe = None;
+                    if let Some(last) = last {
+                        stream_seen = Instant::now();
+                        let applied = self.state.applied.load(Ordering::Relaxed);
+                        let lag = last.saturating_sub(applied);
+                        self.metrics.consumer_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+                        // The ordered consumer is an R1 ephemeral on one
+                        // server; if that server died, the client notices
+                        // only after missed idle heartbeats (tens of
+                        // seconds). Behind with nothing read: follow anew.
+                        if lag > 0 && last_read.elapsed() >= STALL_AFTER && !self.refollow {
+                            tracing::warn!(lag, "cluster: stream follower stalled; following anew");
                             messages = None;
+                            self.refollow = true;
+                            last_read = Instant::now();
                         }
                     }
                 }
@@ -563,6 +574,17 @@ impl OrRetry for Result<AckFuture, Outgoing> {
                 None
             }
         }
+    }
+}
+
+/// The stream's last sequence, asked once a second (`None`: no answer).
+type Probe = Pin<Box<dyn Future<Output = Option<u64>>>>;
+
+/// The answer of the probe in flight, or never while there is none.
+async fn next_probe(probe: &mut Option<Probe>) -> Option<u64> {
+    match probe {
+        Some(probe) => probe.await,
+        None => std::future::pending().await,
     }
 }
 
