@@ -40,6 +40,13 @@
 #                   bytes per tick and broker CPU per delivered tick side by side;
 #                   then the highest rate with delivery >= 0.999 of quotes for
 #                   tickfan plain, tickfan with deflate and uWebSockets shared
+#   cluster         cluster mode through NATS JetStream (three nats-servers, R3):
+#                   broadcast at 1,000 subscribers (highest rate with delivery
+#                   >= 0.999) for a single node and for a cluster node, in the
+#                   same run; publish-to-delivery latency through the engine at
+#                   CLUSTER_LATENCY_RATES ticks/s (CLUSTER_LATENCY_SUBS
+#                   subscribers); the highest ingest one node gets into the
+#                   R3 stream (1 subscriber)
 #
 # Builds release; starts tickfan (one worker) and/or the peers
 # (../shared/peers/peers.sh, or $PEERS_DIR/peers.sh; `install` first if missing);
@@ -72,7 +79,7 @@ set -euo pipefail
 
 SCENARIO=${1:-}
 case $SCENARIO in
-    broadcast | ws-vs-longpoll | idle | market | peers | flush | wss | deflate | batching) ;;
+    broadcast | ws-vs-longpoll | idle | market | peers | flush | wss | deflate | batching | cluster) ;;
     *)
         sed -n '2,50p' "$0" >&2
         exit 2
@@ -149,8 +156,17 @@ stop_peers() {
     peers_started=()
 }
 
+nats_pids=() # the nats-servers the cluster scenario started
+
+stop_nats() {
+    local pid
+    for pid in "${nats_pids[@]}"; do stop_pid "$pid"; done
+    nats_pids=()
+}
+
 cleanup() {
     stop_tickfan
+    stop_nats
     stop_peers
     stop_uws_custom
 }
@@ -167,7 +183,8 @@ start_tickfan() { # start_tickfan [EXTRA BROKER FLAGS...]
         --shutdown-grace-ms 500 "$@" 2>"$blog" &
     tickfan_pid=$!
     local port=
-    for _ in $(seq 100); do
+    # 5 s, or START_STEPS x 50 ms (a cluster node binds its stream first).
+    for _ in $(seq "${START_STEPS:-100}"); do
         port=$(sed -n 's/.*tickfan listening listen=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$blog" | head -n1)
         [ -n "$port" ] && break
         kill -0 "$tickfan_pid" 2>/dev/null || { cat "$blog" >&2; return 1; }
@@ -703,7 +720,86 @@ deflate() {
     done
 }
 
+# A free loopback port (bound, then released).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+nats_url= # a client URL of the cluster the scenario started
+
+# Three nats-servers clustered with JetStream, stores under $TMP; waits for
+# their /healthz.
+start_nats_cluster() {
+    local bin=${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+    [ -x "$bin" ] || { log "nats-server not found"; return 1; }
+    local i ports=() routes=""
+    for i in 0 1 2; do
+        ports+=("$(free_port) $(free_port) $(free_port)")
+    done
+    for i in 0 1 2; do
+        read -r _ route _ <<<"${ports[$i]}"
+        routes+="${routes:+,}nats://127.0.0.1:$route"
+    done
+    for i in 0 1 2; do
+        local client route mon
+        read -r client route mon <<<"${ports[$i]}"
+        "$bin" -a 127.0.0.1 -p "$client" -m "$mon" -js -sd "$TMP/nats$i" -n "bench$i" \
+            --cluster_name bench --cluster "nats://127.0.0.1:$route" --routes "$routes" \
+            >"$TMP/nats$i.log" 2>&1 &
+        nats_pids+=($!)
+        [ "$i" = 0 ] && nats_url=nats://127.0.0.1:$client
+    done
+    for i in 0 1 2; do
+        local mon
+        read -r _ _ mon <<<"${ports[$i]}"
+        for _ in $(seq 150); do
+            curl -sf "http://127.0.0.1:$mon/healthz" >/dev/null && break
+            sleep 0.2
+        done
+    done
+}
+
+# A cluster node: R3 through the first server, up to a minute to bind the
+# stream and catch up before it listens.
+start_cluster_node() {
+    START_STEPS=1200 start_tickfan --cluster-nats "$nats_url" --set cluster.replicas=3 "$@"
+}
+
+# cluster_rows PART LABEL SUBS [ARGS...]: `search` against the tickfan
+# running now (single node or cluster node), then its row at the max.
+cluster_rows() {
+    local part=$1 label=$2 subs=$3
+    shift 3
+    local found max
+    found=$(search "cluster-$part" tickfan --subscribers "$subs" --topics 1 --threads 1 "$@")
+    max=${found% *}
+    [ -f "$TMP/cluster-$part-best.json" ] &&
+        row "$part" "$label" ws "$subs" 1 "$max" "$found" \
+            "$TMP/cluster-$part-best.json" "$TMP/cluster-$part-best.json"
+}
+
+cluster() {
+    start_nats_cluster || return 0
+    start_tickfan || return 0
+    cluster_rows "broadcast 1000" "tickfan single node" 1000
+    stop_tickfan
+    start_cluster_node || { stop_nats; return 0; }
+    cluster_rows "broadcast 1000" "tickfan cluster node (R3)" 1000
+    local rate subs=${CLUSTER_LATENCY_SUBS:-100}
+    for rate in ${CLUSTER_LATENCY_RATES:-1000 10000}; do
+        log "cluster: latency at $rate ticks/s, $subs subscribers"
+        run_load tickfan "$TMP/cluster-latency-$rate.json" --rate "$rate" --warmup 2 \
+            --duration "$DURATION" --drain 1 --subscribers "$subs" --topics 1 --threads 1 &&
+            row "latency $rate/s" "tickfan cluster node (R3)" ws "$subs" 1 "$rate" "$rate 0" \
+                "$TMP/cluster-latency-$rate.json"
+    done
+    cluster_rows "ingest" "tickfan cluster node (R3)" 1
+    stop_tickfan
+    stop_nats
+}
+
 case $SCENARIO in
+    cluster) cluster ;;
     wss) wss ;;
     deflate) deflate ;;
     flush) flush ;;

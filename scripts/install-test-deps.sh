@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # chromium: the demo page's browser test (headless; Debian's package, so
-# nothing downloads a browser).
-packages=(python3 python3-venv python3-pip curl prometheus socat openssl chromium)
+# nothing downloads a browser). nats-server: the cluster tests (tests/cluster.rs
+# start their own JetStream cluster; under CI they fail without it).
+packages=(python3 python3-venv python3-pip curl prometheus socat openssl chromium nats-server)
 # Node (the JS client's build and tests; 18 or later): Debian's nodejs and
 # npm unless a node is already there (e.g. NodeSource's, which bundles npm
 # and conflicts with Debian's npm package).

@@ -313,6 +313,14 @@ pub const SHORTHANDS: &[Shorthand] = &[
         mode: ShorthandMode::Append,
     },
     Shorthand {
+        flag: "cluster-nats",
+        key: "cluster.nats_urls",
+        value_name: "URL",
+        help: "Join a cluster through this NATS server (JetStream); repeatable, adds to the \
+               config file's list",
+        mode: ShorthandMode::Append,
+    },
+    Shorthand {
         flag: "log-level",
         key: "log.level",
         value_name: "LEVEL",

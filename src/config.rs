@@ -39,6 +39,8 @@ use crate::wire::{is_b64token, BUILT_IN_PATHS};
 
 mod jwt;
 pub use jwt::JwtConfig;
+mod cluster;
+pub use cluster::ClusterConfig;
 
 /// The default configuration file, compiled into the binary; it documents every key.
 pub const DEFAULT_TOML: &str = include_str!("../config/tickfan.toml");
@@ -67,6 +69,8 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// `[tls]`: the TLS listener (wss, https) and its certificate.
     pub tls: TlsConfig,
+    /// `[cluster]`: joining other nodes through NATS JetStream; off by default.
+    pub cluster: ClusterConfig,
     /// `[log]`: diagnostics.
     pub log: LogConfig,
 }
@@ -584,6 +588,7 @@ impl Config {
 
         check_log_level("log.level", &log.level)?;
         check_tls(&self.tls)?;
+        self.cluster.validate()?;
         if self.server.listen.is_none() && self.tls.listen.is_none() {
             return Err(ConfigError::invalid(
                 "server.listen".to_owned(),
@@ -768,7 +773,11 @@ impl fmt::Debug for AuthConfig {
 pub fn is_secret_key(dotted_key: &str) -> bool {
     matches!(
         dotted_key,
-        "auth.publish_tokens" | "auth.subscribe_tokens" | "jwt.hmac_secret"
+        "auth.publish_tokens"
+            | "auth.subscribe_tokens"
+            | "jwt.hmac_secret"
+            | "cluster.token"
+            | "cluster.password"
     )
 }
 
@@ -1480,6 +1489,23 @@ mod tests {
                     cert_file: None,
                     key_file: None,
                     client_ca_file: None,
+                },
+                cluster: ClusterConfig {
+                    nats_urls: vec![],
+                    stream: "TICKFAN".to_owned(),
+                    subject_prefix: "tickfan".to_owned(),
+                    replicas: 1,
+                    duplicate_window_ms: 120_000,
+                    publish_window: 1024,
+                    publish_timeout_ms: 30_000,
+                    ping_interval_ms: 2000,
+                    credentials_file: None,
+                    token: None,
+                    user: None,
+                    password: None,
+                    tls_ca_file: None,
+                    tls_cert_file: None,
+                    tls_key_file: None,
                 },
                 log: LogConfig {
                     level: "info".to_owned(),

@@ -13,6 +13,8 @@
 //!   checks, long-poll and publish bodies, and every refusal's answer.
 //! - [`broker`]: the only code that knows topics — the sharded topic table,
 //!   mailboxes, client ops, rights, each worker's subscriber lists.
+//! - [`cluster`]: cluster mode's engine — the one thread that owns the
+//!   NATS client, bridged to the topic table by its link.
 //! - [`net`]: the only code that touches sockets — listeners, workers,
 //!   connections and their phases, fan-out, and [`net::conn_io`], the one
 //!   type that reads and writes a client's socket.
@@ -59,6 +61,7 @@ network_facing! {
     pub mod wire;
 }
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod net;

@@ -40,6 +40,10 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::new(&config.log.level))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log write that fails (stderr's reader gone) must not be reported
+        // with eprintln!, which panics on that same closed stderr: the
+        // thread logging "shutting down" died there, and SIGTERM was ignored.
+        .log_internal_errors(false)
         .init();
 
     raise_open_files_limit(config.server.max_connections);

@@ -21,6 +21,7 @@ use crate::broker::demo_feed::{self, Market};
 use crate::broker::jwt::JwtVerifier;
 use crate::broker::mailbox::mailbox;
 use crate::broker::topic_table::{TableLimits, TopicTable};
+use crate::cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::listener::bind_listeners;
@@ -28,6 +29,10 @@ use crate::net::peer_limit::PeerLimit;
 use crate::net::settings::Settings;
 use crate::net::tls::{TlsAcceptor, TlsFiles};
 use crate::net::worker::{Shared, Worker, WAKER};
+
+/// How long a cluster node waits at start to reach NATS and catch up with
+/// the stream before it gives up (and the process exits non-zero).
+const CLUSTER_START_WAIT: Duration = Duration::from_secs(60);
 
 /// A running broker.
 #[derive(Debug)]
@@ -177,16 +182,31 @@ impl Server {
             mailboxes.push(mailbox);
             inboxes.push(inbox);
         }
+        let metrics = Metrics::new();
         let broker = &config.broker;
-        let table = TopicTable::new(
-            TableLimits {
-                shards: broker.shards,
-                history_depth: broker.history_depth,
-                max_topics: broker.max_topics,
-                topic_ttl: broker.topic_ttl(),
-            },
-            mailboxes,
-        );
+        let limits = TableLimits {
+            shards: broker.shards,
+            history_depth: broker.history_depth,
+            max_topics: broker.max_topics,
+            topic_ttl: broker.topic_ttl(),
+        };
+        // Cluster mode: the table numbers by the stream, and the workers
+        // start only once the engine has caught up with it.
+        let table = match config.cluster.enabled() {
+            false => Arc::new(TopicTable::new(limits, mailboxes)),
+            true => {
+                let pending = cluster::link(&config.cluster);
+                let table = Arc::new(TopicTable::with_cluster(limits, mailboxes, pending.link()));
+                pending.start(
+                    &config.cluster,
+                    broker.history_depth,
+                    Arc::clone(&table),
+                    metrics.cluster(),
+                    CLUSTER_START_WAIT,
+                )?;
+                table
+            }
+        };
         let auth = &config.auth;
         let shared = Arc::new(Shared {
             settings: Settings::from_config(config),
@@ -197,7 +217,7 @@ impl Server {
                 auth.subscribe_requires_token,
             )
             .with_jwt(jwt),
-            metrics: Metrics::new(),
+            metrics,
             live_connections: AtomicUsize::new(0),
             peer_limit: PeerLimit::new(config.server.max_connections_per_ip),
             stopping: AtomicBool::new(false),

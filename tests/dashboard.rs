@@ -54,6 +54,12 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "tickfan_outbound_queue_bytes",
     "tickfan_longpolls_held",
     "tickfan_publish_to_write_seconds",
+    "tickfan_cluster_publish_seconds",
+    "tickfan_cluster_publishes_total",
+    "tickfan_cluster_consumer_lag",
+    "tickfan_cluster_applied_seq",
+    "tickfan_cluster_nats_connected",
+    "tickfan_cluster_serving",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
@@ -61,7 +67,10 @@ const DOCUMENTED_METRICS: &[&str] = &[
 
 /// Documented histograms: queried through their `_bucket`, `_sum` and
 /// `_count` series.
-const HISTOGRAMS: &[&str] = &["tickfan_publish_to_write_seconds"];
+const HISTOGRAMS: &[&str] = &[
+    "tickfan_publish_to_write_seconds",
+    "tickfan_cluster_publish_seconds",
+];
 
 /// How long the broker may take to flush per-worker counts into `/metrics`.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);

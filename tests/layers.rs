@@ -30,6 +30,13 @@ const LAYERS: &[(&str, &[&str])] = &[
         "broker",
         &["protocol", "wire", "topic", "tick", "config", "metrics"],
     ),
+    // Cluster mode's engine: NATS on its own thread, feeding the topic table.
+    (
+        "cluster",
+        &[
+            "protocol", "wire", "topic", "tick", "config", "metrics", "broker",
+        ],
+    ),
     // Sockets: everything above, but the configuration only in settings.rs.
     (
         "net",
@@ -41,7 +48,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "protocol", "wire", "topic", "tick", "config", "metrics", "http", "broker", "net",
+            "protocol", "wire", "topic", "tick", "config", "metrics", "http", "broker", "cluster",
+            "net",
         ],
     ),
     ("cli", &["config", "server"]),

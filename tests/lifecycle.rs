@@ -441,3 +441,46 @@ fn unwritable_ready_file_exits_nonzero_naming_it() {
     assert!(stderr.contains("cannot write the ready file"), "{stderr}");
     assert!(stderr.contains("/nonexistent/tickfan.ready"), "{stderr}");
 }
+
+/// Regression: with the reader of its stderr gone (a supervisor or test
+/// harness that died), the log line about the signal failed, tracing
+/// reported that failure with `eprintln!`, which panicked on the same
+/// closed stderr, and the thread that should have stopped the broker died
+/// with it: SIGTERM was ignored.
+#[test]
+fn sigterm_stops_the_broker_even_when_nobody_reads_its_stderr() {
+    let ready =
+        std::env::temp_dir().join(format!("tickfan-lifecycle-{}.ready", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let mut child = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tickfan");
+    let deadline = Instant::now() + PROMPTLY;
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "tickfan never became ready");
+        // Polling for a file the broker writes; bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(child.stderr.take()); // nobody reads its stderr any more
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill(SIGTERM)");
+    let deadline = Instant::now() + PROMPTLY;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("tickfan ignored SIGTERM with its stderr closed");
+        }
+        // Polling an exit status; bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&ready);
+    assert!(status.success(), "{status}");
+}

@@ -20,6 +20,9 @@ use crate::tick::Tick;
 #[derive(Debug, Clone)]
 pub enum Delivery {
     Tick(Tick),
+    /// Cluster mode: the node lost the stream; close every subscriber with
+    /// 4000 "reconnect elsewhere" (README.md, "Cluster").
+    Reconnect,
 }
 
 /// The sending side of one worker's mailbox.

@@ -9,6 +9,8 @@
 //! - [`auth`]: the rights a token grants; [`jwt`]: verifying per-user
 //!   tokens; [`topic_pattern`]: the topic patterns they grant;
 //!   [`subscriptions`]: a worker's own subscriber lists and `max_hz` caps.
+//! - [`cluster_link`]: what the table needs of a cluster engine (cluster
+//!   mode numbers ticks by the stream instead of here).
 //! - [`demo_feed`]: the synthetic market `--demo-feed` publishes.
 //!
 //! Topic names, ops and publish data arrive from the network, so the whole
@@ -17,6 +19,7 @@
 
 pub mod auth;
 pub mod client_op;
+pub mod cluster_link;
 pub mod demo_feed;
 pub mod events;
 pub mod jwt;

@@ -32,6 +32,9 @@ pub enum Refused {
     ConnectionTopicLimit,
     /// A publish would pass `broker.max_topics`.
     BrokerTopicLimit,
+    /// Cluster mode: the node is cut off from its stream (the connection
+    /// is about to be closed with 4000 "reconnect elsewhere").
+    NotServing,
 }
 
 impl Refused {
@@ -48,6 +51,7 @@ impl Refused {
             Refused::AlreadySubscribed => "already_subscribed",
             Refused::NotSubscribed => "not_subscribed",
             Refused::ConnectionTopicLimit | Refused::BrokerTopicLimit => "too_many_topics",
+            Refused::NotServing => "not_serving",
         }
     }
 
@@ -65,6 +69,7 @@ impl Refused {
             Refused::NotSubscribed => "not subscribed to this topic",
             Refused::ConnectionTopicLimit => "this connection's topic limit is reached",
             Refused::BrokerTopicLimit => "the broker's topic limit is reached",
+            Refused::NotServing => "this cluster node cannot publish now: use another node",
         })
     }
 }
@@ -87,6 +92,7 @@ mod tests {
             "not_subscribed",
             "binary_not_supported",
             "auth_failed",
+            "not_serving",
         ];
         let refusals = [
             Refused::Invalid(OpError::MissingField("topic")),
@@ -100,6 +106,7 @@ mod tests {
             Refused::NotSubscribed,
             Refused::ConnectionTopicLimit,
             Refused::BrokerTopicLimit,
+            Refused::NotServing,
         ];
         for refused in refusals {
             assert!(documented.contains(&refused.code()), "{refused:?}");

@@ -17,6 +17,15 @@
 //! fill the budget that publishers need nor leave entries behind. Such
 //! entries are bounded by the subscriptions that hold them
 //! (`max_connections` × `max_topics_per_connection`).
+//!
+//! In cluster mode ([`TopicTable::with_cluster`]) the table numbers
+//! nothing itself: a publish is checked against `max_topics` and handed to
+//! the [`ClusterLink`]; the engine's stream follower brings every tick back
+//! through [`TopicTable::apply`] with the stream's sequence as its seq and
+//! the topic's previous stream sequence as its `prev`, and from there it
+//! takes the same locked path to the mailboxes, history and last value.
+//! The stream is authoritative, so `apply` takes every topic it is given
+//! (the limit was checked where the tick was published).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +34,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, OnceLock};
+
+use super::cluster_link::{ClusterLink, NotServing};
 use super::mailbox::{Delivery, Mailbox};
 use crate::tick::{now_micros, Tick, TopicId};
 use crate::topic::TopicName;
@@ -38,15 +50,27 @@ pub struct TableLimits {
     pub topic_ttl: Duration,
 }
 
-/// The table is full: `max_topics` topics exist.
+/// Why a publish was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooManyTopics;
+pub enum PublishError {
+    /// The table is full: `max_topics` topics exist.
+    TooManyTopics,
+    /// Cluster mode, and the node is cut off from the stream or catching up.
+    NotServing,
+}
+
+impl From<NotServing> for PublishError {
+    fn from(_: NotServing) -> Self {
+        PublishError::NotServing
+    }
+}
 
 /// What a publish was assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
-    pub topic: TopicId,
-    pub seq: u64,
+    /// The seq, or `None` in cluster mode, where the stream assigns it
+    /// when it stores the tick (after this answer).
+    pub seq: Option<u64>,
 }
 
 /// What a subscriber needs to start: the topic's identity and position,
@@ -125,6 +149,11 @@ pub struct TopicTable {
     next_id: AtomicU64,
     /// Distinguishes this process's epochs from a previous run's.
     boot: u64,
+    /// The cluster engine, in cluster mode (see the module's doc).
+    cluster: Option<Arc<dyn ClusterLink>>,
+    /// Cluster mode: the epoch of every topic, from the stream's identity,
+    /// set by the engine once it has bound the stream.
+    cluster_epoch: OnceLock<String>,
 }
 
 impl TopicTable {
@@ -140,6 +169,38 @@ impl TopicTable {
             topic_count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             boot: now_micros(),
+            cluster: None,
+            cluster_epoch: OnceLock::new(),
+        }
+    }
+
+    /// A table in cluster mode: publishes go to `link`, and ticks come back
+    /// through [`Self::apply`].
+    pub fn with_cluster(limits: TableLimits, mailboxes: Vec<Mailbox>, link: Arc<dyn ClusterLink>) -> Self {
+        TopicTable {
+            cluster: Some(link),
+            ..TopicTable::new(limits, mailboxes)
+        }
+    }
+
+    /// Cluster mode: fixes every topic's epoch (the stream's identity);
+    /// called once, before any tick is applied. False if already set.
+    pub fn set_cluster_epoch(&self, epoch: String) -> bool {
+        self.cluster_epoch.set(epoch).is_ok()
+    }
+
+    /// Whether the node serves clients: always in single-node mode; in
+    /// cluster mode while connected to the stream and caught up.
+    pub fn serving(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|link| link.serving())
+    }
+
+    /// Cluster mode: tells every worker to close its subscribers with the
+    /// "reconnect elsewhere" code (the node lost the stream).
+    pub fn send_away_subscribers(&self) {
+        for mailbox in self.mailboxes.iter() {
+            mailbox.post(Delivery::Reconnect);
+            mailbox.wake();
         }
     }
 
@@ -158,6 +219,14 @@ impl TopicTable {
             .unwrap_or(0)
     }
 
+    /// Cluster mode: whether the publish window is full. WebSocket
+    /// publishers are not read while it is (the backpressure of a long
+    /// mailbox); HTTP publishes are answered 503 (an HTTP connection also
+    /// carries /readyz and /metrics, which must not wait for the stream).
+    pub fn publish_window_full(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|link| link.window_full())
+    }
+
     /// The mailbox of worker `worker` (a worker's own id: one mailbox was
     /// made per worker, so the index is in range).
     #[allow(clippy::indexing_slicing)]
@@ -167,8 +236,16 @@ impl TopicTable {
 
     /// Publishes `data` (valid JSON) to `topic` (a valid name), fanning the
     /// tick out to every worker with subscribers.
-    pub fn publish(&self, topic: &TopicName<'_>, data: &[u8]) -> Result<Published, TooManyTopics> {
+    pub fn publish(&self, topic: &TopicName<'_>, data: &[u8]) -> Result<Published, PublishError> {
         let ts = now_micros();
+        if let Some(link) = &self.cluster {
+            if !link.serving() {
+                return Err(PublishError::NotServing);
+            }
+            self.admit_cluster_topics(&[topic.as_str()])?;
+            link.submit(topic, data, ts)?;
+            return Ok(Published { seq: None });
+        }
         let mut to_wake = WakeList::default();
         let published = {
             let mut shard = self.shard(topic);
@@ -178,7 +255,7 @@ impl TopicTable {
                 if !entry.has_subscribers() {
                     shard.remove(topic.as_str());
                 }
-                return Err(TooManyTopics);
+                return Err(PublishError::TooManyTopics);
             }
             self.publish_locked(entry, topic, data, ts, &mut to_wake)
         };
@@ -195,8 +272,19 @@ impl TopicTable {
     // Shard ids come from `shard_index` (below the shard count) and every
     // item's shard is in `shard_ids`, so the indexing and the `expect` hold.
     #[allow(clippy::indexing_slicing, clippy::expect_used)]
-    pub fn publish_batch(&self, items: &[BatchItem<'_>]) -> Result<Vec<Published>, TooManyTopics> {
+    pub fn publish_batch(&self, items: &[BatchItem<'_>]) -> Result<Vec<Published>, PublishError> {
         let ts = now_micros();
+        if let Some(link) = &self.cluster {
+            if !link.serving() {
+                return Err(PublishError::NotServing);
+            }
+            let topics: Vec<&str> = items.iter().map(|item| item.topic.as_str()).collect();
+            self.admit_cluster_topics(&topics)?;
+            for item in items {
+                link.submit(item.topic, item.data, ts)?;
+            }
+            return Ok(vec![Published { seq: None }; items.len()]);
+        }
         let mut shard_ids: Vec<usize> = items.iter().map(|i| self.shard_index(i.topic)).collect();
         shard_ids.sort_unstable();
         shard_ids.dedup();
@@ -218,7 +306,8 @@ impl TopicTable {
             .collect();
         new_topics.sort_unstable();
         new_topics.dedup();
-        self.reserve_topics(new_topics.len())?;
+        self.reserve_topics(new_topics.len())
+            .map_err(|TooManyTopics| PublishError::TooManyTopics)?;
         let mut to_wake = WakeList::default();
         let published = items
             .iter()
@@ -230,6 +319,50 @@ impl TopicTable {
         drop(shards);
         to_wake.wake(&self.mailboxes);
         Ok(published)
+    }
+
+    /// Cluster mode: refuses a publish that would add topics past
+    /// `max_topics`. Only checked, not reserved: the topic is counted when
+    /// its first tick comes back from the stream, so two nodes racing for
+    /// the last places may pass the limit by a few.
+    fn admit_cluster_topics(&self, topics: &[&str]) -> Result<(), PublishError> {
+        let mut new: Vec<&str> = topics
+            .iter()
+            .copied()
+            .filter(|topic| !self.shard(topic).get(*topic).is_some_and(Topic::is_counted))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if self.topic_count().saturating_add(new.len()) > self.limits.max_topics {
+            return Err(PublishError::TooManyTopics);
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: applies a tick the stream follower read: `seq` is its
+    /// stream sequence, `prev` the topic's previous one (0 for none). A
+    /// tick at or below the topic's seq was applied already (a consumer
+    /// that re-read after a reconnect) and is skipped. Never refused: the
+    /// stream is authoritative (see the module's doc).
+    pub fn apply(&self, topic: &TopicName<'_>, seq: u64, ts: u64, data: &[u8]) -> Option<u64> {
+        let mut to_wake = WakeList::default();
+        let prev = {
+            let mut shard = self.shard(topic);
+            let entry = self.topic_entry(&mut shard, topic);
+            if seq <= entry.seq {
+                return None;
+            }
+            if !entry.is_counted() {
+                self.topic_count.fetch_add(1, Ordering::Relaxed);
+            }
+            let prev = entry.seq;
+            entry.seq = seq;
+            let tick = Tick::encode_with_prev(entry.id, topic, seq, prev, ts, data);
+            self.deliver_locked(entry, tick, &mut to_wake);
+            prev
+        };
+        to_wake.wake(&self.mailboxes);
+        Some(prev)
     }
 
     /// Takes `n` places of `max_topics` for topics about to be published to
@@ -262,8 +395,18 @@ impl TopicTable {
         // A u64 seq cannot wrap: it would take 584,000 years at a million
         // ticks a second on one topic.
         entry.seq = entry.seq.saturating_add(1);
-        entry.last_active = Instant::now();
         let tick = Tick::encode(entry.id, topic, entry.seq, ts, data);
+        self.deliver_locked(entry, tick, to_wake);
+        Published {
+            seq: Some(entry.seq),
+        }
+    }
+
+    /// Hands `tick` (the topic's newest, numbered) to the workers with
+    /// subscribers and keeps it as history and last value; the shard of
+    /// `entry` is locked.
+    fn deliver_locked(&self, entry: &mut Topic, tick: Tick, to_wake: &mut WakeList) {
+        entry.last_active = Instant::now();
         for (mailbox, (worker, &count)) in self
             .mailboxes
             .iter()
@@ -280,10 +423,6 @@ impl TopicTable {
             entry.history.push_back(tick.clone());
         }
         entry.last = Some(tick);
-        Published {
-            topic: entry.id,
-            seq: entry.seq,
-        }
     }
 
     /// Registers a subscriber on `worker` and returns what it must send
@@ -295,14 +434,27 @@ impl TopicTable {
         if let Some(count) = entry.subscribers.get_mut(worker) {
             *count = count.saturating_add(1);
         }
+        let mut seq = entry.seq;
         let (gap, ticks) = match start {
             Start::Latest => (None, entry.last.iter().cloned().collect()),
+            // Cluster mode: seqs are the stream's, the same on every node,
+            // so a client that saw more than this node applied yet (it came
+            // from a node further ahead) is simply ahead: nothing is missing,
+            // and live ticks start after what it has.
+            Start::After { since, epoch }
+                if self.cluster.is_some()
+                    && since > entry.seq
+                    && epoch.is_none_or(|e| e == entry.epoch) =>
+            {
+                seq = since;
+                (None, Vec::new())
+            }
             Start::After { since, epoch } => replay(entry, since, epoch),
         };
         Subscribed {
             topic: entry.id,
             epoch: entry.epoch.clone(),
-            seq: entry.seq,
+            seq,
             gap,
             ticks,
         }
@@ -371,9 +523,13 @@ impl TopicTable {
         // on every publish to an existing topic.
         if !shard.contains_key(topic) {
             let id = TopicId(self.next_id.fetch_add(1, Ordering::Relaxed));
+            let epoch = match self.cluster_epoch.get() {
+                Some(epoch) => epoch.clone(),
+                None => format!("{:x}-{:x}", self.boot % (1 << 40), id.0),
+            };
             let entry = Topic {
                 id,
-                epoch: format!("{:x}-{:x}", self.boot % (1 << 40), id.0),
+                epoch,
                 seq: 0,
                 last: None,
                 history: VecDeque::new(),
@@ -399,28 +555,33 @@ fn replay(topic: &Topic, since: u64, epoch: Option<&str>) -> (Option<(u64, u64)>
     if since == topic.seq {
         return (None, Vec::new());
     }
-    // `since < topic.seq` here, so `since + 1` and `oldest - 1` (oldest is
-    // at least 1) neither wrap nor saturate.
-    let oldest = topic
-        .history
-        .front()
-        .map_or(topic.seq.saturating_add(1), |t| t.seq);
+    // Nothing is missing when the first kept tick after `since` follows
+    // `since` or an earlier seq: its `prev` (seq - 1 in single-node mode,
+    // the previous stream sequence in cluster mode) is at most `since`.
+    // `since < topic.seq` here, so `since + 1` does not wrap.
     let ticks: Vec<Tick> = topic
         .history
         .iter()
         .filter(|t| t.seq > since)
         .cloned()
         .collect();
-    if since.saturating_add(1) >= oldest {
+    // No kept tick after `since`: the whole range up to the topic's seq
+    // left the window (history off, or all of it older).
+    let missing_to = ticks.first().map_or(topic.seq, Tick::prev);
+    if missing_to <= since {
         return (None, ticks);
     }
-    let gap = Some((since.saturating_add(1), oldest.saturating_sub(1)));
+    let gap = Some((since.saturating_add(1), missing_to));
     if ticks.is_empty() {
         (gap, topic.last.iter().cloned().collect())
     } else {
         (gap, ticks)
     }
 }
+
+/// Shared with [`TopicTable::reserve_topics`]: it fits no more topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TooManyTopics;
 
 /// A poisoned shard only means another thread panicked mid-update of plain
 /// counters and queues; the data is still usable, so serving goes on.

@@ -39,6 +39,12 @@ pub enum Refusal {
     TopicLimit,
     /// Accepted over `server.max_connections` (503).
     ConnectionLimit,
+    /// A cluster node cut off from its stream or catching up (503): the
+    /// client should go to another node.
+    NotServing,
+    /// Cluster mode: `cluster.publish_window` publishes await the stream's
+    /// acknowledgement (503); nothing was published, retry shortly.
+    PublishWindowFull,
     /// Accepted over `server.max_connections_per_ip` (503).
     PeerConnectionLimit,
     /// More than a request head arrived while a long-poll was held (431).
@@ -59,7 +65,11 @@ impl Refusal {
             Refusal::BodyTooLarge { .. } => 413,
             Refusal::Unauthorized(_) => 401,
             Refusal::Forbidden(_) => 403,
-            Refusal::TopicLimit | Refusal::ConnectionLimit | Refusal::PeerConnectionLimit => 503,
+            Refusal::TopicLimit
+            | Refusal::ConnectionLimit
+            | Refusal::PeerConnectionLimit
+            | Refusal::NotServing
+            | Refusal::PublishWindowFull => 503,
             Refusal::PipelinedPastHeldPoll => 431,
             Refusal::HeadTimeout => 408,
         }
@@ -91,6 +101,8 @@ impl Refusal {
                 "over_limit"
             }
             Refusal::HeadTimeout => "timeout",
+            Refusal::NotServing => "not_serving",
+            Refusal::PublishWindowFull => "over_limit",
         }
     }
 
@@ -129,6 +141,12 @@ impl fmt::Display for Refusal {
                 "the broker's topic limit is reached; nothing of the request was published",
             ),
             Refusal::ConnectionLimit => f.write_str("server at its connection limit"),
+            Refusal::NotServing => f.write_str(
+                "this cluster node is cut off from its stream or catching up: use another node",
+            ),
+            Refusal::PublishWindowFull => f.write_str(
+                "the publish window to the cluster's stream is full; nothing was published, retry",
+            ),
             Refusal::PeerConnectionLimit => f.write_str("too many connections from this address"),
             Refusal::PipelinedPastHeldPoll => {
                 f.write_str("too much sent while a long-poll is held")
@@ -179,6 +197,8 @@ mod tests {
             Refusal::Body(PublishError::NoTicks),
             Refusal::TopicLimit,
             Refusal::ConnectionLimit,
+            Refusal::NotServing,
+            Refusal::PublishWindowFull,
             Refusal::PeerConnectionLimit,
             Refusal::PipelinedPastHeldPoll,
             Refusal::HeadTimeout,

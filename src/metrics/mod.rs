@@ -13,9 +13,12 @@ use prometheus::{
 };
 
 pub mod auth;
+pub mod cluster;
 pub mod worker_stats;
 
 use self::auth::AuthMetrics;
+pub use self::cluster::ClusterMetrics;
+
 use self::worker_stats::{
     Transport, WorkerStats, CLOSE_CODES, FAILURE_REASONS, TLS_FAILURE_REASONS,
 };
@@ -61,6 +64,7 @@ pub struct Metrics {
     latency: Histogram,
     /// Tokens presented, refreshes and expiry closes (counted where they happen).
     pub auth: AuthMetrics,
+    cluster: ClusterMetrics,
 }
 
 /// Buckets of the publish-to-write latency, in seconds: 10 µs to 1 s.
@@ -200,6 +204,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             auth: AuthMetrics::register(&registry),
+            cluster: ClusterMetrics::register(&registry),
             registry,
         };
         let collectors: [Box<dyn Collector>; 26] = [
@@ -244,6 +249,12 @@ impl Metrics {
         }
         m.init_label_sets();
         m
+    }
+
+    /// Cluster mode's metrics, for the engine to update (in single-node
+    /// mode they are exported and stay at zero, so one dashboard fits both).
+    pub fn cluster(&self) -> ClusterMetrics {
+        self.cluster.clone()
     }
 
     /// Creates every known label combination at zero, so dashboards show

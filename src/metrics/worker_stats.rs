@@ -51,7 +51,7 @@ impl Transport {
 
 /// The `reason` labels of refused requests and upgrades; which refusal
 /// gets which is `crate::http::refusal::Refusal::label`'s decision.
-pub const FAILURE_REASONS: [&str; 12] = [
+pub const FAILURE_REASONS: [&str; 13] = [
     "bad_request",
     "unauthorized",
     "forbidden",
@@ -64,6 +64,7 @@ pub const FAILURE_REASONS: [&str; 12] = [
     "headers_too_large",
     "not_implemented",
     "over_limit",
+    "not_serving",
 ];
 
 /// Why a TLS handshake failed: the `reason` labels of
@@ -79,7 +80,9 @@ pub const TLS_FAILURE_REASONS: [&str; 7] = [
 ];
 
 /// The close codes the broker sends, counted per code.
-pub const CLOSE_CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4001, 4003];
+pub const CLOSE_CODES: [u16; 11] = [
+    1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 4000, 4001, 4003,
+];
 
 /// Counters a worker keeps for itself, with no shared cache line per
 /// message; they are flushed into the Prometheus metrics once a second.

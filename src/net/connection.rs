@@ -296,7 +296,13 @@ impl Connection {
         }
         // Backpressure that reaches a publisher faster than fan-out through
         // TCP, instead of growing the mailboxes without bound.
-        if self.may_publish() && ctx.table.mailbox_backlog() > ctx.settings.max_mailbox_ticks {
+        // In cluster mode a full publish window pauses WebSocket publishers
+        // too; HTTP connections are answered instead (see
+        // `TopicTable::publish_window_full`).
+        if self.may_publish()
+            && (ctx.table.mailbox_backlog() > ctx.settings.max_mailbox_ticks
+                || (self.is_websocket() && ctx.table.publish_window_full()))
+        {
             self.read_paused_until = Some(now + PUBLISH_PAUSE);
             ctx.stats.publisher_pauses += 1;
             return Verdict::Keep;
@@ -492,6 +498,9 @@ impl Connection {
         let endpoint = match route {
             WebSocketRoute::Echo => Endpoint::Echo,
             WebSocketRoute::PubSub => {
+                if !ctx.table.serving() {
+                    return Err(Refusal::NotServing);
+                }
                 let session =
                     match presented_rights(request, Access::Subscribe, "websocket", true, ctx) {
                         Ok(rights) => Session::new(rights, settings.max_client_errors, ctx.now)
@@ -800,6 +809,25 @@ impl Connection {
         }
         self.fail(close.code, close.reason, ctx.stats, ctx.now);
         true
+    }
+
+    /// Cluster mode, the node lost its stream: WebSocket and SSE clients
+    /// get close 4000 ("reconnect elsewhere"), a held poll is answered now;
+    /// HTTP requests are refused by their routes while the node does not serve.
+    pub fn send_away(&mut self, ctx: &mut Ctx<'_>) -> Verdict {
+        match self.phase {
+            Phase::WebSocket(_) | Phase::Sse(_) => {
+                self.fail(
+                    CloseCode::RECONNECT_ELSEWHERE,
+                    "reconnect elsewhere: node lost the cluster",
+                    ctx.stats,
+                    ctx.now,
+                );
+                Verdict::Keep
+            }
+            Phase::Polling(_) => self.finish_poll(ctx),
+            Phase::Http(_) | Phase::Draining { .. } => Verdict::Keep,
+        }
     }
 
     /// The server is stopping: WebSocket peers get close 1001, idle HTTP

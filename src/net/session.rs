@@ -19,7 +19,7 @@ use crate::broker::client_op::{parse_op, ClientOp};
 use crate::broker::events;
 use crate::broker::refused::Refused;
 use crate::broker::subscriptions::RateCap;
-use crate::broker::topic_table::Start;
+use crate::broker::topic_table::{PublishError, Start};
 use crate::protocol::close::CloseCode;
 use crate::tick::TopicId;
 use crate::topic::TopicName;
@@ -197,7 +197,12 @@ impl Session {
                         ctx.stats.published_ws = ctx.stats.published_ws.saturating_add(1);
                         Ok(())
                     }
-                    Err(_) => self.refuse(out, &Refused::BrokerTopicLimit, Some(&topic), ctx.now),
+                    Err(PublishError::TooManyTopics) => {
+                        self.refuse(out, &Refused::BrokerTopicLimit, Some(&topic), ctx.now)
+                    }
+                    Err(PublishError::NotServing) => {
+                        self.refuse(out, &Refused::NotServing, Some(&topic), ctx.now)
+                    }
                 }
             }
         }

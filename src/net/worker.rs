@@ -90,7 +90,7 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Shared {
     pub settings: Settings,
-    pub table: TopicTable,
+    pub table: Arc<TopicTable>,
     pub auth: Auth,
     pub metrics: Metrics,
     /// Connections open across all workers, for `max_connections`.
@@ -462,6 +462,10 @@ impl Worker {
                     );
                     work += reached.max(1);
                 }
+                Some(Delivery::Reconnect) => {
+                    self.send_away(now);
+                    work += 1;
+                }
                 None => return,
             }
         }
@@ -477,6 +481,21 @@ impl Worker {
 
     fn sweep_due(&self, now: Instant) -> bool {
         self.next_sweep().is_some_and(|at| at <= now)
+    }
+
+    /// Cluster mode, the node lost its stream: every subscriber is sent
+    /// away (see [`Connection::send_away`]).
+    fn send_away(&mut self, now: Instant) {
+        for token in self.connections.tokens() {
+            let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
+                continue;
+            };
+            let mut verdict = connection.send_away(&mut ctx);
+            if verdict == Verdict::Keep {
+                verdict = connection.flush(ctx.stats, ctx.latency);
+            }
+            self.settle(token, verdict);
+        }
     }
 
     /// Writes every connection that got ticks since the last sweep, once;

@@ -23,6 +23,10 @@ impl CloseCode {
     /// tickfan's: a connection admitted without a token did not
     /// authenticate in-band in time, or its in-band token was refused.
     pub const AUTH_REQUIRED: CloseCode = CloseCode(4003);
+    /// tickfan's own (the application range, §7.4.2): this node cannot
+    /// serve now (a cluster node cut off from its stream); reconnect to
+    /// another node and resume with `since` + `epoch`.
+    pub const RECONNECT_ELSEWHERE: CloseCode = CloseCode(4000);
 
     /// Whether a peer may send this code in a close frame: the codes that
     /// §7.4.1 defines for the wire (1000–1003, 1007–1011) and the ranges for

@@ -50,6 +50,9 @@ struct Encoded {
     sse: OnceLock<Vec<u8>>,
     /// The topic name, for the SSE id.
     topic_name: Box<str>,
+    /// The seq of the topic's previous tick (`seq - 1` in single-node
+    /// mode; in cluster mode the stream sequence before it, 0 for none).
+    prev: u64,
     /// The compressed frame with the full window, made on first use;
     /// `None` inside when compressing did not make it smaller.
     deflated: OnceLock<Option<Box<[u8]>>>,
@@ -70,15 +73,49 @@ impl Tick {
         ts_micros: u64,
         data: &[u8],
     ) -> Tick {
+        Tick::build(topic_id, topic, seq, None, ts_micros, data)
+    }
+
+    /// Builds the frame of a cluster tick, which names its predecessor:
+    /// `{"topic":..,"seq":..,"prev":..,"ts":..,"data":..}`. Cluster seqs
+    /// are stream sequences, not contiguous, so a client tells a gap by
+    /// `prev` differing from the last seq it saw.
+    pub fn encode_with_prev(
+        topic_id: TopicId,
+        topic: &TopicName<'_>,
+        seq: u64,
+        prev: u64,
+        ts_micros: u64,
+        data: &[u8],
+    ) -> Tick {
+        Tick::build(topic_id, topic, seq, Some(prev), ts_micros, data)
+    }
+
+    fn build(
+        topic_id: TopicId,
+        topic: &TopicName<'_>,
+        seq: u64,
+        prev: Option<u64>,
+        ts_micros: u64,
+        data: &[u8],
+    ) -> Tick {
+        let mut prev_digits = itoa::Buffer::new();
+        let prev_text: &[u8] = match prev {
+            Some(prev) => prev_digits.format(prev).as_bytes(),
+            None => b"",
+        };
+        let prev_key: &[u8] = if prev.is_some() { b",\"prev\":" } else { b"" };
         let mut seq_digits = itoa::Buffer::new();
         let seq_text = seq_digits.format(seq);
         let mut ts_digits = itoa::Buffer::new();
         let ts_text = ts_digits.format(ts_micros);
-        let parts: [&[u8]; 9] = [
+        let parts: [&[u8]; 11] = [
             b"{\"topic\":\"",
             topic.as_bytes(),
             b"\",\"seq\":",
             seq_text.as_bytes(),
+            prev_key,
+            prev_text,
             b",\"ts\":",
             ts_text.as_bytes(),
             b",\"data\":",
@@ -108,6 +145,7 @@ impl Tick {
                 envelope_at: header_len,
                 sse: OnceLock::new(),
                 topic_name: topic.as_str().into(),
+                prev: prev.unwrap_or(seq.saturating_sub(1)),
                 deflated: OnceLock::new(),
                 narrow: OnceLock::new(),
             }),
@@ -152,6 +190,11 @@ impl Tick {
         };
         slot.get_or_init(|| deflate::compress_frame(envelope, form.level, bits, self.frame().len()))
             .as_deref()
+    }
+
+    /// The seq of the topic's previous tick (see [`Tick::encode_with_prev`]).
+    pub fn prev(&self) -> u64 {
+        self.encoded.prev
     }
 
     /// The topic's name.
@@ -242,6 +285,18 @@ mod tests {
             sse,
             "id: P:1\ndata: {\"topic\":\"P\",\"seq\":1,\"ts\":5,\"data\":{\ndata:   \"b\": 1,\ndata:   \"c\": 2\ndata: }}\n\n"
         );
+    }
+
+    #[test]
+    fn cluster_ticks_name_their_predecessor() {
+        let topic = TopicName::new("A.b").unwrap();
+        let tick = Tick::encode_with_prev(TopicId(1), &topic, 90, 41, 5, b"[1]");
+        assert_eq!(
+            tick.envelope(),
+            br#"{"topic":"A.b","seq":90,"prev":41,"ts":5,"data":[1]}"#
+        );
+        assert_eq!(tick.prev(), 41);
+        assert_eq!(Tick::encode(TopicId(1), &topic, 7, 5, b"1").prev(), 6);
     }
 
     #[test]

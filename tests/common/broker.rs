@@ -56,6 +56,12 @@ impl Broker {
         Broker::spawn(Command::new(BIN), extra)
     }
 
+    /// [`Broker::start`] for a broker that may take up to `ready_within`
+    /// to listen (a cluster node binds its stream and catches up first).
+    pub fn start_within(extra: &[&str], ready_within: Duration) -> Broker {
+        Broker::spawn_within(Command::new(BIN), extra, ready_within)
+    }
+
     /// Starts the binary as [`Broker::start`] does, with its open-files
     /// limit (soft and hard) set to `limit` first, so accepts run out of
     /// descriptors after a few connections.
@@ -77,7 +83,11 @@ impl Broker {
         Broker::spawn(command, extra)
     }
 
-    fn spawn(mut command: Command, extra: &[&str]) -> Broker {
+    fn spawn(command: Command, extra: &[&str]) -> Broker {
+        Broker::spawn_within(command, extra, IO_TIMEOUT)
+    }
+
+    fn spawn_within(mut command: Command, extra: &[&str], ready_within: Duration) -> Broker {
         let ready_file = unique_ready_file();
         let ready_arg = ready_file
             .to_str()
@@ -127,15 +137,19 @@ impl Broker {
             stderr_eof: Mutex::new(Some(eof_rx)),
             exit: None,
         };
-        (broker.addr, broker.tls_addr) = broker.wait_ready(&args);
+        (broker.addr, broker.tls_addr) = broker.wait_ready(&args, ready_within);
         broker
     }
 
     /// Waits for the ready file the broker writes once it listens and
     /// returns the address in it; fails the test, with the broker's stderr,
-    /// if the broker exits first or [`IO_TIMEOUT`] passes.
-    fn wait_ready(&mut self, args: &[&str]) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let deadline = Instant::now() + IO_TIMEOUT;
+    /// if the broker exits first or `ready_within` passes.
+    fn wait_ready(
+        &mut self,
+        args: &[&str],
+        ready_within: Duration,
+    ) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let deadline = Instant::now() + ready_within;
         loop {
             // The broker renames the file into place whole: a file that
             // exists holds the whole address.
@@ -169,7 +183,7 @@ impl Broker {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "tickfan {args:?} wrote no ready file within {IO_TIMEOUT:?}; stderr:\n{}",
+                    "tickfan {args:?} wrote no ready file within {ready_within:?}; stderr:\n{}",
                     self.stderr_text()
                 );
             }
@@ -262,6 +276,16 @@ impl Broker {
     /// Sends SIGHUP to the broker process (and to nothing else).
     pub fn send_sighup(&self) {
         signal(self.child.id(), libc::SIGHUP).expect("kill(SIGHUP)");
+    }
+
+    /// SIGKILLs the broker process (and nothing else) and reaps it: a node
+    /// dying mid-stream, for the cluster's chaos tests.
+    pub fn kill_now(&mut self) {
+        if self.exit.is_none() {
+            // Child::kill signals exactly the process this Broker spawned.
+            let _ = self.child.kill();
+            self.exit = self.child.wait().ok();
+        }
     }
 
     /// Sends SIGINT to the broker process (and to nothing else).

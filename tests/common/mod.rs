@@ -19,9 +19,11 @@
 //! - [`pubsub`]: the `tickfan.v1` clients ([`PsClient`]) and tick parsing;
 //! - [`routes`]: `POST /publish` and long-poll answers;
 //! - [`metrics`]: `/metrics` scrapes and waits for a value;
-//! - [`prometheus`]: a real Prometheus server, and [`pki`]: a test CA and
-//!   server certificate for the TLS listener (neither re-exported: their
-//!   names are imported where they are used).
+//! - [`prometheus`]: a real Prometheus server, [`nats`]: real `nats-server`
+//!   clusters with JetStream, [`proxy`]: a TCP proxy a test pauses (a
+//!   partition), and [`pki`]: a test CA and server certificate
+//!   for the TLS listener (none re-exported: their names are imported where
+//!   they are used).
 //!
 //! Nothing here sleeps to synchronise: every read has a timeout, and every
 //! wait has a deadline after which the test fails with what it saw.
@@ -34,8 +36,10 @@ pub mod clients;
 pub mod deflate;
 pub mod http;
 pub mod metrics;
+pub mod nats;
 pub mod pki;
 pub mod prometheus;
+pub mod proxy;
 pub mod pubsub;
 pub mod routes;
 pub mod ws;

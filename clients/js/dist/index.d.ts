@@ -4,6 +4,12 @@ export type TransportName = "websocket" | "sse" | "poll";
 export interface Tick<T = unknown> {
     topic: string;
     seq: number;
+    /**
+     * The seq of the topic's previous tick, sent by cluster nodes (whose seqs
+     * are stream sequences, not contiguous); absent from a single node, where
+     * it is always `seq - 1`.
+     */
+    prev?: number;
     /** The broker's receive time, microseconds since the Unix epoch. */
     ts: number;
     data: T;

@@ -18,6 +18,12 @@ export type TransportName = "websocket" | "sse" | "poll";
 export interface Tick<T = unknown> {
   topic: string;
   seq: number;
+  /**
+   * The seq of the topic's previous tick, sent by cluster nodes (whose seqs
+   * are stream sequences, not contiguous); absent from a single node, where
+   * it is always `seq - 1`.
+   */
+  prev?: number;
   /** The broker's receive time, microseconds since the Unix epoch. */
   ts: number;
   data: T;
@@ -264,11 +270,14 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
     this.settle(true);
     const last = this.lastSeq;
     if (last !== undefined && tick.seq <= last) return; // a duplicate of a replay
-    if (last !== undefined && tick.seq > last + 1 && this.options.maxHz === undefined && this.announced) {
+    // The tick that should have come before this one: `prev` when the
+    // broker sends it (a cluster), else the seq before (a single node).
+    const before = typeof tick.prev === "number" ? tick.prev : tick.seq - 1;
+    if (last !== undefined && before > last && this.options.maxHz === undefined && this.announced) {
       // The broker skipped ticks (a slow-consumer policy): fetch them from
       // its history if the link can, else say they are lost.
       if (this.owner._resync(this)) return;
-      this.emit("gap", { topic: this.topic, from: last + 1, to: tick.seq - 1 });
+      this.emit("gap", { topic: this.topic, from: last + 1, to: before });
     }
     this.lastSeq = tick.seq;
     this.emit("tick", tick);

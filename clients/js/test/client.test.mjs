@@ -8,6 +8,11 @@ import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { Tickfan, backoffDelay, backoffCap } from "../dist/tickfan.mjs";
 import { Broker, Proxy, until, record, recordStates, range } from "./harness.mjs";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import net from "node:net";
+import path from "node:path";
 
 const cleanups = [];
 after(async () => {
@@ -318,3 +323,63 @@ for (const [how, heartbeatMs] of [["the seq jump", 60000], ["a heartbeat", 300]]
     assert.ok(metrics);
   });
 }
+
+/** A free loopback port (bound, then released). */
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** nats-server with JetStream on a free port, or null (skipped) outside CI when it is missing. */
+async function natsServer() {
+  const bin = process.env.NATS_SERVER ?? ["/usr/sbin/nats-server", "/usr/bin/nats-server"].find((p) => existsSync(p));
+  if (!bin) {
+    if (process.env.CI) throw new Error("nats-server is not installed (scripts/install-test-deps.sh installs it)");
+    return null;
+  }
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "tickfan-js-nats-"));
+  const child = spawn(bin, ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", dir], { stdio: "ignore" });
+  cleanups.push(async () => {
+    if (child.exitCode === null) {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await until(
+    () => new Promise((r) => net.connect(port, "127.0.0.1").once("connect", function () { this.destroy(); r(true); }).once("error", () => r(false))),
+    10000,
+    "nats-server listening",
+  );
+  return `nats://127.0.0.1:${port}`;
+}
+
+test("cluster ticks: seqs are the stream's, and prev, not seq - 1, tells a gap", async (t) => {
+  const nats = await natsServer();
+  if (!nats) return t.skip("nats-server not found");
+  const { broker, proxy } = await setup(["--cluster-nats", nats]);
+  const tf = client(proxy.url);
+  const a = record(tf.subscribe("A"));
+  const b = record(tf.subscribe("B"));
+  await until(() => a.subscribed.length && b.subscribed.length, 10000, "subscribed");
+  // Interleaved topics: each topic's seqs jump by two in the one stream.
+  for (let i = 0; i < 10; i++) {
+    await broker.publish("A", { i });
+    await broker.publish("B", { i });
+  }
+  await until(() => a.ticks.length === 10 && b.ticks.length === 10, 10000, "20 cluster ticks");
+  for (const r of [a, b]) {
+    assert.deepEqual(r.gaps, [], "non-contiguous seqs with a complete prev chain are no gap");
+    assert.equal(r.subscribed.length, 1, "and no resubscribe to fetch missing ticks");
+    for (let i = 1; i < r.ticks.length; i++) {
+      assert.equal(r.ticks[i].prev, r.ticks[i - 1].seq);
+      assert.ok(r.ticks[i].seq > r.ticks[i - 1].seq + 1, "seqs of one topic are not contiguous here");
+    }
+  }
+  assert.deepEqual(a.ticks.map((x) => x.data.i), range(0, 9));
+});

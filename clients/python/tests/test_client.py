@@ -257,3 +257,35 @@ def test_a_silent_connection_is_replaced_and_resumes_with_no_gap():
             broker.stop()
 
     run(main())
+
+
+def test_cluster_ticks_are_checked_by_prev_not_by_contiguous_seqs():
+    # A cluster numbers ticks by its stream (seqs 5, 9, 20 of one topic are
+    # complete when each names the one before as `prev`); a tick whose
+    # `prev` was never seen is a gap, whatever the distance between seqs.
+    from tickfan.client import Subscription
+
+    async def main():
+        sub = Subscription(None, "T", None, events=True)
+        sub._on_subscribed(0, "S-1")
+        for seq, prev in [(5, 0), (9, 5), (20, 9)]:
+            sub._on_tick(Tick("T", seq, 1, seq, prev))
+        assert sub.gaps == []
+        sub._on_tick(Tick("T", 31, 1, 31, 27))
+        assert sub.gaps == [Gap("T", 21, 27)]
+        sub._on_tick(Tick("T", 31, 1, 31, 27))  # a duplicate of a replay
+        assert sub.last_seq == 31
+        delivered = []
+        while not sub._queue.empty():
+            event = sub._queue.get_nowait()
+            if isinstance(event, Tick):
+                delivered.append(event.seq)
+        assert delivered == [5, 9, 20, 31]
+        # A single node sends no prev: contiguous seqs, as before.
+        single = Subscription(None, "U", None, events=True)
+        single._on_subscribed(0, "E")
+        for seq in [1, 2, 4]:
+            single._on_tick(Tick("U", seq, 1, seq))
+        assert single.gaps == [Gap("U", 3, 3)]
+
+    run(main())

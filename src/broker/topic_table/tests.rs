@@ -35,7 +35,10 @@ fn table(
 
 fn seqs(inbox: &Inbox) -> Vec<u64> {
     std::iter::from_fn(|| inbox.try_take())
-        .map(|Delivery::Tick(t)| t.seq)
+        .filter_map(|d| match d {
+            Delivery::Tick(t) => Some(t.seq),
+            Delivery::Reconnect => None,
+        })
         .collect()
 }
 
@@ -150,7 +153,7 @@ fn topic_limit_and_reclaim_with_new_epoch() {
     table.publish(&t("A"), b"1").unwrap();
     table.publish(&t("B"), b"1").unwrap();
     let first_epoch = table.subscribe(&t("B"), 0, Start::Latest);
-    assert_eq!(table.publish(&t("C"), b"1"), Err(TooManyTopics));
+    assert_eq!(table.publish(&t("C"), b"1"), Err(PublishError::TooManyTopics));
     let later = Instant::now() + Duration::from_secs(120);
     // B has a subscriber and stays; A is reclaimed.
     assert_eq!(table.reclaim(later, 0, 1), 1);
@@ -178,12 +181,12 @@ fn subscribing_to_unpublished_topics_takes_no_place_in_the_limit() {
     assert_eq!(table.shards.iter().map(|s| lock(s).len()).sum::<usize>(), 2);
     // A publisher may still create topics up to the limit ...
     table.publish(&t("B"), b"1").unwrap();
-    assert_eq!(table.publish(&t("C"), b"1"), Err(TooManyTopics));
+    assert_eq!(table.publish(&t("C"), b"1"), Err(PublishError::TooManyTopics));
     // ... and a refused publish leaves nothing behind.
     assert_eq!(table.shards.iter().map(|s| lock(s).len()).sum::<usize>(), 3);
     // The subscribed, unpublished topic is the limit's business only once
     // published to; its subscriber then gets the tick.
-    assert_eq!(table.publish(&t("held"), b"1"), Err(TooManyTopics));
+    assert_eq!(table.publish(&t("held"), b"1"), Err(PublishError::TooManyTopics));
     table.unsubscribe("held", held.topic, 0);
     assert!(seqs(&inboxes[0]).is_empty());
 }
@@ -201,7 +204,7 @@ fn a_batch_is_published_whole_or_not_at_all() {
     // A, B and C fit (A exists); A, B, C and D do not: nothing of it is published.
     assert_eq!(
         table.publish_batch(&[item(0), item(1), item(2), item(3)]),
-        Err(TooManyTopics)
+        Err(PublishError::TooManyTopics)
     );
     assert_eq!(table.latest_seq("A"), 1);
     assert_eq!(table.topic_count(), 1);
@@ -209,7 +212,7 @@ fn a_batch_is_published_whole_or_not_at_all() {
     let published = table
         .publish_batch(&[item(0), item(1), item(0), item(2)])
         .unwrap();
-    let seqs_published: Vec<u64> = published.iter().map(|p| p.seq).collect();
+    let seqs_published: Vec<u64> = published.iter().filter_map(|p| p.seq).collect();
     assert_eq!(seqs_published, vec![2, 1, 3, 1]);
     assert_eq!(table.topic_count(), 3);
     assert_eq!(seqs(&inboxes[0]), vec![2, 3]);
@@ -237,4 +240,118 @@ fn concurrent_publishers_are_seen_in_seq_order() {
     for inbox in &inboxes {
         assert_eq!(seqs(inbox), (1..=8000).collect::<Vec<u64>>());
     }
+}
+
+/// A cluster engine stand-in: records submissions, serves when told.
+#[derive(Debug, Default)]
+struct FakeLink {
+    submitted: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+    serving: std::sync::atomic::AtomicBool,
+}
+
+impl ClusterLink for FakeLink {
+    fn submit(&self, topic: &TopicName<'_>, data: &[u8], _ts: u64) -> Result<(), NotServing> {
+        self.submitted
+            .lock()
+            .unwrap()
+            .push((topic.as_str().to_owned(), data.to_vec()));
+        Ok(())
+    }
+    fn window_full(&self) -> bool {
+        false
+    }
+    fn serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+}
+
+fn cluster_table(history_depth: usize, max_topics: usize) -> (TopicTable, Arc<FakeLink>, Vec<Inbox>, Vec<mio::Poll>) {
+    let (local, inboxes, polls) = table(1, history_depth, max_topics);
+    let link = Arc::new(FakeLink::default());
+    let TopicTable { mailboxes, limits, .. } = local;
+    let table = TopicTable::with_cluster(limits, mailboxes.into_vec(), Arc::clone(&link) as Arc<dyn ClusterLink>);
+    (table, link, inboxes, polls)
+}
+
+#[test]
+fn cluster_publishes_go_to_the_link_and_ticks_come_back_by_apply() {
+    let (table, link, inboxes, _polls) = cluster_table(8, 100);
+    assert_eq!(table.publish(&t("A"), b"1"), Err(PublishError::NotServing));
+    assert!(!table.serving());
+    link.serving.store(true, Ordering::Relaxed);
+    assert!(table.set_cluster_epoch("S-1f".to_owned()));
+    let sub = table.subscribe(&t("A"), 0, Start::Latest);
+    assert_eq!(sub.epoch, "S-1f");
+    assert_eq!(table.publish(&t("A"), b"1"), Ok(Published { seq: None }));
+    // Not numbered, not delivered: only what comes back from the stream is.
+    assert_eq!(seqs(&inboxes[0]), Vec::<u64>::new());
+    assert_eq!(link.submitted.lock().unwrap().len(), 1);
+    assert_eq!(table.apply(&t("A"), 5, 1, b"1"), Some(0));
+    assert_eq!(table.apply(&t("B"), 6, 1, b"2"), Some(0));
+    assert_eq!(table.apply(&t("A"), 9, 1, b"3"), Some(5));
+    // A re-read message is applied once.
+    assert_eq!(table.apply(&t("A"), 9, 1, b"3"), None);
+    assert_eq!(seqs(&inboxes[0]), vec![5, 9]);
+    assert_eq!(table.latest_seq("A"), 9);
+    assert_eq!(table.topic_count(), 2);
+}
+
+#[test]
+fn cluster_replay_uses_prev_for_gaps() {
+    let (table, link, _inboxes, _polls) = cluster_table(2, 100);
+    link.serving.store(true, Ordering::Relaxed);
+    table.set_cluster_epoch("E".to_owned());
+    for seq in [3, 10, 20, 31] {
+        table.apply(&t("A"), seq, 1, b"0");
+    }
+    // History keeps 20 (prev 10) and 31 (prev 20).
+    let since = |since| table.subscribe(&t("A"), 0, Start::After { since, epoch: Some("E") });
+    let after_20 = since(20);
+    assert_eq!(after_20.gap, None);
+    assert_eq!(after_20.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![31]);
+    // 10 is the prev of 20: nothing missing, though 11..19 are not seqs of A.
+    let after_10 = since(10);
+    assert_eq!(after_10.gap, None);
+    assert_eq!(after_10.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![20, 31]);
+    // 3 is older than the window: 10 is missing.
+    let after_3 = since(3);
+    assert_eq!(after_3.gap, Some((4, 10)));
+    assert_eq!(after_3.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![20, 31]);
+    assert_eq!(since(31).ticks.len(), 0);
+    // Another epoch: the snapshot and the whole range as a gap.
+    let other = table.subscribe(&t("A"), 0, Start::After { since: 20, epoch: Some("old") });
+    assert_eq!(other.gap, Some((1, 31)));
+    assert_eq!(other.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![31]);
+}
+
+#[test]
+fn cluster_publish_checks_the_topic_limit_before_the_stream() {
+    let (table, link, _inboxes, _polls) = cluster_table(2, 1);
+    link.serving.store(true, Ordering::Relaxed);
+    table.set_cluster_epoch("E".to_owned());
+    table.apply(&t("A"), 1, 1, b"0");
+    assert_eq!(table.publish(&t("A"), b"1"), Ok(Published { seq: None }));
+    assert_eq!(table.publish(&t("B"), b"1"), Err(PublishError::TooManyTopics));
+    let names = [t("A"), t("C")];
+    let batch: Vec<BatchItem<'_>> = names.iter().map(|topic| BatchItem { topic, data: b"1" }).collect();
+    assert_eq!(table.publish_batch(&batch), Err(PublishError::TooManyTopics));
+    assert_eq!(link.submitted.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn cluster_subscriber_ahead_of_this_node_waits_for_its_next_tick() {
+    let (table, link, inboxes, _polls) = cluster_table(8, 100);
+    link.serving.store(true, Ordering::Relaxed);
+    table.set_cluster_epoch("E".to_owned());
+    table.apply(&t("A"), 4, 1, b"0");
+    // The client saw 7 on a node further ahead: no gap, nothing replayed,
+    // and ticks up to 7 are not sent again when this node applies them.
+    let sub = table.subscribe(&t("A"), 0, Start::After { since: 7, epoch: Some("E") });
+    assert_eq!((sub.gap, sub.ticks.len(), sub.seq), (None, 0, 7));
+    // Another epoch still gets the snapshot and a gap.
+    let other = table.subscribe(&t("A"), 0, Start::After { since: 7, epoch: Some("old") });
+    assert_eq!(other.gap, Some((1, 4)));
+    table.apply(&t("A"), 7, 1, b"1");
+    table.apply(&t("A"), 9, 1, b"2");
+    assert_eq!(seqs(&inboxes[0]), vec![7, 9], "the worker skips 7 for the first by its start seq");
 }

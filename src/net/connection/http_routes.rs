@@ -4,7 +4,7 @@
 
 use super::{presented_rights, AwaitedBody, Connection, Flow, Phase};
 use crate::broker::auth::{Access, Rights};
-use crate::broker::topic_table::{BatchItem, Start};
+use crate::broker::topic_table::{BatchItem, PublishError, Start};
 use crate::http::demo::demo_asset;
 use crate::http::publish::parse_publish_body;
 use crate::http::query::{parse_stream_request, QueryLimits, StreamRequest};
@@ -64,6 +64,12 @@ impl Connection {
                 return self.refuse_request(request, Refusal::Head(error), bytes.len(), ctx)
             }
         };
+        // A cluster node cut off from its stream serves no ticks: clients
+        // go to another node (README.md, "Cluster").
+        let needs_stream = matches!(route, HttpRoute::Publish | HttpRoute::Poll | HttpRoute::Sse);
+        if needs_stream && !ctx.table.serving() {
+            return self.refuse_request(request, Refusal::NotServing, bytes.len(), ctx);
+        }
         if route == HttpRoute::Publish {
             return self.on_publish(request, body_len, expects_continue, bytes, ctx);
         }
@@ -78,6 +84,9 @@ impl Connection {
             }
             HttpRoute::Health => Response::error(200, "ok"),
             HttpRoute::Ready if ctx.not_ready => Response::error(503, "shutting down"),
+            HttpRoute::Ready if !ctx.table.serving() => {
+                Response::error(503, "cluster node cut off from its stream or catching up")
+            }
             HttpRoute::Ready => Response::error(200, "ready"),
             HttpRoute::Metrics => {
                 Response::new(200).body(CONTENT_TYPE, ctx.metrics.render(ctx.table.topic_count()))
@@ -207,6 +216,9 @@ impl Connection {
             let refusal = Refusal::Forbidden(item.topic.to_string());
             return self.refuse_request(request, refusal, bytes.len(), ctx);
         }
+        if ctx.table.publish_window_full() {
+            return self.refuse_request(request, Refusal::PublishWindowFull, bytes.len(), ctx);
+        }
         let batch: Vec<BatchItem<'_>> = items
             .iter()
             .map(|item| BatchItem {
@@ -216,8 +228,14 @@ impl Connection {
             .collect();
         // All or nothing: a batch that would pass the topic limit publishes
         // no tick, so the client may retry it whole.
-        let Ok(published) = ctx.table.publish_batch(&batch) else {
-            return self.refuse_request(request, Refusal::TopicLimit, bytes.len(), ctx);
+        let published = match ctx.table.publish_batch(&batch) {
+            Ok(published) => published,
+            Err(PublishError::TooManyTopics) => {
+                return self.refuse_request(request, Refusal::TopicLimit, bytes.len(), ctx)
+            }
+            Err(PublishError::NotServing) => {
+                return self.refuse_request(request, Refusal::NotServing, bytes.len(), ctx)
+            }
         };
         let mut seqs: Vec<serde_json::Value> = items
             .iter()

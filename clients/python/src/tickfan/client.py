@@ -36,6 +36,10 @@ class Tick:
     #: The broker's receive time, microseconds since the Unix epoch.
     ts: int
     data: Any
+    #: The seq of the topic's previous tick, sent by cluster nodes (whose
+    #: seqs are stream sequences, not contiguous); ``None`` from a single
+    #: node, where it is always ``seq - 1``.
+    prev: int | None = None
 
 
 @dataclass(frozen=True)
@@ -191,8 +195,11 @@ class Subscription:
         last = self.last_seq
         if last is not None and tick.seq <= last:
             return  # a duplicate of a replay
-        if last is not None and tick.seq > last + 1 and self.max_hz is None:
-            self._on_gap(last + 1, tick.seq - 1)  # the broker skipped ticks
+        # The tick that should have come before: ``prev`` from a cluster,
+        # else the seq before (a single node numbers contiguously).
+        before = tick.prev if tick.prev is not None else tick.seq - 1
+        if last is not None and before > last and self.max_hz is None:
+            self._on_gap(last + 1, before)  # the broker skipped ticks
         self.last_seq = tick.seq
         self._emit(tick)
 
@@ -456,7 +463,16 @@ class Client:
         event = msg.get("event")
         if event is None:
             if sub is not None and isinstance(msg.get("seq"), int):
-                sub._on_tick(Tick(topic, msg["seq"], msg.get("ts", 0), msg.get("data")))
+                prev = msg.get("prev")
+                sub._on_tick(
+                    Tick(
+                        topic,
+                        msg["seq"],
+                        msg.get("ts", 0),
+                        msg.get("data"),
+                        prev if isinstance(prev, int) else None,
+                    )
+                )
         elif event == "subscribed":
             if sub is not None:
                 sub._on_subscribed(msg["seq"], msg["epoch"])

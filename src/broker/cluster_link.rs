@@ -1,0 +1,37 @@
+//! The seam between the topic table and a cluster engine: what the table
+//! needs of one, and nothing of how it talks to its peers.
+//!
+//! In single-node mode the table numbers ticks itself and there is no
+//! link. In cluster mode (README.md, "Cluster") a publish is not numbered
+//! here: the table hands it to the link, the engine stores it in the shared
+//! stream, and the engine's stream follower brings it back through
+//! [`super::topic_table::TopicTable::apply`] with the seq the stream gave
+//! it, on every node alike. Keeping the engine behind this trait keeps the
+//! broker layer free of NATS and of any async runtime, and the single-node
+//! path free of any cluster check beyond one `Option`.
+
+use std::fmt;
+
+use crate::topic::TopicName;
+
+/// A cluster engine as the topic table sees it. Every method is called
+/// from worker threads and must never block.
+pub trait ClusterLink: fmt::Debug + Send + Sync {
+    /// Queues a publish of `data` (valid JSON) to `topic`, received at
+    /// `ts_micros`, for the stream. Refused while the node does not serve.
+    fn submit(&self, topic: &TopicName<'_>, data: &[u8], ts_micros: u64) -> Result<(), NotServing>;
+
+    /// Whether the publish window is full (`cluster.publish_window`
+    /// publishes not yet acknowledged by the stream): publishers pause
+    /// while it is, the same backpressure as a long mailbox.
+    fn window_full(&self) -> bool;
+
+    /// Whether the node is connected to the stream and caught up with it;
+    /// while it is not, it refuses clients (README.md, "Cluster").
+    fn serving(&self) -> bool;
+}
+
+/// The node is cut off from the stream or still catching up: clients are
+/// told to go elsewhere (HTTP 503, close 4000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotServing;
