@@ -478,9 +478,9 @@ batching() {
     local rate variant label flags
     local args=(--warmup 2 --duration "$DURATION" --drain 1 --subscribers 1000 --topics 1 --threads 1)
     local variants=${BATCH_VARIANTS:-"immediate:--set broker.max_batch_delay_ms=0
-sweep 5 ms:--set broker.max_batch_delay_ms=5
-sweep 10 ms (default):
-connection 10 ms:--set broker.batching=connection
+sweep 5 ms (default):
+sweep 10 ms:--set broker.max_batch_delay_ms=10
+connection 5 ms:--set broker.batching=connection
 fixed flush=20 ms:--flush-interval-ms 20"}
     for rate in ${BATCH_RATES:-746 3000}; do
         for peer in uws ${BASE_BIN:+base}; do

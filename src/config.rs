@@ -1446,7 +1446,7 @@ mod tests {
                     slow_consumer: SlowConsumerPolicy::Conflate,
                     slow_consumer_grace_ms: 2000,
                     flush_interval_ms: 0,
-                    max_batch_delay_ms: 10,
+                    max_batch_delay_ms: 5,
                     batching: BatchingMode::Sweep,
                     max_mailbox_ticks: 65_536,
                     max_total_queue_bytes: 1 << 30,
