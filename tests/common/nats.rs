@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// How long a cluster may take to elect its JetStream meta leader.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
+/// Fresh clusters tried before a test gives up.
+const START_ATTEMPTS: usize = 3;
+
 /// One `nats-server` process.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -88,6 +91,24 @@ impl NatsCluster {
             );
             return None;
         };
+        // A JetStream meta group that does not form in time (a route that
+        // never connected, a port taken meanwhile by someone else) is not
+        // waited on for ever: a fresh cluster on fresh ports is started.
+        for attempt in 1..=START_ATTEMPTS {
+            let cluster = Self::launch(n, &binary);
+            if cluster.ready_within(READY_WITHIN) {
+                return Some(cluster);
+            }
+            eprintln!(
+                "nats cluster, attempt {attempt}: not ready within {READY_WITHIN:?} \
+                 (healthz and a meta leader over all {n} peers); starting a fresh one"
+            );
+        }
+        panic!("no nats cluster of {n} formed in {START_ATTEMPTS} attempts");
+    }
+
+    /// Starts `n` servers clustered on fresh ports, without waiting.
+    fn launch(n: usize, binary: &PathBuf) -> NatsCluster {
         let dir = std::env::temp_dir().join(format!(
             "tickfan-nats-{}-{}",
             std::process::id(),
@@ -135,30 +156,47 @@ impl NatsCluster {
                 monitor_port,
                 args,
             };
-            server.spawn(&binary);
+            server.spawn(binary);
             servers.push(server);
         }
-        let cluster = NatsCluster { servers, dir };
-        cluster.wait_healthy();
-        Some(cluster)
+        NatsCluster { servers, dir }
     }
 
-    /// Waits until every running server answers `/healthz` with 200.
-    pub fn wait_healthy(&self) {
-        let deadline = Instant::now() + READY_WITHIN;
-        for server in self.servers.iter().filter(|s| s.child.is_some()) {
+    /// Whether, within `limit`, every running server answers `/healthz`
+    /// with 200 and (clustered) names a JetStream meta leader of a group of
+    /// all the servers: before that an R3 stream finds no peers to place.
+    fn ready_within(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let running: Vec<&NatsServer> = self.servers.iter().filter(|s| s.child.is_some()).collect();
+        let clustered = self.servers.len() > 1;
+        for server in running {
             loop {
-                if http_get_local(server.monitor_port, "/healthz").is_some_and(|(s, _)| s == 200) {
+                let healthy =
+                    http_get_local(server.monitor_port, "/healthz").is_some_and(|(s, _)| s == 200);
+                if healthy && (!clustered || self.has_meta_leader(server)) {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "nats-server {} not healthy within {READY_WITHIN:?}",
-                    server.name
-                );
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                // Polling the server's own report; bounded by the deadline.
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        true
+    }
+
+    /// Whether `server` knows a meta leader of a group of every server.
+    fn has_meta_leader(&self, server: &NatsServer) -> bool {
+        let Some((200, body)) = http_get_local(server.monitor_port, "/jsz") else {
+            return false;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return false;
+        };
+        let meta = &json["meta_cluster"];
+        meta["leader"].as_str().is_some_and(|l| !l.is_empty())
+            && meta["cluster_size"].as_u64() >= Some(self.servers.len() as u64)
     }
 
     /// The client URL of server `i`.
