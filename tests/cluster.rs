@@ -257,6 +257,14 @@ fn http_publish(node: &Broker, topic: &str, data: &str) -> u16 {
     .status
 }
 
+/// A proxy the test can pause between a node and the cluster's first server.
+fn proxy_to_first_server(nats: &NatsCluster) -> common::proxy::PausableProxy {
+    let upstream = format!("127.0.0.1:{}", nats.servers[0].client_port)
+        .parse()
+        .unwrap();
+    common::proxy::PausableProxy::start(upstream)
+}
+
 /// Reads `n` ticks (events fail the test).
 fn read_ticks(client: &mut PsClient, n: usize, what: &str) -> Vec<Seen> {
     (0..n).map(|_| seen(&client.expect_tick(what))).collect()
@@ -268,10 +276,7 @@ fn a_node_cut_off_from_nats_stops_serving_and_catches_up_before_serving_again() 
     let Some(nats) = NatsCluster::start(3) else {
         return;
     };
-    let upstream = format!("127.0.0.1:{}", nats.servers[0].client_port)
-        .parse()
-        .unwrap();
-    let proxy = common::proxy::PausableProxy::start(upstream);
+    let proxy = proxy_to_first_server(&nats);
     let fast_pings = ["--set", "cluster.ping_interval_ms=300"];
     let cut = node(&format!("nats://{}", proxy.addr()), &fast_pings);
     let other = node(&nats.url(1), &fast_pings);
@@ -571,10 +576,7 @@ fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
     let Some(nats) = NatsCluster::start(3) else {
         return;
     };
-    let upstream = format!("127.0.0.1:{}", nats.servers[0].client_port)
-        .parse()
-        .unwrap();
-    let proxy = common::proxy::PausableProxy::start(upstream);
+    let proxy = proxy_to_first_server(&nats);
     // Pings too rare to notice the stall: only the window reacts.
     let stalled = node(
         &format!("nats://{}", proxy.addr()),
