@@ -16,6 +16,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -247,14 +248,32 @@ fn wait_readyz(node: &Broker, status: u16, within: Duration, what: &str) {
 
 /// Publishes `data` to `topic` over HTTP on `node`: the status.
 fn http_publish(node: &Broker, topic: &str, data: &str) -> u16 {
+    http_publish_answer(node, topic, data).status
+}
+
+/// Publishes `data` to `topic` over HTTP on `node`, waiting for the answer
+/// as long as the node may hold it (the default `cluster.publish_timeout_ms`
+/// and its margin): the whole response.
+fn http_publish_answer(node: &Broker, topic: &str, data: &str) -> HttpResponse {
     let mut stream = node.tcp();
+    stream.set_read_timeout(Some(HELD_PUBLISH)).unwrap();
     http_post(
         &mut stream,
         &format!("/publish?topic={topic}"),
         "",
         data.as_bytes(),
     )
-    .status
+}
+
+/// How long a cluster node may hold a `POST /publish` before it answers.
+const HELD_PUBLISH: Duration = Duration::from_secs(40);
+
+/// The seq a 202 names: the one the stream stored the tick at.
+fn stored_seq(answer: &HttpResponse) -> u64 {
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    answer.json()["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a 202 without the tick's seq: {}", answer.text()))
 }
 
 /// A proxy the test can pause between a node and the cluster's first server.
@@ -288,10 +307,17 @@ fn a_node_cut_off_from_nats_stops_serving_and_catches_up_before_serving_again() 
         .to_owned();
     let mut victim = cut.pubsub();
     victim.subscribe(topic);
-    for i in 0..5 {
-        assert_eq!(http_publish(&other, topic, &i.to_string()), 202);
-    }
+    // A cluster node answers a publish once the stream stored it, with
+    // the seq it got there.
+    let answered: Vec<u64> = (0..5)
+        .map(|i| stored_seq(&http_publish_answer(&other, topic, &i.to_string())))
+        .collect();
     let before = read_ticks(&mut watcher, 5, "before the cut");
+    assert_eq!(
+        before.iter().map(|t| t.seq).collect::<Vec<_>>(),
+        answered,
+        "each 202 names the seq subscribers see"
+    );
     assert_eq!(read_ticks(&mut victim, 5, "before the cut"), before);
 
     proxy.pause();
@@ -491,7 +517,7 @@ fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
             thread::spawn(move || follow_until(&addrs, topic, TICKS, &epoch))
         })
         .collect();
-    let (accepted_tx, accepted_rx) = std::sync::mpsc::channel::<(usize, Instant)>();
+    let (accepted_tx, accepted_rx) = std::sync::mpsc::channel::<(usize, u64, Instant)>();
     let publisher_addrs = addrs.clone();
     let publisher = thread::spawn(move || {
         // Every tick until it is accepted (202), on whichever node serves;
@@ -505,7 +531,8 @@ fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
                     at += 1;
                     continue;
                 };
-                stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                // Held through the election: answered once stored.
+                stream.set_read_timeout(Some(HELD_PUBLISH)).unwrap();
                 let body = format!(r#"{{"i":{i}}}"#);
                 let response = http_post(
                     &mut stream,
@@ -514,7 +541,9 @@ fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
                     body.as_bytes(),
                 );
                 if response.status == 202 {
-                    accepted_tx.send((i, Instant::now())).unwrap();
+                    accepted_tx
+                        .send((i, stored_seq(&response), Instant::now()))
+                        .unwrap();
                     break;
                 }
                 assert_eq!(response.status, 503, "{}", response.text());
@@ -542,9 +571,9 @@ fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
     let killed_at = Instant::now();
     nats.kill(leader);
     publisher.join().unwrap();
-    let accepted: Vec<(usize, Instant)> = accepted_rx.try_iter().collect();
+    let accepted: Vec<(usize, u64, Instant)> = accepted_rx.try_iter().collect();
     assert!(
-        accepted.iter().any(|(_, at)| *at > killed_at),
+        accepted.iter().any(|(_, _, at)| *at > killed_at),
         "publishing resumed after the leader died"
     );
     let feeds: Vec<Vec<Seen>> = join_all(followers)
@@ -563,6 +592,13 @@ fn killing_the_stream_leader_loses_no_accepted_tick_and_publishing_resumes() {
         payloads, published,
         "each accepted tick stored exactly once"
     );
+    // A 202 was answered only once the tick was stored, and names where.
+    for (i, seq, _) in &accepted {
+        assert!(
+            stored.contains(&(*seq, format!(r#"{{"i":{i}}}"#))),
+            "tick {i} answered 202 with seq {seq}, which the stream does not hold"
+        );
+    }
     for feed in &feeds {
         assert_complete_chain(topic, feed, 0);
         let got: Vec<(u64, String)> = feed.iter().map(|t| (t.seq, t.data.clone())).collect();
@@ -592,6 +628,24 @@ fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
     let mut watcher = other.pubsub();
     watcher.subscribe(topic);
     proxy.pause();
+    // An HTTP publish is held while the stream cannot store it, and
+    // answered once it has.
+    let held_addr = stalled.addr();
+    let held = thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(held_addr).unwrap();
+        stream.set_read_timeout(Some(HELD_PUBLISH)).unwrap();
+        // A request pipelined behind the held one is answered after it.
+        let mut requests = post_request(&format!("/publish?topic={topic}"), "", b"1000");
+        requests.extend_from_slice(get_request("/healthz").as_bytes());
+        stream.write_all(&requests).unwrap();
+        let published = read_http_response(&mut stream);
+        let health = read_http_response(&mut stream);
+        assert_eq!(health.status, 200, "the pipelined request, answered second");
+        published
+    });
+    wait_for_metrics(&stalled, "the HTTP publish submitted", |text| {
+        text.contains("tickfan_ticks_published_total{transport=\"http\"} 1")
+    });
     const TICKS: usize = 40;
     let mut publisher = stalled.pubsub();
     let publishing = thread::spawn(move || {
@@ -618,23 +672,28 @@ fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
             .and_then(|v| v.parse::<f64>().ok())
             .is_some_and(|v| v > 0.0)
     });
+    assert!(!held.is_finished(), "the HTTP publish waits for the stream");
     proxy.resume();
-    let got = read_ticks(&mut watcher, TICKS, "after the stall");
+    let got = read_ticks(&mut watcher, TICKS + 1, "after the stall");
     assert_complete_chain(topic, &got, 0);
     let mut data: Vec<u64> = got.iter().map(|t| t.data.parse().unwrap()).collect();
     data.sort_unstable();
+    let mut published: Vec<u64> = (0..TICKS as u64).collect();
+    published.push(1000);
+    assert_eq!(data, published, "each tick once, retries or not");
+    let held_seq = stored_seq(&held.join().unwrap());
     assert_eq!(
-        data,
-        (0..TICKS as u64).collect::<Vec<_>>(),
-        "each tick once, retries or not"
+        got.iter().find(|t| t.data == "1000").map(|t| t.seq),
+        Some(held_seq),
+        "the held publish is answered with the seq it was stored at"
     );
     let stored = stored_feed(&nats.url(1), topic);
-    assert_eq!(stored.len(), TICKS, "the stream holds each tick once");
+    assert_eq!(stored.len(), TICKS + 1, "the stream holds each tick once");
     assert!(watcher.recv_within(Duration::from_millis(300)).is_none());
     wait_for_metrics(&stalled, "every publish acknowledged", |text| {
         text.lines()
             .find_map(|l| l.strip_prefix(r#"tickfan_cluster_publishes_total{result="acked"} "#))
             .and_then(|v| v.parse::<f64>().ok())
-            .is_some_and(|v| v == TICKS as f64)
+            .is_some_and(|v| v == (TICKS + 1) as f64)
     });
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ fn a_tiny_max_hz_is_refused_and_the_only_worker_lives_on() {
 #[cfg(debug_assertions)]
 #[test]
 fn a_dead_worker_turns_health_503_and_the_broker_exits_non_zero() {
+    use std::io::{ErrorKind, Read};
     let mut broker = Broker::start_with_env(
         &[("TICKFAN_FAULT_INJECTION", "1")],
         &["--workers", "2", "--drain-delay-ms", "3000"],

@@ -19,7 +19,16 @@ use crate::topic::TopicName;
 pub trait ClusterLink: fmt::Debug + Send + Sync {
     /// Queues a publish of `data` (valid JSON) to `topic`, received at
     /// `ts_micros`, for the stream. Refused while the node does not serve.
-    fn submit(&self, topic: &TopicName<'_>, data: &[u8], ts_micros: u64) -> Result<(), NotServing>;
+    /// With `receipt`, the engine tells its outcome (the stream sequence,
+    /// or that it was given up) through
+    /// [`super::topic_table::TopicTable::report_stored`].
+    fn submit(
+        &self,
+        topic: &TopicName<'_>,
+        data: &[u8],
+        ts_micros: u64,
+        receipt: Option<Receipt>,
+    ) -> Result<(), NotServing>;
 
     /// Whether the publish window is full (`cluster.publish_window`
     /// publishes not yet acknowledged by the stream): publishers pause
@@ -35,3 +44,39 @@ pub trait ClusterLink: fmt::Debug + Send + Sync {
 /// told to go elsewhere (HTTP 503, close 4000).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotServing;
+
+/// Who waits for a cluster publish's outcome: item `item` of request
+/// `request` on connection `token` of worker `worker` (an HTTP publish is
+/// answered only once the stream has stored every tick it carries, so a
+/// 202 means stored; README.md, "Cluster").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub worker: usize,
+    pub token: usize,
+    /// Unique in the process ([`super::topic_table::TopicTable::new_request_id`]),
+    /// so an outcome for a connection that closed meanwhile, its token
+    /// reused by another, is recognised and dropped.
+    pub request: u64,
+    pub item: usize,
+}
+
+/// Where a publish's receipts go: the request, and the item index is
+/// the tick's place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub worker: usize,
+    pub token: usize,
+    pub request: u64,
+}
+
+impl ReplyTo {
+    /// The receipt of the request's `item`-th tick.
+    pub fn receipt(self, item: usize) -> Receipt {
+        Receipt {
+            worker: self.worker,
+            token: self.token,
+            request: self.request,
+            item,
+        }
+    }
+}

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
+use crate::broker::cluster_link::Receipt;
 use crate::tick::Tick;
 
 /// What crosses from a publisher's thread to a subscriber's worker.
@@ -23,6 +24,10 @@ pub enum Delivery {
     /// Cluster mode: the node lost the stream; close every subscriber with
     /// 4000 "reconnect elsewhere" (README.md, "Cluster").
     Reconnect,
+    /// Cluster mode: the outcome of a publish a connection of this worker
+    /// waits for: the stream sequence it was stored at, or `None` when it
+    /// was given up (see [`crate::broker::cluster_link::Receipt`]).
+    Stored { receipt: Receipt, seq: Option<u64> },
 }
 
 /// The sending side of one worker's mailbox.

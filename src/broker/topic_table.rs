@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::{Arc, OnceLock};
 
-use super::cluster_link::{ClusterLink, NotServing};
+use super::cluster_link::{ClusterLink, NotServing, Receipt, ReplyTo};
 use super::mailbox::{Delivery, Mailbox};
 use crate::tick::{now_micros, Tick, TopicId};
 use crate::topic::TopicName;
@@ -154,6 +154,8 @@ pub struct TopicTable {
     /// Cluster mode: the epoch of every topic, from the stream's identity,
     /// set by the engine once it has bound the stream.
     cluster_epoch: OnceLock<String>,
+    /// The next [`Self::new_request_id`].
+    next_request: AtomicU64,
 }
 
 impl TopicTable {
@@ -171,6 +173,7 @@ impl TopicTable {
             boot: now_micros(),
             cluster: None,
             cluster_epoch: OnceLock::new(),
+            next_request: AtomicU64::new(1),
         }
     }
 
@@ -243,7 +246,7 @@ impl TopicTable {
                 return Err(PublishError::NotServing);
             }
             self.admit_cluster_topics(&[topic.as_str()])?;
-            link.submit(topic, data, ts)?;
+            link.submit(topic, data, ts, None)?;
             return Ok(Published { seq: None });
         }
         let mut to_wake = WakeList::default();
@@ -271,8 +274,16 @@ impl TopicTable {
     /// cannot deliver a tick twice.
     // Shard ids come from `shard_index` (below the shard count) and every
     // item's shard is in `shard_ids`, so the indexing and the `expect` hold.
+    ///
+    /// In cluster mode the items go to the stream and their seqs are not
+    /// known yet; with `reply_to`, the engine reports each item's outcome
+    /// to that connection ([`Self::report_stored`]).
     #[allow(clippy::indexing_slicing, clippy::expect_used)]
-    pub fn publish_batch(&self, items: &[BatchItem<'_>]) -> Result<Vec<Published>, PublishError> {
+    pub fn publish_batch(
+        &self,
+        items: &[BatchItem<'_>],
+        reply_to: Option<ReplyTo>,
+    ) -> Result<Vec<Published>, PublishError> {
         let ts = now_micros();
         if let Some(link) = &self.cluster {
             if !link.serving() {
@@ -280,8 +291,9 @@ impl TopicTable {
             }
             let topics: Vec<&str> = items.iter().map(|item| item.topic.as_str()).collect();
             self.admit_cluster_topics(&topics)?;
-            for item in items {
-                link.submit(item.topic, item.data, ts)?;
+            for (i, item) in items.iter().enumerate() {
+                let receipt = reply_to.map(|reply_to| reply_to.receipt(i));
+                link.submit(item.topic, item.data, ts, receipt)?;
             }
             return Ok(vec![Published { seq: None }; items.len()]);
         }
@@ -319,6 +331,29 @@ impl TopicTable {
         drop(shards);
         to_wake.wake(&self.mailboxes);
         Ok(published)
+    }
+
+    /// Whether publishes are numbered by a cluster's stream, after they are
+    /// accepted, rather than here (README.md, "Cluster").
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A request id no other request of this process has (for
+    /// [`ReplyTo::request`]).
+    pub fn new_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Cluster mode: tells the connection that waits for it the outcome of
+    /// a publish: the stream sequence it was stored at, or `None` when it
+    /// was given up. Called by the engine; never blocks.
+    pub fn report_stored(&self, receipt: Receipt, seq: Option<u64>) {
+        if let Some(mailbox) = self.mailboxes.get(receipt.worker) {
+            if mailbox.post(Delivery::Stored { receipt, seq }) {
+                mailbox.wake();
+            }
+        }
     }
 
     /// Cluster mode: refuses a publish that would add topics past

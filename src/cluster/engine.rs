@@ -533,8 +533,11 @@ impl Engine {
         retries: &mut VecDeque<(Instant, Outgoing)>,
     ) {
         match result {
-            Ok(_) => {
+            Ok(ack) => {
                 self.metrics.publishes.with_label_values(&["acked"]).inc();
+                if let Some(receipt) = outgoing.submitted.receipt {
+                    self.table.report_stored(receipt, Some(ack.sequence));
+                }
                 self.metrics
                     .publish_latency
                     .observe(outgoing.first_sent.elapsed().as_secs_f64());
@@ -556,6 +559,9 @@ impl Engine {
         );
         self.metrics.publishes.with_label_values(&["failed"]).inc();
         self.state.pending.fetch_sub(1, Ordering::Relaxed);
+        if let Some(receipt) = outgoing.submitted.receipt {
+            self.table.report_stored(receipt, None);
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::broker::cluster_link::{ClusterLink, NotServing};
+use crate::broker::cluster_link::{ClusterLink, NotServing, Receipt};
 use crate::broker::topic_table::TopicTable;
 use crate::config::ClusterConfig;
 use crate::metrics::ClusterMetrics;
@@ -35,6 +35,8 @@ struct Submitted {
     topic: String,
     data: Vec<u8>,
     ts: u64,
+    /// Who waits for the outcome (an HTTP publish), if anyone.
+    receipt: Option<Receipt>,
 }
 
 /// What the engine and the workers share: counters and flags, no locks
@@ -61,7 +63,13 @@ pub struct Link {
 }
 
 impl ClusterLink for Link {
-    fn submit(&self, topic: &TopicName<'_>, data: &[u8], ts_micros: u64) -> Result<(), NotServing> {
+    fn submit(
+        &self,
+        topic: &TopicName<'_>,
+        data: &[u8],
+        ts_micros: u64,
+        receipt: Option<Receipt>,
+    ) -> Result<(), NotServing> {
         if !self.serving() {
             return Err(NotServing);
         }
@@ -70,6 +78,7 @@ impl ClusterLink for Link {
             topic: topic.as_str().to_owned(),
             data: data.to_vec(),
             ts: ts_micros,
+            receipt,
         };
         // `send` on an unbounded channel never blocks nor needs a runtime;
         // it fails only once the engine is gone.

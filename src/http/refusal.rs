@@ -47,8 +47,9 @@ pub enum Refusal {
     PublishWindowFull,
     /// Accepted over `server.max_connections_per_ip` (503).
     PeerConnectionLimit,
-    /// More than a request head arrived while a long-poll was held (431).
-    PipelinedPastHeldPoll,
+    /// More than a request head arrived while a long-poll was held, or more
+    /// than a whole request while a cluster publish awaited the stream (431).
+    PipelinedPastHeldRequest,
     /// The request head did not arrive within the handshake timeout (408).
     HeadTimeout,
 }
@@ -70,7 +71,7 @@ impl Refusal {
             | Refusal::PeerConnectionLimit
             | Refusal::NotServing
             | Refusal::PublishWindowFull => 503,
-            Refusal::PipelinedPastHeldPoll => 431,
+            Refusal::PipelinedPastHeldRequest => 431,
             Refusal::HeadTimeout => 408,
         }
     }
@@ -80,7 +81,7 @@ impl Refusal {
     pub fn label(&self) -> &'static str {
         match self {
             Refusal::Head(HttpError::HeadersTooLarge | HttpError::TooManyHeaders)
-            | Refusal::PipelinedPastHeldPoll => "headers_too_large",
+            | Refusal::PipelinedPastHeldRequest => "headers_too_large",
             Refusal::Head(HttpError::UnsupportedTransferEncoding) => "not_implemented",
             Refusal::Head(HttpError::UnsupportedExpectation) => "expectation_failed",
             Refusal::Head(
@@ -148,8 +149,8 @@ impl fmt::Display for Refusal {
                 "the publish window to the cluster's stream is full; nothing was published, retry",
             ),
             Refusal::PeerConnectionLimit => f.write_str("too many connections from this address"),
-            Refusal::PipelinedPastHeldPoll => {
-                f.write_str("too much sent while a long-poll is held")
+            Refusal::PipelinedPastHeldRequest => {
+                f.write_str("too much sent while a long-poll or a publish is held")
             }
             Refusal::HeadTimeout => f.write_str("request head not received in time"),
         }
@@ -200,7 +201,7 @@ mod tests {
             Refusal::NotServing,
             Refusal::PublishWindowFull,
             Refusal::PeerConnectionLimit,
-            Refusal::PipelinedPastHeldPoll,
+            Refusal::PipelinedPastHeldRequest,
             Refusal::HeadTimeout,
         ]
     }

@@ -36,6 +36,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "",
     }
 }
@@ -299,7 +300,7 @@ mod tests {
     fn every_listed_status_has_a_reason() {
         for code in [
             100, 101, 200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 417, 426, 429, 431, 500,
-            501, 503,
+            501, 503, 504,
         ] {
             assert!(!reason_phrase(code).is_empty(), "{code}");
         }

@@ -23,6 +23,7 @@
     )
 )]
 
+mod awaited_publish;
 mod fault_injection;
 mod held_poll;
 mod http_routes;
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use prometheus::local::LocalHistogram;
 
+use self::awaited_publish::AwaitedPublish;
 use self::held_poll::HeldPoll;
 use self::websocket::{Endpoint, Step, WebSocketPhase};
 use super::conn_io::ConnIo;
@@ -106,6 +108,9 @@ enum Phase {
     Sse(Box<Session>),
     /// A long-poll held until a tick arrives or its deadline passes.
     Polling(Box<HeldPoll>),
+    /// Cluster mode: a `POST /publish` held until the stream has stored
+    /// its ticks (or given them up), or its deadline passes.
+    AwaitingStored(Box<AwaitedPublish>),
     /// Sending what is queued, then closing. With `linger`, the write side is
     /// shut first and reads are discarded until the peer closes (or the close
     /// timeout), so unread input cannot turn our last bytes into a reset.
@@ -434,10 +439,22 @@ impl Connection {
                 // A request pipelined behind a held poll waits for its turn,
                 // but no more than one request head's worth of it.
                 Phase::Polling(_) if bytes.len() > ctx.settings.max_header_bytes => {
-                    self.refuse(&Refusal::PipelinedPastHeldPoll, ctx);
+                    self.refuse(&Refusal::PipelinedPastHeldRequest, ctx);
                     (bytes.len(), Flow::NeedMore)
                 }
                 Phase::Polling(_) => (0, Flow::NeedMore),
+                // The same behind a held publish, up to one whole request.
+                Phase::AwaitingStored(_)
+                    if bytes.len()
+                        > ctx
+                            .settings
+                            .max_header_bytes
+                            .saturating_add(ctx.settings.max_body_bytes) =>
+                {
+                    self.refuse(&Refusal::PipelinedPastHeldRequest, ctx);
+                    (bytes.len(), Flow::NeedMore)
+                }
+                Phase::AwaitingStored(_) => (0, Flow::NeedMore),
                 // An SSE client has nothing more to say, and whatever
                 // arrives while draining is read only to be dropped.
                 Phase::Sse(_) | Phase::Draining { .. } => (bytes.len(), Flow::NeedMore),
@@ -629,6 +646,34 @@ impl Connection {
         self.enter(Phase::Draining { linger: true }, now);
     }
 
+    /// Answers a request that was held (a long-poll, a cluster publish):
+    /// closes after it unless `keep_alive`, else goes back to reading
+    /// requests, starting with any that were pipelined behind it.
+    fn answer_held(
+        &mut self,
+        response: Response,
+        keep_alive: bool,
+        announce_keep_alive: bool,
+        now: Instant,
+    ) {
+        if !keep_alive {
+            self.respond_and_close(response, now);
+            return;
+        }
+        let response = if announce_keep_alive {
+            response.keep_alive()
+        } else {
+            response
+        };
+        self.io.out.append(|buf| response.write_to(buf));
+        self.enter(Phase::Http(AwaitedBody::default()), now);
+        if !self.io.pending.is_empty() {
+            // Requests that arrived while this one was held.
+            self.pending_unprocessed = true;
+            self.read_unfinished = true;
+        }
+    }
+
     fn enter(&mut self, phase: Phase, now: Instant) {
         self.phase = phase;
         self.phase_since = now;
@@ -680,6 +725,7 @@ impl Connection {
             Phase::Sse(session) => session_deadline(session, settings)
                 .unwrap_or(self.phase_since + settings.heartbeat_interval),
             Phase::Polling(poll) => poll.expires,
+            Phase::AwaitingStored(awaited) => awaited.expires,
             Phase::Draining { .. } => self.phase_since + settings.close_timeout,
         }
     }
@@ -717,6 +763,7 @@ impl Connection {
                 Verdict::Keep
             }
             Phase::Polling(_) => self.finish_poll(ctx),
+            Phase::AwaitingStored(_) => self.answer_stored(ctx),
             Phase::Draining { .. } => Verdict::Close,
         }
     }
@@ -826,7 +873,8 @@ impl Connection {
                 Verdict::Keep
             }
             Phase::Polling(_) => self.finish_poll(ctx),
-            Phase::Http(_) | Phase::Draining { .. } => Verdict::Keep,
+            // The engine still tells what became of its ticks.
+            Phase::Http(_) | Phase::AwaitingStored(_) | Phase::Draining { .. } => Verdict::Keep,
         }
     }
 
@@ -848,6 +896,8 @@ impl Connection {
             // keep-alive client may still ask, and hear /readyz say 503,
             // until it hangs up or the grace period ends.
             Phase::Polling(_) => self.finish_poll(ctx),
+            // Answered when the stream's outcome comes, within the grace.
+            Phase::AwaitingStored(_) => Verdict::Keep,
             Phase::Http(_) if self.queued_bytes() == 0 && self.io.pending.is_empty() => {
                 Verdict::Close
             }

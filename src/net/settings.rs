@@ -59,7 +59,16 @@ pub struct Settings {
     pub token_warning: Duration,
     /// JWTs are on: a WebSocket without a token may authenticate in-band.
     pub jwt: bool,
+    /// Cluster mode: how long a `POST /publish` waits for the stream's
+    /// outcome of its ticks before it is answered 504. The engine gives a
+    /// publish up after `cluster.publish_timeout_ms` and says so, so this
+    /// is only a bound for an engine that went silent.
+    pub stored_answer_timeout: Duration,
 }
+
+/// How much longer than `cluster.publish_timeout_ms` an HTTP publish waits
+/// for the engine's word on its ticks.
+const STORED_ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
 impl Settings {
     /// The settings of the embedded default configuration.
@@ -107,6 +116,7 @@ impl Settings {
             token_leeway: Duration::from_secs(config.jwt.leeway_secs),
             token_warning: Duration::from_secs(config.jwt.expiry_warning_secs),
             jwt: config.jwt.enabled(),
+            stored_answer_timeout: config.cluster.publish_timeout() + STORED_ANSWER_MARGIN,
         }
     }
 

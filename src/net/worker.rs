@@ -31,6 +31,7 @@ use super::slab::Slab;
 use super::timer::{Timer, Timers};
 use super::tls::TlsAcceptor;
 use crate::broker::auth::Auth;
+use crate::broker::cluster_link::Receipt;
 use crate::broker::mailbox::{Delivery, Inbox};
 use crate::broker::subscriptions::LocalTopics;
 use crate::broker::topic_table::TopicTable;
@@ -466,6 +467,10 @@ impl Worker {
                     self.send_away(now);
                     work += 1;
                 }
+                Some(Delivery::Stored { receipt, seq }) => {
+                    self.on_stored(receipt, seq, now);
+                    work += 1;
+                }
                 None => return,
             }
         }
@@ -481,6 +486,20 @@ impl Worker {
 
     fn sweep_due(&self, now: Instant) -> bool {
         self.next_sweep().is_some_and(|at| at <= now)
+    }
+
+    /// Cluster mode: the stream's outcome of a tick a held `POST /publish`
+    /// carried (see [`Connection::on_stored`]).
+    fn on_stored(&mut self, receipt: Receipt, seq: Option<u64>, now: Instant) {
+        let token = Token(receipt.token);
+        let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
+            return; // closed while it waited
+        };
+        let mut verdict = connection.on_stored(receipt.request, receipt.item, seq, &mut ctx);
+        if verdict == Verdict::Keep {
+            verdict = connection.flush(ctx.stats, ctx.latency);
+        }
+        self.settle(token, verdict);
     }
 
     /// Cluster mode, the node lost its stream: every subscriber is sent

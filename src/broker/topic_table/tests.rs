@@ -37,7 +37,7 @@ fn seqs(inbox: &Inbox) -> Vec<u64> {
     std::iter::from_fn(|| inbox.try_take())
         .filter_map(|d| match d {
             Delivery::Tick(t) => Some(t.seq),
-            Delivery::Reconnect => None,
+            Delivery::Reconnect | Delivery::Stored { .. } => None,
         })
         .collect()
 }
@@ -203,14 +203,14 @@ fn a_batch_is_published_whole_or_not_at_all() {
     };
     // A, B and C fit (A exists); A, B, C and D do not: nothing of it is published.
     assert_eq!(
-        table.publish_batch(&[item(0), item(1), item(2), item(3)]),
+        table.publish_batch(&[item(0), item(1), item(2), item(3)], None),
         Err(PublishError::TooManyTopics)
     );
     assert_eq!(table.latest_seq("A"), 1);
     assert_eq!(table.topic_count(), 1);
     assert_eq!(seqs(&inboxes[0]), vec![1]);
     let published = table
-        .publish_batch(&[item(0), item(1), item(0), item(2)])
+        .publish_batch(&[item(0), item(1), item(0), item(2)], None)
         .unwrap();
     let seqs_published: Vec<u64> = published.iter().filter_map(|p| p.seq).collect();
     assert_eq!(seqs_published, vec![2, 1, 3, 1]);
@@ -246,11 +246,13 @@ fn concurrent_publishers_are_seen_in_seq_order() {
 #[derive(Debug, Default)]
 struct FakeLink {
     submitted: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+    receipts: std::sync::Mutex<Vec<Option<Receipt>>>,
     serving: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterLink for FakeLink {
-    fn submit(&self, topic: &TopicName<'_>, data: &[u8], _ts: u64) -> Result<(), NotServing> {
+    fn submit(&self, topic: &TopicName<'_>, data: &[u8], _ts: u64, receipt: Option<Receipt>) -> Result<(), NotServing> {
+        self.receipts.lock().unwrap().push(receipt);
         self.submitted
             .lock()
             .unwrap()
@@ -334,8 +336,37 @@ fn cluster_publish_checks_the_topic_limit_before_the_stream() {
     assert_eq!(table.publish(&t("B"), b"1"), Err(PublishError::TooManyTopics));
     let names = [t("A"), t("C")];
     let batch: Vec<BatchItem<'_>> = names.iter().map(|topic| BatchItem { topic, data: b"1" }).collect();
-    assert_eq!(table.publish_batch(&batch), Err(PublishError::TooManyTopics));
+    assert_eq!(table.publish_batch(&batch, None), Err(PublishError::TooManyTopics));
     assert_eq!(link.submitted.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn cluster_batch_receipts_name_each_item_and_outcomes_reach_their_worker() {
+    let (table, link, inboxes, _polls) = cluster_table(2, 100);
+    link.serving.store(true, Ordering::Relaxed);
+    table.set_cluster_epoch("E".to_owned());
+    let names = [t("A"), t("B")];
+    let batch: Vec<BatchItem<'_>> = names.iter().map(|topic| BatchItem { topic, data: b"1" }).collect();
+    let first = table.new_request_id();
+    let request = table.new_request_id();
+    assert_ne!(first, request, "request ids are never reused");
+    let reply_to = ReplyTo { worker: 0, token: 7, request };
+    let published = table.publish_batch(&batch, Some(reply_to)).unwrap();
+    assert_eq!(published, vec![Published { seq: None }; 2]);
+    let receipts = link.receipts.lock().unwrap().clone();
+    assert_eq!(receipts, vec![Some(reply_to.receipt(0)), Some(reply_to.receipt(1))]);
+    assert_eq!(receipts[1].unwrap().item, 1);
+    table.report_stored(reply_to.receipt(1), Some(42));
+    table.report_stored(reply_to.receipt(0), None);
+    let mut outcomes = Vec::new();
+    while let Some(delivery) = inboxes[0].try_take() {
+        if let Delivery::Stored { receipt, seq } = delivery {
+            outcomes.push((receipt.item, receipt.token, receipt.request, seq));
+        }
+    }
+    assert_eq!(outcomes, vec![(1, 7, request, Some(42)), (0, 7, request, None)]);
+    // A receipt naming a worker that does not exist is dropped, not a panic.
+    table.report_stored(ReplyTo { worker: 9, ..reply_to }.receipt(0), Some(1));
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{AwaitedBody, Connection, Flow, Phase, Verdict};
+use super::{Connection, Flow, Phase, Verdict};
 use crate::broker::topic_table::Start;
 use crate::http::longpoll::{poll_body, Gap};
 use crate::http::query::{format_cursor, StreamRequest};
@@ -173,22 +173,7 @@ impl Connection {
                 .header("Cache-Control", "no-store")
         };
         poll.topics.clear();
-        if poll.keep_alive {
-            let response = if poll.announce_keep_alive {
-                response.keep_alive()
-            } else {
-                response
-            };
-            self.io.out.append(|buf| response.write_to(buf));
-            self.enter(Phase::Http(AwaitedBody::default()), ctx.now);
-            if !self.io.pending.is_empty() {
-                // Requests that arrived while the poll was held.
-                self.pending_unprocessed = true;
-                self.read_unfinished = true;
-            }
-        } else {
-            self.respond_and_close(response, ctx.now);
-        }
+        self.answer_held(response, poll.keep_alive, poll.announce_keep_alive, ctx.now);
         Verdict::Keep
     }
 }

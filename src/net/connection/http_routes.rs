@@ -2,8 +2,10 @@
 //! `POST /publish`, and the start of a long-poll or an SSE stream. The pure
 //! parts (routes, queries, bodies, answers) live in `crate::http`.
 
+use super::awaited_publish::PublishRequest;
 use super::{presented_rights, AwaitedBody, Connection, Flow, Phase};
 use crate::broker::auth::{Access, Rights};
+use crate::broker::cluster_link::ReplyTo;
 use crate::broker::topic_table::{BatchItem, PublishError, Start};
 use crate::http::demo::demo_asset;
 use crate::http::publish::parse_publish_body;
@@ -226,9 +228,15 @@ impl Connection {
                 data: item.data.as_bytes(),
             })
             .collect();
+        // Cluster mode: answered once the stream has stored the ticks.
+        let reply_to = ctx.table.is_clustered().then(|| ReplyTo {
+            worker: ctx.worker,
+            token: ctx.token.0,
+            request: ctx.table.new_request_id(),
+        });
         // All or nothing: a batch that would pass the topic limit publishes
         // no tick, so the client may retry it whole.
-        let published = match ctx.table.publish_batch(&batch) {
+        let published = match ctx.table.publish_batch(&batch, reply_to) {
             Ok(published) => published,
             Err(PublishError::TooManyTopics) => {
                 return self.refuse_request(request, Refusal::TopicLimit, bytes.len(), ctx)
@@ -237,6 +245,20 @@ impl Connection {
                 return self.refuse_request(request, Refusal::NotServing, bytes.len(), ctx)
             }
         };
+        if let Some(reply_to) = reply_to {
+            ctx.stats.published_http += items.len() as u64;
+            ctx.stats.count_handshake(self.counted_as(Transport::Http));
+            self.end_request();
+            let held = PublishRequest {
+                reply_to,
+                topics: items.iter().map(|item| item.topic.to_string()).collect(),
+                single: topic.is_some(),
+                keep_alive: request.keep_alive(),
+                announce_keep_alive: request.needs_keep_alive_header(),
+            };
+            self.await_stored(held, ctx);
+            return (total, Flow::NeedMore);
+        }
         let mut seqs: Vec<serde_json::Value> = items
             .iter()
             .zip(&published)
