@@ -24,3 +24,13 @@ scripts/autobahn.sh --wss
 scripts/soak.sh 20 --short
 echo "== clients: JS bundle up to date, Node tests, pytest, the demo in headless Chromium"
 scripts/clients-test.sh
+# The cluster across three network namespaces (real links, a host's link set
+# down): where this machine lets us make namespaces (root, iproute2).
+if [ "$(id -u)" = 0 ] && ip netns add tickfan-probe 2>/dev/null; then
+    ip netns del tickfan-probe
+    echo "== cluster across network namespaces"
+    cargo build --bin tickfan # built by the tests already
+    TICKFAN_BIN=target/debug/tickfan scripts/cluster-netns.sh
+else
+    echo "== cluster across network namespaces: skipped (needs root and ip netns)"
+fi
