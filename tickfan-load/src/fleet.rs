@@ -238,8 +238,11 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// Records `seq` on topic `topic`; counts gaps and duplicates.
-    fn see(&mut self, topic: u32, seq: u64, sample: &mut SampleStats) {
+    /// Records `seq` on topic `topic`; counts gaps and duplicates. A
+    /// cluster node's ticks carry `prev`, the topic's previous seq (seqs are
+    /// the stream's and not contiguous): a gap is then `prev` not being the
+    /// last seq seen, and counts as one missing tick at least.
+    fn see(&mut self, topic: u32, seq: u64, prev: Option<u64>, sample: &mut SampleStats) {
         let slot = match self.last.iter_mut().find(|(t, _)| *t == topic) {
             Some(slot) => slot,
             None => {
@@ -247,9 +250,14 @@ impl Cursor {
                 self.last.last_mut().expect("just pushed")
             }
         };
-        match slot.1 {
-            Some(last) if seq <= last => sample.duplicates += 1,
-            Some(last) if seq > last + 1 => {
+        match (slot.1, prev) {
+            (Some(last), _) if seq <= last => sample.duplicates += 1,
+            (Some(last), Some(prev)) if prev != last => {
+                sample.gaps += 1;
+                sample.missing += 1;
+            }
+            (Some(_), Some(_)) => {}
+            (Some(last), None) if seq > last + 1 => {
                 sample.gaps += 1;
                 sample.missing += seq - last - 1;
             }
@@ -288,6 +296,9 @@ struct TickMsg<'a> {
     #[serde(borrow)]
     topic: &'a str,
     seq: u64,
+    /// Cluster mode only: the topic's previous seq.
+    #[serde(default)]
+    prev: Option<u64>,
     data: TickData,
 }
 
@@ -769,7 +780,7 @@ fn on_peer_tick(sub: &mut Sub, topic: u32, payload: &[u8], ctx: &mut Ctx<'_>) {
         sample.unparsable += 1;
         return;
     };
-    cursor.see(topic, tick.n, sample);
+    cursor.see(topic, tick.n, None, sample);
     record_latency(tick.t, ctx);
 }
 
@@ -845,7 +856,7 @@ fn on_text(
     };
     if let Some(k) = topic_index(config, &sub.topics, tick.topic) {
         if let Some(cursor) = sub.sample.as_mut() {
-            cursor.see(k, tick.seq, sample);
+            cursor.see(k, tick.seq, tick.prev, sample);
         }
     }
     record_latency(tick.data.t, ctx);
@@ -860,5 +871,38 @@ fn skip_to(sub: &mut Sub, frame_end: usize, buffered: usize) -> usize {
     } else {
         sub.skip = frame_end - buffered;
         buffered
+    }
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    fn sample() -> SampleStats {
+        SampleStats::new()
+    }
+
+    #[test]
+    fn contiguous_seqs_without_prev_count_holes_and_repeats() {
+        let (mut cursor, mut stats) = (Cursor::default(), sample());
+        for seq in [1, 2, 5, 5, 6] {
+            cursor.see(0, seq, None, &mut stats);
+        }
+        assert_eq!((stats.gaps, stats.missing, stats.duplicates), (1, 2, 1));
+    }
+
+    #[test]
+    fn cluster_seqs_follow_prev_not_seq_plus_one() {
+        let (mut cursor, mut stats) = (Cursor::default(), sample());
+        // 10 -> 17 -> 30 is a complete chain; 41 says its predecessor was
+        // 35, which was never seen.
+        for (seq, prev) in [(10, 3), (17, 10), (30, 17), (41, 35), (41, 35)] {
+            cursor.see(0, seq, Some(prev), &mut stats);
+        }
+        assert_eq!((stats.gaps, stats.missing, stats.duplicates), (1, 1, 1));
+        // Topics are followed apart.
+        cursor.see(1, 12, Some(0), &mut stats);
+        cursor.see(1, 13, Some(12), &mut stats);
+        assert_eq!(stats.gaps, 1);
     }
 }
