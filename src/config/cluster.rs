@@ -113,7 +113,23 @@ impl ClusterConfig {
             1000..=86_400_000,
         )?;
         in_range("cluster.publish_window", self.publish_window, 1..=1_000_000)?;
-        in_range("cluster.publish_timeout_ms", self.publish_timeout_ms, 100..)?;
+        in_range(
+            "cluster.publish_timeout_ms",
+            self.publish_timeout_ms,
+            100..=3_600_000,
+        )?;
+        // A retry is stored once only while JetStream still remembers its
+        // message id: retrying past the duplicate window could store a
+        // tick twice.
+        if self.publish_timeout_ms > self.duplicate_window_ms {
+            return Err(ConfigError::invalid(
+                "cluster.publish_timeout_ms".to_owned(),
+                format!(
+                    "{} must be at most cluster.duplicate_window_ms ({}): a retry after the window could store a tick twice",
+                    self.publish_timeout_ms, self.duplicate_window_ms
+                ),
+            ));
+        }
         in_range(
             "cluster.ping_interval_ms",
             self.ping_interval_ms,
@@ -272,6 +288,27 @@ mod tests {
         assert_eq!(
             key_of("publish_window = 0").as_deref(),
             Some("cluster.publish_window")
+        );
+        // Held HTTP publishes wait this long (plus a margin): a huge value
+        // would overflow the deadline's Instant.
+        for bad in [
+            "publish_timeout_ms = 99",
+            "publish_timeout_ms = 18446744073709551615",
+        ] {
+            assert_eq!(
+                key_of(bad).as_deref(),
+                Some("cluster.publish_timeout_ms"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            key_of("publish_timeout_ms = 200000").as_deref(),
+            Some("cluster.publish_timeout_ms"),
+            "longer than the default duplicate window"
+        );
+        assert_eq!(
+            key_of("publish_timeout_ms = 200000\nduplicate_window_ms = 300000"),
+            None
         );
         assert_eq!(key_of("user = \"u\"").as_deref(), Some("cluster.password"));
         assert_eq!(
