@@ -45,38 +45,30 @@ pub trait ClusterLink: fmt::Debug + Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotServing;
 
-/// Who waits for a cluster publish's outcome: item `item` of request
-/// `request` on connection `token` of worker `worker` (an HTTP publish is
-/// answered only once the stream has stored every tick it carries, so a
-/// 202 means stored; README.md, "Cluster").
+/// Where a publish's outcome is to be told: request `request` on
+/// connection `token` of worker `worker` (an HTTP publish is answered only
+/// once the stream has stored every tick it carries, so a 202 means stored;
+/// README.md, "Cluster").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Receipt {
+pub struct ReplyTo {
     pub worker: usize,
     pub token: usize,
     /// Unique in the process ([`super::topic_table::TopicTable::new_request_id`]),
     /// so an outcome for a connection that closed meanwhile, its token
     /// reused by another, is recognised and dropped.
     pub request: u64,
-    pub item: usize,
 }
 
-/// Where a publish's receipts go: the request, and the item index is
-/// the tick's place in it.
+/// Who waits for one tick's outcome: the request, and the tick's place in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplyTo {
-    pub worker: usize,
-    pub token: usize,
-    pub request: u64,
+pub struct Receipt {
+    pub to: ReplyTo,
+    pub item: usize,
 }
 
 impl ReplyTo {
     /// The receipt of the request's `item`-th tick.
     pub fn receipt(self, item: usize) -> Receipt {
-        Receipt {
-            worker: self.worker,
-            token: self.token,
-            request: self.request,
-            item,
-        }
+        Receipt { to: self, item }
     }
 }

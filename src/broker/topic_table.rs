@@ -349,7 +349,7 @@ impl TopicTable {
     /// a publish: the stream sequence it was stored at, or `None` when it
     /// was given up. Called by the engine; never blocks.
     pub fn report_stored(&self, receipt: Receipt, seq: Option<u64>) {
-        if let Some(mailbox) = self.mailboxes.get(receipt.worker) {
+        if let Some(mailbox) = self.mailboxes.get(receipt.to.worker) {
             if mailbox.post(Delivery::Stored { receipt, seq }) {
                 mailbox.wake();
             }

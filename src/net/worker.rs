@@ -491,11 +491,11 @@ impl Worker {
     /// Cluster mode: the stream's outcome of a tick a held `POST /publish`
     /// carried (see [`Connection::on_stored`]).
     fn on_stored(&mut self, receipt: Receipt, seq: Option<u64>, now: Instant) {
-        let token = Token(receipt.token);
+        let token = Token(receipt.to.token);
         let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
             return; // closed while it waited
         };
-        let mut verdict = connection.on_stored(receipt.request, receipt.item, seq, &mut ctx);
+        let mut verdict = connection.on_stored(receipt.to.request, receipt.item, seq, &mut ctx);
         if verdict == Verdict::Keep {
             verdict = connection.flush(ctx.stats, ctx.latency);
         }

@@ -361,7 +361,7 @@ fn cluster_batch_receipts_name_each_item_and_outcomes_reach_their_worker() {
     let mut outcomes = Vec::new();
     while let Some(delivery) = inboxes[0].try_take() {
         if let Delivery::Stored { receipt, seq } = delivery {
-            outcomes.push((receipt.item, receipt.token, receipt.request, seq));
+            outcomes.push((receipt.item, receipt.to.token, receipt.to.request, seq));
         }
     }
     assert_eq!(outcomes, vec![(1, 7, request, Some(42)), (0, 7, request, None)]);
