@@ -621,6 +621,8 @@ fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
             "cluster.publish_window=4",
             "--set",
             "cluster.ping_interval_ms=60000",
+            "--set",
+            "http.max_body_bytes=4096",
         ],
     );
     let other = node(&nats.url(1), &[]);
@@ -646,6 +648,15 @@ fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
     wait_for_metrics(&stalled, "the HTTP publish submitted", |text| {
         text.contains("tickfan_ticks_published_total{transport=\"http\"} 1")
     });
+    // What may wait behind a held publish is bounded by one whole request
+    // (head and body limits): more is refused, 431, and the connection ends.
+    let mut flood = stalled.tcp();
+    let mut requests = post_request(&format!("/publish?topic={topic}"), "", b"1001");
+    requests.extend(std::iter::repeat_n(b'x', 16 * 1024));
+    flood.write_all(&requests).unwrap();
+    let refused = read_http_response(&mut flood);
+    assert_eq!(refused.status, 431, "{}", refused.text());
+    expect_eof(&mut flood);
     const TICKS: usize = 40;
     let mut publisher = stalled.pubsub();
     let publishing = thread::spawn(move || {
@@ -674,12 +685,14 @@ fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
     });
     assert!(!held.is_finished(), "the HTTP publish waits for the stream");
     proxy.resume();
-    let got = read_ticks(&mut watcher, TICKS + 1, "after the stall");
+    // The flooding connection's publish was submitted before its refusal:
+    // it is stored too, though nobody hears of it.
+    let got = read_ticks(&mut watcher, TICKS + 2, "after the stall");
     assert_complete_chain(topic, &got, 0);
     let mut data: Vec<u64> = got.iter().map(|t| t.data.parse().unwrap()).collect();
     data.sort_unstable();
     let mut published: Vec<u64> = (0..TICKS as u64).collect();
-    published.push(1000);
+    published.extend([1000, 1001]);
     assert_eq!(data, published, "each tick once, retries or not");
     let held_seq = stored_seq(&held.join().unwrap());
     assert_eq!(
@@ -688,12 +701,12 @@ fn a_full_publish_window_pauses_publishers_and_retries_store_each_tick_once() {
         "the held publish is answered with the seq it was stored at"
     );
     let stored = stored_feed(&nats.url(1), topic);
-    assert_eq!(stored.len(), TICKS + 1, "the stream holds each tick once");
+    assert_eq!(stored.len(), TICKS + 2, "the stream holds each tick once");
     assert!(watcher.recv_within(Duration::from_millis(300)).is_none());
     wait_for_metrics(&stalled, "every publish acknowledged", |text| {
         text.lines()
             .find_map(|l| l.strip_prefix(r#"tickfan_cluster_publishes_total{result="acked"} "#))
             .and_then(|v| v.parse::<f64>().ok())
-            .is_some_and(|v| v == (TICKS + 1) as f64)
+            .is_some_and(|v| v == (TICKS + 2) as f64)
     });
 }

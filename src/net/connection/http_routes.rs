@@ -257,7 +257,9 @@ impl Connection {
                 announce_keep_alive: request.needs_keep_alive_header(),
             };
             self.await_stored(held, ctx);
-            return (total, Flow::NeedMore);
+            // On to whatever came behind it, so the bound on what may wait
+            // behind a held request applies to this read already.
+            return (total, Flow::Continue);
         }
         let mut seqs: Vec<serde_json::Value> = items
             .iter()
