@@ -8,7 +8,8 @@
 //!   event each refusal is answered with; [`events`]: the server's events.
 //! - [`auth`]: the rights a token grants; [`jwt`]: verifying per-user
 //!   tokens; [`topic_pattern`]: the topic patterns they grant;
-//!   [`subscriptions`]: a worker's own subscriber lists and `max_hz` caps.
+//!   [`subscriptions`]: a worker's own subscriber lists and `max_hz` caps;
+//!   [`pending_ticks`]: a topic's ticks held once per worker until its sweep.
 //! - [`cluster_link`]: what the table needs of a cluster engine (cluster
 //!   mode numbers ticks by the stream instead of here).
 //! - [`demo_feed`]: the synthetic market `--demo-feed` publishes.
@@ -24,6 +25,7 @@ pub mod demo_feed;
 pub mod events;
 pub mod jwt;
 pub mod mailbox;
+pub mod pending_ticks;
 pub mod refused;
 pub mod subscriptions;
 pub mod topic_pattern;

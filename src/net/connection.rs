@@ -43,7 +43,7 @@ use self::websocket::{Endpoint, Step, WebSocketPhase};
 use super::conn_io::ConnIo;
 use super::context::{Ctx, Transport, WorkerStats};
 use super::fanout::SlowConsumer;
-use super::out_queue::{Wire, Written};
+use super::out_queue::{Wire, Written, COPY_MAX_BYTES};
 use super::read_buf::ReadBuf;
 use super::session::{Session, TokenDue};
 use super::settings::Settings;
@@ -51,6 +51,7 @@ use super::settings::SlowConsumerPolicy;
 use super::tls_outcome;
 use crate::broker::auth::{Access, Rights};
 use crate::broker::events;
+use crate::broker::pending_ticks::Owed;
 use crate::http::refusal::Refusal;
 use crate::http::request::{parse_request, Parsed, Request};
 use crate::http::response::Response;
@@ -245,6 +246,18 @@ impl Connection {
                 .session_mut()
                 .map(Session::take_topics)
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Appends the ids of the topics subscribed to `ids`.
+    pub fn topic_ids(&mut self, ids: &mut Vec<TopicId>) {
+        match &mut self.phase {
+            Phase::Polling(poll) => ids.extend(poll.topic_ids()),
+            _ => {
+                if let Some(session) = self.session_mut() {
+                    ids.extend(session.topics().map(|(_, id)| *id));
+                }
+            }
         }
     }
 
@@ -603,6 +616,39 @@ impl Connection {
                 }
             }
             SlowConsumer::Keep | SlowConsumer::Recovered => {}
+        }
+    }
+
+    /// Queues the live ticks this connection is owed of a topic's pending
+    /// ticks, all of them at or below `after_seq` left out: in one copy of
+    /// their frames when they are contiguous, small, fit under `bound` and
+    /// go out as plain WebSocket frames; else tick by tick, as
+    /// [`Self::enqueue_tick`] does.
+    pub fn enqueue_ticks(
+        &mut self,
+        owed: Owed<'_>,
+        after_seq: u64,
+        bound: usize,
+        policy: SlowConsumerPolicy,
+        stats: &mut WorkerStats,
+        now: Instant,
+    ) {
+        let copied = match owed.frames {
+            Some(frames)
+                if owed.largest_frame <= COPY_MAX_BYTES && self.session_mut().is_some() =>
+            {
+                self.io.out.push_frames(frames, owed.ticks, bound)
+            }
+            _ => false,
+        };
+        if copied {
+            if let Some(session) = self.session_mut() {
+                session.last_sent = now;
+            }
+            return;
+        }
+        for tick in owed.ticks.iter().filter(|tick| tick.seq > after_seq) {
+            self.enqueue_tick(tick, bound, policy, stats, now);
         }
     }
 

@@ -1,12 +1,17 @@
 //! Fan-out on one worker, and the slow-consumer policy, in one place.
 //!
-//! A tick from the mailbox is handed to every local subscriber of its
-//! topic as a reference to the one shared frame (no copy, no
-//! re-serialisation); a `max_hz` subscription holds back the newest tick
-//! until its interval has passed ([`Fanout::deliver`],
-//! [`Fanout::release_held`], both on the worker's one timer heap). Each
-//! connection that got something is marked for the next sweep's single
-//! write. The queue bound the policy applies past is `broker.max_queue_bytes`,
+//! A tick from the mailbox is appended once to its topic's pending ticks
+//! ([`Fanout::deliver`]); at the next sweep every local subscriber of the
+//! topic takes what it is owed in one step, a single copy of the run of
+//! frames, and is marked for the sweep's single write ([`Fanout::hand_out`];
+//! why per sweep and not per tick is in [`crate::broker::pending_ticks`]).
+//! A connection about to act on its own input or deadline takes its share
+//! first ([`Fanout::catch_up`]), so what it queues itself still follows the
+//! ticks delivered before. A topic is handed out tick by tick instead where
+//! a subscriber needs it ([`LocalTopic::takes_each_tick`]): a connection
+//! subscribed to several topics gets their ticks interleaved as they came,
+//! and a `max_hz` cap holds back the newest tick until its interval has
+//! passed ([`Fanout::release_held`], on the worker's one timer heap). The queue bound the policy applies past is `broker.max_queue_bytes`,
 //! or a fair share of the worker's part of `broker.max_total_queue_bytes`
 //! while its queues together are over it ([`Fanout::tick_bound`], kept up
 //! to date by [`Fanout::recount`]); what happens past the bound, and after
@@ -20,9 +25,11 @@ use super::connection::Connection;
 use super::context::WorkerStats;
 use super::out_queue::Pushed;
 use super::settings::Settings;
+use super::settings::SlowConsumerPolicy;
 use super::slab::Slab;
 use super::timer::Timers;
-use crate::broker::subscriptions::LocalTopics;
+use crate::broker::pending_ticks::PendingTicks;
+use crate::broker::subscriptions::{LocalSubscriber, LocalTopic, LocalTopics};
 use crate::tick::{Tick, TopicId};
 
 /// The least a connection's queue bound shrinks to while the worker is over
@@ -63,6 +70,11 @@ impl Slot {
 pub struct Fanout {
     /// Connections with newly queued ticks, each written once in the next sweep.
     dirty: Vec<Token>,
+    /// Topics whose pending ticks some subscriber has not taken yet (a
+    /// topic may be listed twice, or after it left: both are harmless).
+    pending_topics: Vec<TopicId>,
+    /// The topics of the connection being caught up (kept for its capacity).
+    scratch_topics: Vec<TopicId>,
     /// Outbound bytes queued on this worker's connections, as last counted
     /// per connection, and how many connections have any.
     queued_bytes: usize,
@@ -70,8 +82,9 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// Queues `tick` for every local subscriber of its topic; returns how
-    /// many subscribers the tick reached (or was held for), the work done.
+    /// Appends `tick` to its topic's pending ticks for the local
+    /// subscribers (at once, tick by tick, where a `max_hz` cap needs it);
+    /// returns how many subscribers the tick is for, the work it causes.
     #[allow(clippy::too_many_arguments)] // the worker's parts, lent for one tick
     pub fn deliver(
         &mut self,
@@ -83,11 +96,21 @@ impl Fanout {
         stats: &mut WorkerStats,
         now: Instant,
     ) -> usize {
-        let bound = self.tick_bound(settings);
         let Some(topic) = local.get_mut(tick.topic) else {
             return 0; // the last local subscriber left while it was in flight
         };
         topic.last_seq = topic.last_seq.max(tick.seq);
+        if !topic.takes_each_tick() {
+            if topic.pending.is_empty() {
+                self.pending_topics.push(tick.topic);
+            }
+            topic.pending.push(tick);
+            return topic.subscribers.len();
+        }
+        let bound = self.tick_bound(settings);
+        let policy = settings.slow_consumer;
+        // What is pending (from before it had to go one by one) goes first.
+        hand_out_topic(&mut self.dirty, topic, slots, bound, policy, stats, now);
         for subscriber in topic.subscribers.iter_mut() {
             if tick.seq <= subscriber.after_seq {
                 continue; // already sent in its snapshot or replay
@@ -106,12 +129,60 @@ impl Fanout {
             let Some(slot) = slots.get_mut(subscriber.connection) else {
                 continue;
             };
-            let policy = settings.slow_consumer;
             slot.connection
                 .enqueue_tick(&tick, bound, policy, stats, now);
-            self.mark_dirty(slot, subscriber.connection);
+            mark_dirty(&mut self.dirty, slot, subscriber.connection);
         }
         topic.subscribers.len()
+    }
+
+    /// Every subscriber of a topic with pending ticks takes what it is
+    /// owed (at the start of a sweep, and between its slices).
+    pub fn hand_out(
+        &mut self,
+        local: &mut LocalTopics,
+        slots: &mut Slab<Slot>,
+        settings: &Settings,
+        stats: &mut WorkerStats,
+        now: Instant,
+    ) {
+        let bound = self.tick_bound(settings);
+        let mut topics = std::mem::take(&mut self.pending_topics);
+        for id in topics.drain(..) {
+            if let Some(topic) = local.get_mut(id) {
+                let policy = settings.slow_consumer;
+                hand_out_topic(&mut self.dirty, topic, slots, bound, policy, stats, now);
+            }
+        }
+        self.pending_topics = topics;
+    }
+
+    /// `token` is about to act on its input or a deadline: the pending
+    /// ticks of its topics are handed out first (to every subscriber of
+    /// them, which costs no more than the sweep would have), so that what
+    /// it queues itself — an answer, a heartbeat naming the last seq, a
+    /// close — comes after the ticks delivered before it.
+    pub fn catch_up(
+        &mut self,
+        token: Token,
+        local: &mut LocalTopics,
+        slots: &mut Slab<Slot>,
+        settings: &Settings,
+        stats: &mut WorkerStats,
+        now: Instant,
+    ) {
+        let Some(slot) = slots.get_mut(token) else {
+            return;
+        };
+        self.scratch_topics.clear();
+        slot.connection.topic_ids(&mut self.scratch_topics);
+        let bound = self.tick_bound(settings);
+        for id in &self.scratch_topics {
+            if let Some(topic) = local.get_mut(*id) {
+                let policy = settings.slow_consumer;
+                hand_out_topic(&mut self.dirty, topic, slots, bound, policy, stats, now);
+            }
+        }
     }
 
     /// A held-tick timer fired: sends the tick a `max_hz` subscription of
@@ -149,20 +220,13 @@ impl Fanout {
         let policy = settings.slow_consumer;
         slot.connection
             .enqueue_tick(&tick, bound, policy, stats, now);
-        self.mark_dirty(slot, token);
+        mark_dirty(&mut self.dirty, slot, token);
     }
 
-    /// Marks a connection for the next sweep's write, once.
-    fn mark_dirty(&mut self, slot: &mut Slot, token: Token) {
-        if !slot.dirty {
-            slot.dirty = true;
-            self.dirty.push(token);
-        }
-    }
-
-    /// Whether some connection waits for the next sweep.
+    /// Whether some connection, or some topic's pending ticks, wait for
+    /// the next sweep.
     pub fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
+        !self.dirty.is_empty() || !self.pending_topics.is_empty()
     }
 
     /// The connections to write in this sweep (their marks stay until the
@@ -203,6 +267,68 @@ impl Fanout {
             .max(MIN_PRESSED_QUEUE_BYTES)
             .min(settings.max_queue_bytes)
     }
+}
+
+/// Marks a connection for the next sweep's write, once.
+fn mark_dirty(dirty: &mut Vec<Token>, slot: &mut Slot, token: Token) {
+    if !slot.dirty {
+        slot.dirty = true;
+        dirty.push(token);
+    }
+}
+
+/// Every subscriber of `topic` takes what it is owed of the pending ticks,
+/// which are then forgotten.
+fn hand_out_topic(
+    dirty: &mut Vec<Token>,
+    topic: &mut LocalTopic,
+    slots: &mut Slab<Slot>,
+    bound: usize,
+    policy: SlowConsumerPolicy,
+    stats: &mut WorkerStats,
+    now: Instant,
+) {
+    if topic.pending.is_empty() {
+        return;
+    }
+    for subscriber in topic.subscribers.iter_mut() {
+        hand_to(
+            dirty,
+            subscriber,
+            &topic.pending,
+            slots,
+            bound,
+            policy,
+            stats,
+            now,
+        );
+    }
+    topic.pending.clear();
+}
+
+/// One subscriber takes what it is owed of `pending`.
+#[allow(clippy::too_many_arguments)] // the worker's parts, lent for one subscriber
+fn hand_to(
+    dirty: &mut Vec<Token>,
+    subscriber: &mut LocalSubscriber,
+    pending: &PendingTicks,
+    slots: &mut Slab<Slot>,
+    bound: usize,
+    policy: SlowConsumerPolicy,
+    stats: &mut WorkerStats,
+    now: Instant,
+) {
+    let owed = pending.owed(subscriber.cursor, subscriber.after_seq);
+    subscriber.cursor = pending.cursor_at_end();
+    if owed.ticks.is_empty() {
+        return;
+    }
+    let Some(slot) = slots.get_mut(subscriber.connection) else {
+        return;
+    };
+    slot.connection
+        .enqueue_ticks(owed, subscriber.after_seq, bound, policy, stats, now);
+    mark_dirty(dirty, slot, subscriber.connection);
 }
 
 /// What `broker.slow_consumer` does with a connection whose queue is over

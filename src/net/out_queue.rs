@@ -216,6 +216,23 @@ impl OutQueue {
         self.chunks.push_back(Chunk::Tick(tick, self.wire));
     }
 
+    /// Queues live ticks whose WebSocket frames are `frames`, back to back
+    /// (a topic's pending ticks, one copy for the lot), when this queue
+    /// sends plain WebSocket frames and they fit under `bound`; `false`,
+    /// queuing nothing, when not (the caller then queues them one by one,
+    /// under the slow-consumer policy).
+    pub fn push_frames(&mut self, frames: &[u8], ticks: &[Tick], bound: usize) -> bool {
+        let Some(oldest) = ticks.first() else {
+            return true;
+        };
+        if self.wire != Wire::WebSocket || self.pending.saturating_add(frames.len()) > bound {
+            return false;
+        }
+        self.oldest_tick_ts.get_or_insert(oldest.ts);
+        self.append_counted(ticks.len(), |buf| buf.extend_from_slice(frames));
+        true
+    }
+
     /// Queues a live tick, applying `policy` when that would pass `bound`.
     /// Takes a reference: a small tick is copied, and the shared frame's
     /// reference count is only touched when a reference is kept.

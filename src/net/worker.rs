@@ -288,6 +288,31 @@ impl Worker {
         Some(next.saturating_duration_since(now) + Duration::from_millis(1))
     }
 
+    /// `token` takes its share of its topics' pending ticks before it acts
+    /// (see [`Fanout::catch_up`]).
+    fn catch_up(&mut self, token: Token, now: Instant) {
+        self.fanout.catch_up(
+            token,
+            &mut self.local,
+            &mut self.connections,
+            &self.shared.settings,
+            &mut self.stats,
+            now,
+        );
+    }
+
+    /// Every topic's pending ticks go to its subscribers' queues (see
+    /// [`Fanout::hand_out`]).
+    fn hand_out(&mut self, now: Instant) {
+        self.fanout.hand_out(
+            &mut self.local,
+            &mut self.connections,
+            &self.shared.settings,
+            &mut self.stats,
+            now,
+        );
+    }
+
     /// Lends a connection what it needs from the worker for one event.
     fn ctx(&mut self, token: Token, now: Instant) -> (Option<&mut Slot>, Ctx<'_>) {
         let tick_bound = self.fanout.tick_bound(&self.shared.settings);
@@ -408,6 +433,9 @@ impl Worker {
     }
 
     fn on_event(&mut self, token: Token, readable: bool, now: Instant) {
+        if readable {
+            self.catch_up(token, now);
+        }
         let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
             return; // a late event for a connection already closed
         };
@@ -492,6 +520,7 @@ impl Worker {
     /// carried (see [`Connection::on_stored`]).
     fn on_stored(&mut self, receipt: Receipt, seq: Option<u64>, now: Instant) {
         let token = Token(receipt.to.token);
+        self.catch_up(token, now);
         let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
             return; // closed while it waited
         };
@@ -505,6 +534,7 @@ impl Worker {
     /// Cluster mode, the node lost its stream: every subscriber is sent
     /// away (see [`Connection::send_away`]).
     fn send_away(&mut self, now: Instant) {
+        self.hand_out(now);
         for token in self.connections.tokens() {
             let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
                 continue;
@@ -524,6 +554,7 @@ impl Worker {
     /// saturated or with a fixed `flush_interval_ms`.
     fn flush_dirty(&mut self, now: Instant) {
         self.pacer.sweep_started(now);
+        self.hand_out(now);
         let (writes_before, ticks_before) =
             (self.stats.write_syscalls, self.stats.delivered_total());
         let mut tokens = self.fanout.take_dirty();
@@ -587,6 +618,7 @@ impl Worker {
         self.slice_events = events;
         self.reread_unfinished(now);
         self.drain_mailbox(now, SLICE_FANOUT_BUDGET);
+        self.hand_out(now);
     }
 
     /// Brings the fan-out's queued-bytes total up to date with one
@@ -629,12 +661,21 @@ impl Worker {
 
     /// A connection's filed deadline `at` passed.
     fn on_deadline(&mut self, token: Token, at: Instant, now: Instant) {
-        let (Some(slot), mut ctx) = self.ctx(token, now) else {
+        let Some(slot) = self.connections.get_mut(token) else {
             return;
         };
         if slot.timer_at != Some(at) {
             return; // superseded by an earlier entry
         }
+        // Only a deadline that has really passed queues something (a
+        // heartbeat naming the last seqs, a close); a busy connection's
+        // moved on with its writes and costs no hand-out here.
+        if slot.connection.deadline(&self.shared.settings) <= now {
+            self.catch_up(token, now);
+        }
+        let (Some(slot), mut ctx) = self.ctx(token, now) else {
+            return;
+        };
         slot.timer_at = None;
         let connection = &mut slot.connection;
         let mut verdict = connection.on_deadline(&mut ctx);
@@ -708,6 +749,8 @@ impl Worker {
             {
                 let _ = self.poll.registry().deregister(&mut listener);
             }
+            // Ticks delivered before the stop reach the queues ahead of the close.
+            self.hand_out(now);
             for token in self.connections.tokens() {
                 let (Some(Slot { connection, .. }), mut ctx) = self.ctx(token, now) else {
                     continue;

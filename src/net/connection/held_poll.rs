@@ -58,6 +58,10 @@ impl HeldPoll {
         self.topics.len()
     }
 
+    pub(super) fn topic_ids(&self) -> impl Iterator<Item = TopicId> + '_ {
+        self.topics.iter().map(|t| t.id)
+    }
+
     pub(super) fn take_topics(&mut self) -> Vec<(Arc<str>, TopicId)> {
         self.topics.drain(..).map(|t| (t.name, t.id)).collect()
     }

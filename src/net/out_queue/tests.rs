@@ -326,3 +326,116 @@ proptest::proptest! {
         }
     }
 }
+
+/// One step of a topic's life on a worker as one subscriber sees it.
+#[derive(Debug, Clone)]
+enum PendingStep {
+    /// A tick is delivered (small, or large enough to be kept by reference).
+    Deliver { large: bool },
+    /// The subscriber takes what it is owed (a sweep, or a catch-up).
+    Take,
+    /// Every subscriber has taken the pending ticks: they are cleared.
+    Sweep,
+}
+
+fn pending_step() -> impl proptest::strategy::Strategy<Value = PendingStep> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => proptest::bool::weighted(0.1).prop_map(|large| PendingStep::Deliver { large }),
+        1 => Just(PendingStep::Take),
+        1 => Just(PendingStep::Sweep),
+    ]
+}
+
+proptest::proptest! {
+    /// Taking a topic's pending ticks in one run of frames queues the same
+    /// bytes, in the same order, as queuing each tick on delivery did:
+    /// every tick delivered after the subscriber joined and above its
+    /// `after_seq`, once.
+    #[test]
+    fn pending_ticks_taken_in_runs_match_ticks_queued_one_by_one(
+        steps in proptest::collection::vec(pending_step(), 1..120),
+        join_at in 0usize..40,
+        after_seq in 0u64..30,
+    ) {
+        use crate::broker::pending_ticks::PendingTicks;
+        let bound = usize::MAX / 4;
+        let policy = SlowConsumerPolicy::Drop;
+        let mut one_by_one = OutQueue::default();
+        let mut in_runs = OutQueue::default();
+        let mut pending = PendingTicks::default();
+        let mut cursor = None;
+        let mut delivered = 0usize;
+        let take = |pending: &PendingTicks, cursor: &mut Option<_>, queue: &mut OutQueue| {
+            let Some(at) = *cursor else { return };
+            let owed = pending.owed(at, after_seq);
+            *cursor = Some(pending.cursor_at_end());
+            let copied = owed.frames.is_some()
+                && owed.largest_frame <= COPY_MAX_BYTES
+                && queue.push_frames(owed.frames.unwrap(), owed.ticks, bound);
+            if !copied {
+                for tick in owed.ticks.iter().filter(|t| t.seq > after_seq) {
+                    queue.push_tick(tick, bound, policy);
+                }
+            }
+        };
+        for step in steps {
+            if delivered == join_at && cursor.is_none() {
+                cursor = Some(pending.cursor_at_end());
+            }
+            match step {
+                PendingStep::Deliver { large } => {
+                    delivered += 1;
+                    let data = if large { format!("\"{}\"", "x".repeat(600)) } else { "1".into() };
+                    let tick = Tick::encode(
+                        TopicId(0),
+                        &TopicName::new("T0").unwrap(),
+                        delivered as u64,
+                        0,
+                        data.as_bytes(),
+                    );
+                    if cursor.is_some() && tick.seq > after_seq {
+                        one_by_one.push_tick(&tick, bound, policy);
+                    }
+                    pending.push(tick);
+                }
+                PendingStep::Take => take(&pending, &mut cursor, &mut in_runs),
+                PendingStep::Sweep => {
+                    take(&pending, &mut cursor, &mut in_runs);
+                    pending.clear();
+                }
+            }
+        }
+        take(&pending, &mut cursor, &mut in_runs);
+        let drain = |queue: &mut OutQueue| {
+            let mut sink = Trickle { out: Vec::new(), per_call: usize::MAX, calls_left: usize::MAX };
+            let done = write_out(queue, &mut sink).unwrap();
+            (sink.out, done.ticks)
+        };
+        let (expected, expected_ticks) = drain(&mut one_by_one);
+        let (got, got_ticks) = drain(&mut in_runs);
+        proptest::prop_assert_eq!(frames_in(&got), frames_in(&expected));
+        proptest::prop_assert_eq!(got, expected);
+        proptest::prop_assert_eq!(got_ticks, expected_ticks);
+    }
+}
+
+#[test]
+fn frames_past_the_bound_or_on_another_wire_are_refused_whole() {
+    use crate::broker::pending_ticks::PendingTicks;
+    let mut pending = PendingTicks::default();
+    let cursor = pending.cursor_at_end();
+    for seq in 1..=3 {
+        pending.push(tick(1, seq));
+    }
+    let owed = pending.owed(cursor, 0);
+    let frames = owed.frames.unwrap();
+    let mut queue = OutQueue::default();
+    assert!(!queue.push_frames(frames, owed.ticks, frames.len() - 1));
+    assert!(queue.is_empty());
+    queue.set_wire(Wire::Sse);
+    assert!(!queue.push_frames(frames, owed.ticks, usize::MAX));
+    queue.set_wire(Wire::WebSocket);
+    assert!(queue.push_frames(frames, owed.ticks, frames.len()));
+    assert_eq!(queue.len(), frames.len());
+}
