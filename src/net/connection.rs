@@ -43,7 +43,7 @@ use self::websocket::{Endpoint, Step, WebSocketPhase};
 use super::conn_io::ConnIo;
 use super::context::{Ctx, Transport, WorkerStats};
 use super::fanout::SlowConsumer;
-use super::out_queue::{Wire, Written, COPY_MAX_BYTES};
+use super::out_queue::{Wire, Written};
 use super::read_buf::ReadBuf;
 use super::session::{Session, TokenDue};
 use super::settings::Settings;
@@ -620,8 +620,8 @@ impl Connection {
     }
 
     /// Queues the live ticks this connection is owed of a topic's pending
-    /// ticks, all of them at or below `after_seq` left out: in one copy of
-    /// their frames when they are contiguous, small, fit under `bound` and
+    /// ticks, all of them at or below `after_seq` left out: as one shared
+    /// run of their frames when they are contiguous, fit under `bound` and
     /// go out as plain WebSocket frames; else tick by tick, as
     /// [`Self::enqueue_tick`] does.
     pub fn enqueue_ticks(
@@ -633,15 +633,13 @@ impl Connection {
         stats: &mut WorkerStats,
         now: Instant,
     ) {
-        let copied = match owed.frames {
-            Some(frames)
-                if owed.largest_frame <= COPY_MAX_BYTES && self.session_mut().is_some() =>
-            {
+        let queued = match owed.frames {
+            Some(frames) if self.session_mut().is_some() => {
                 self.io.out.push_frames(frames, owed.ticks, bound)
             }
             _ => false,
         };
-        if copied {
+        if queued {
             if let Some(session) = self.session_mut() {
                 session.last_sent = now;
             }

@@ -295,7 +295,7 @@ fn hand_out_topic(
         hand_to(
             dirty,
             subscriber,
-            &topic.pending,
+            &mut topic.pending,
             slots,
             bound,
             policy,
@@ -311,15 +311,16 @@ fn hand_out_topic(
 fn hand_to(
     dirty: &mut Vec<Token>,
     subscriber: &mut LocalSubscriber,
-    pending: &PendingTicks,
+    pending: &mut PendingTicks,
     slots: &mut Slab<Slot>,
     bound: usize,
     policy: SlowConsumerPolicy,
     stats: &mut WorkerStats,
     now: Instant,
 ) {
+    let at_end = pending.cursor_at_end();
     let owed = pending.owed(subscriber.cursor, subscriber.after_seq);
-    subscriber.cursor = pending.cursor_at_end();
+    subscriber.cursor = at_end;
     if owed.ticks.is_empty() {
         return;
     }

@@ -8,7 +8,9 @@
 //! copy 1.25–1.6× faster for ~130-byte frames (DESIGN.md's ceilings agree:
 //! one big write beats many iovecs). Large ticks, replays, and every tick
 //! queued past the byte bound stay shared references, so that `conflate`
-//! can still find and replace them. Past its bound the connection's
+//! can still find and replace them. A topic's pending ticks handed out at a
+//! sweep come as one shared run of frames ([`FrameRun`]), kept by
+//! reference: one iovec for the lot, and no copy per subscriber. Past its bound the connection's
 //! slow-consumer policy decides what happens to a new tick; the queue
 //! itself never grows without bound.
 //!
@@ -20,6 +22,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io::IoSlice;
 
 use super::settings::SlowConsumerPolicy;
+use crate::broker::pending_ticks::FrameRun;
 use crate::net::buffer_pool;
 use crate::protocol::frame::{write_frame, OpCode};
 use crate::tick::{DeflateForm, Tick, TopicId};
@@ -48,6 +51,12 @@ enum Chunk {
         ticks: usize,
     },
     Tick(Tick, Wire),
+    /// Part of a topic's run of frames shared with its other subscribers,
+    /// holding `ticks` ticks.
+    Run {
+        frames: FrameRun,
+        ticks: usize,
+    },
 }
 
 /// How ticks are written on this connection.
@@ -78,12 +87,13 @@ impl Chunk {
         match self {
             Chunk::Owned { bytes, .. } => bytes,
             Chunk::Tick(tick, wire) => wire.bytes(tick),
+            Chunk::Run { frames, .. } => frames.as_bytes(),
         }
     }
 
     fn ticks(&self) -> usize {
         match self {
-            Chunk::Owned { ticks, .. } => *ticks,
+            Chunk::Owned { ticks, .. } | Chunk::Run { ticks, .. } => *ticks,
             Chunk::Tick(..) => 1,
         }
     }
@@ -217,11 +227,12 @@ impl OutQueue {
     }
 
     /// Queues live ticks whose WebSocket frames are `frames`, back to back
-    /// (a topic's pending ticks, one copy for the lot), when this queue
-    /// sends plain WebSocket frames and they fit under `bound`; `false`,
-    /// queuing nothing, when not (the caller then queues them one by one,
-    /// under the slow-consumer policy).
-    pub fn push_frames(&mut self, frames: &[u8], ticks: &[Tick], bound: usize) -> bool {
+    /// (a topic's pending ticks, shared with its other subscribers), when
+    /// this queue sends plain WebSocket frames and they fit under `bound`;
+    /// `false`, queuing nothing, when not (the caller then queues them one
+    /// by one, under the slow-consumer policy). The run is kept by
+    /// reference, unless that would keep alive much more than it counts.
+    pub fn push_frames(&mut self, frames: FrameRun, ticks: &[Tick], bound: usize) -> bool {
         let Some(oldest) = ticks.first() else {
             return true;
         };
@@ -229,7 +240,15 @@ impl OutQueue {
             return false;
         }
         self.oldest_tick_ts.get_or_insert(oldest.ts);
-        self.append_counted(ticks.len(), |buf| buf.extend_from_slice(frames));
+        if frames.holds_much_more() {
+            self.append_counted(ticks.len(), |buf| buf.extend_from_slice(frames.as_bytes()));
+        } else {
+            self.pending = self.pending.saturating_add(frames.len());
+            self.chunks.push_back(Chunk::Run {
+                frames,
+                ticks: ticks.len(),
+            });
+        }
         true
     }
 
@@ -272,15 +291,15 @@ impl OutQueue {
     }
 
     /// Replaces the newest pending tick of `tick`'s topic, looking at no
-    /// more than `scan` chunks from the back and never past an owned
-    /// chunk: its copied ticks (or events) may be newer than a shared tick
+    /// more than `scan` chunks from the back and never past an owned chunk
+    /// or a run: its ticks (or events) may be newer than a shared tick
     /// before it, which replaced would reach the client ahead of them.
     fn replace_pending(&mut self, tick: &Tick, scan: usize) -> bool {
         let first_replaceable = usize::from(self.front_sent > 0);
         let candidates = self.chunks.iter_mut().skip(first_replaceable);
         for chunk in candidates.rev().take(scan) {
             match chunk {
-                Chunk::Owned { .. } => return false,
+                Chunk::Owned { .. } | Chunk::Run { .. } => return false,
                 Chunk::Tick(old, wire) if old.topic == tick.topic => {
                     // `old` is not the partly sent front chunk, so all its
                     // bytes are in `pending`.

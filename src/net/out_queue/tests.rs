@@ -357,6 +357,7 @@ proptest::proptest! {
         steps in proptest::collection::vec(pending_step(), 1..120),
         join_at in 0usize..40,
         after_seq in 0u64..30,
+        per_write in 1usize..300,
     ) {
         use crate::broker::pending_ticks::PendingTicks;
         let bound = usize::MAX / 4;
@@ -366,14 +367,16 @@ proptest::proptest! {
         let mut pending = PendingTicks::default();
         let mut cursor = None;
         let mut delivered = 0usize;
-        let take = |pending: &PendingTicks, cursor: &mut Option<_>, queue: &mut OutQueue| {
+        let take = |pending: &mut PendingTicks, cursor: &mut Option<_>, queue: &mut OutQueue| {
             let Some(at) = *cursor else { return };
+            let at_end = pending.cursor_at_end();
             let owed = pending.owed(at, after_seq);
-            *cursor = Some(pending.cursor_at_end());
-            let copied = owed.frames.is_some()
-                && owed.largest_frame <= COPY_MAX_BYTES
-                && queue.push_frames(owed.frames.unwrap(), owed.ticks, bound);
-            if !copied {
+            *cursor = Some(at_end);
+            let queued = match owed.frames {
+                Some(frames) => queue.push_frames(frames, owed.ticks, bound),
+                None => false,
+            };
+            if !queued {
                 for tick in owed.ticks.iter().filter(|t| t.seq > after_seq) {
                     queue.push_tick(tick, bound, policy);
                 }
@@ -399,21 +402,23 @@ proptest::proptest! {
                     }
                     pending.push(tick);
                 }
-                PendingStep::Take => take(&pending, &mut cursor, &mut in_runs),
+                PendingStep::Take => take(&mut pending, &mut cursor, &mut in_runs),
                 PendingStep::Sweep => {
-                    take(&pending, &mut cursor, &mut in_runs);
+                    take(&mut pending, &mut cursor, &mut in_runs);
                     pending.clear();
                 }
             }
         }
-        take(&pending, &mut cursor, &mut in_runs);
-        let drain = |queue: &mut OutQueue| {
-            let mut sink = Trickle { out: Vec::new(), per_call: usize::MAX, calls_left: usize::MAX };
+        take(&mut pending, &mut cursor, &mut in_runs);
+        // The runs are written a few bytes at a time, so their chunks are
+        // also sent partly, from the middle.
+        let drain = |queue: &mut OutQueue, per_call: usize| {
+            let mut sink = Trickle { out: Vec::new(), per_call, calls_left: usize::MAX };
             let done = write_out(queue, &mut sink).unwrap();
             (sink.out, done.ticks)
         };
-        let (expected, expected_ticks) = drain(&mut one_by_one);
-        let (got, got_ticks) = drain(&mut in_runs);
+        let (expected, expected_ticks) = drain(&mut one_by_one, usize::MAX);
+        let (got, got_ticks) = drain(&mut in_runs, per_write);
         proptest::prop_assert_eq!(frames_in(&got), frames_in(&expected));
         proptest::prop_assert_eq!(got, expected);
         proptest::prop_assert_eq!(got_ticks, expected_ticks);
@@ -431,11 +436,41 @@ fn frames_past_the_bound_or_on_another_wire_are_refused_whole() {
     let owed = pending.owed(cursor, 0);
     let frames = owed.frames.unwrap();
     let mut queue = OutQueue::default();
-    assert!(!queue.push_frames(frames, owed.ticks, frames.len() - 1));
+    assert!(!queue.push_frames(frames.clone(), owed.ticks, frames.len() - 1));
     assert!(queue.is_empty());
     queue.set_wire(Wire::Sse);
-    assert!(!queue.push_frames(frames, owed.ticks, usize::MAX));
+    assert!(!queue.push_frames(frames.clone(), owed.ticks, usize::MAX));
     queue.set_wire(Wire::WebSocket);
-    assert!(queue.push_frames(frames, owed.ticks, frames.len()));
+    assert!(queue.push_frames(frames.clone(), owed.ticks, frames.len()));
     assert_eq!(queue.len(), frames.len());
+}
+
+#[test]
+fn a_run_is_kept_by_reference_unless_it_would_keep_much_more_alive() {
+    use crate::broker::pending_ticks::PendingTicks;
+    let mut pending = PendingTicks::default();
+    let start = pending.cursor_at_end();
+    for seq in 1..=3 {
+        pending.push(tick(1, seq));
+    }
+    let late = pending.cursor_at_end();
+    pending.push(tick(1, 4));
+    let whole = pending.owed(start, 0).frames.unwrap();
+    let (suffix, suffix_ticks) = {
+        let owed = pending.owed(late, 0);
+        (owed.frames.unwrap(), owed.ticks.to_vec())
+    };
+    let all_ticks = pending.owed(start, 0).ticks.to_vec();
+
+    let mut shared = OutQueue::default();
+    assert!(shared.push_frames(whole.clone(), &all_ticks, usize::MAX));
+    let queued = shared.only_chunk().unwrap();
+    assert_eq!(queued, whole.as_bytes());
+    assert_eq!(queued.as_ptr(), whole.as_bytes().as_ptr(), "the run itself, not a copy");
+
+    let mut copied = OutQueue::default();
+    assert!(copied.push_frames(suffix.clone(), &suffix_ticks, usize::MAX));
+    let queued = copied.only_chunk().unwrap();
+    assert_eq!(queued, tick(1, 4).frame());
+    assert_ne!(queued.as_ptr(), suffix.as_bytes().as_ptr(), "a short suffix is copied");
 }
