@@ -11,7 +11,9 @@
 //! a subscriber needs it ([`LocalTopic::takes_each_tick`]): a connection
 //! subscribed to several topics gets their ticks interleaved as they came,
 //! and a `max_hz` cap holds back the newest tick until its interval has
-//! passed ([`Fanout::release_held`], on the worker's one timer heap). The queue bound the policy applies past is `broker.max_queue_bytes`,
+//! passed ([`Fanout::release_held`], on the worker's one timer heap).
+//!
+//! The queue bound the policy applies past is `broker.max_queue_bytes`,
 //! or a fair share of the worker's part of `broker.max_total_queue_bytes`
 //! while its queues together are over it ([`Fanout::tick_bound`], kept up
 //! to date by [`Fanout::recount`]); what happens past the bound, and after
