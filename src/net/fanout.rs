@@ -2,8 +2,8 @@
 //!
 //! A tick from the mailbox is appended once to its topic's pending ticks
 //! ([`Fanout::deliver`]); at the next sweep every local subscriber of the
-//! topic takes what it is owed in one step, a single copy of the run of
-//! frames, and is marked for the sweep's single write ([`Fanout::hand_out`];
+//! topic takes what it is owed in one step, a reference to the shared run
+//! of frames, and is marked for the sweep's single write ([`Fanout::hand_out`];
 //! why per sweep and not per tick is in [`crate::broker::pending_ticks`]).
 //! A connection about to act on its own input or deadline takes its share
 //! first ([`Fanout::catch_up`]), so what it queues itself still follows the
@@ -149,13 +149,19 @@ impl Fanout {
         now: Instant,
     ) {
         let bound = self.tick_bound(settings);
+        let policy = settings.slow_consumer;
         let mut topics = std::mem::take(&mut self.pending_topics);
-        for id in topics.drain(..) {
-            if let Some(topic) = local.get_mut(id) {
-                let policy = settings.slow_consumer;
-                hand_out_topic(&mut self.dirty, topic, slots, bound, policy, stats, now);
-            }
-        }
+        hand_out_topics(
+            &mut self.dirty,
+            &topics,
+            local,
+            slots,
+            bound,
+            policy,
+            stats,
+            now,
+        );
+        topics.clear();
         self.pending_topics = topics;
     }
 
@@ -179,12 +185,18 @@ impl Fanout {
         self.scratch_topics.clear();
         slot.connection.topic_ids(&mut self.scratch_topics);
         let bound = self.tick_bound(settings);
-        for id in &self.scratch_topics {
-            if let Some(topic) = local.get_mut(*id) {
-                let policy = settings.slow_consumer;
-                hand_out_topic(&mut self.dirty, topic, slots, bound, policy, stats, now);
-            }
-        }
+        let policy = settings.slow_consumer;
+        let topics = &self.scratch_topics;
+        hand_out_topics(
+            &mut self.dirty,
+            topics,
+            local,
+            slots,
+            bound,
+            policy,
+            stats,
+            now,
+        );
     }
 
     /// A held-tick timer fired: sends the tick a `max_hz` subscription of
@@ -276,6 +288,25 @@ fn mark_dirty(dirty: &mut Vec<Token>, slot: &mut Slot, token: Token) {
     if !slot.dirty {
         slot.dirty = true;
         dirty.push(token);
+    }
+}
+
+/// [`hand_out_topic`] for each of `ids` still subscribed here.
+#[allow(clippy::too_many_arguments)] // the worker's parts, lent for one hand-out
+fn hand_out_topics(
+    dirty: &mut Vec<Token>,
+    ids: &[TopicId],
+    local: &mut LocalTopics,
+    slots: &mut Slab<Slot>,
+    bound: usize,
+    policy: SlowConsumerPolicy,
+    stats: &mut WorkerStats,
+    now: Instant,
+) {
+    for id in ids {
+        if let Some(topic) = local.get_mut(*id) {
+            hand_out_topic(dirty, topic, slots, bound, policy, stats, now);
+        }
     }
 }
 
