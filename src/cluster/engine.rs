@@ -29,6 +29,7 @@ use futures_util::{Future, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+use super::quorum::leader_has_quorum;
 use super::subject::{all_topics, subject_of, topic_of};
 use super::{LinkState, Submitted};
 use crate::broker::topic_table::TopicTable;
@@ -331,8 +332,14 @@ impl Engine {
                     if probe.is_none() && now.duration_since(lag_checked) >= Duration::from_secs(1) {
                         lag_checked = now;
                         let stream = self.stream.clone();
+                        let seen_within = self.stream_lost_after();
                         probe = Some(Box::pin(async move {
-                            stream.get_info().await.ok().map(|info| info.state.last_sequence)
+                            stream
+                                .get_info()
+                                .await
+                                .ok()
+                                .filter(|info| leader_has_quorum(info.cluster.as_ref(), seen_within))
+                                .map(|info| info.state.last_sequence)
                         }));
                     }
                     if self.state.serving.load(Ordering::Relaxed)
@@ -340,9 +347,10 @@ impl Engine {
                     {
                         // Connected to a server that cannot reach the
                         // stream (its cluster lost quorum, or the server
-                        // is cut off from the others): stale, so stop
-                        // serving as if NATS were gone.
-                        self.stop_serving("the stream does not answer");
+                        // is cut off from the others, the stream's leader
+                        // among them): stale, so stop serving as if NATS
+                        // were gone.
+                        self.stop_serving("the stream does not answer with a quorum");
                         messages = None;
                     }
                 }
@@ -386,9 +394,17 @@ impl Engine {
         }
     }
 
+    /// The stream's last sequence, from a leader that still has a quorum
+    /// (a cut-off leader's would let the node serve stale ticks).
     async fn last_sequence(&self) -> Option<u64> {
         match self.stream.get_info().await {
-            Ok(info) => Some(info.state.last_sequence),
+            Ok(info) if leader_has_quorum(info.cluster.as_ref(), self.stream_lost_after()) => {
+                Some(info.state.last_sequence)
+            }
+            Ok(_) => {
+                tracing::debug!("cluster: stream leader without a quorum of its peers");
+                None
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "cluster: stream info");
                 None
@@ -583,7 +599,8 @@ impl OrRetry for Result<AckFuture, Outgoing> {
     }
 }
 
-/// The stream's last sequence, asked once a second (`None`: no answer).
+/// The stream's last sequence, asked once a second (`None`: no answer, or
+/// an answer from a leader cut off from a quorum of its peers).
 type Probe = Pin<Box<dyn Future<Output = Option<u64>>>>;
 
 /// The answer of the probe in flight, or never while there is none.

@@ -14,6 +14,7 @@
 //! [`TopicTable::apply`]: crate::broker::topic_table::TopicTable::apply
 
 mod engine;
+mod quorum;
 pub mod subject;
 
 use std::io;
