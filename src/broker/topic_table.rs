@@ -111,6 +111,8 @@ struct Topic {
     id: TopicId,
     epoch: String,
     seq: u64,
+    /// The newest tick, kept here only when there is no history (with one,
+    /// it is the history's back: one reference less per publish).
     last: Option<Tick>,
     history: VecDeque<Tick>,
     /// Subscribers per worker, indexed by worker id.
@@ -119,6 +121,11 @@ struct Topic {
 }
 
 impl Topic {
+    /// The newest tick (the snapshot a subscriber gets first).
+    fn newest(&self) -> Option<&Tick> {
+        self.history.back().or(self.last.as_ref())
+    }
+
     fn has_subscribers(&self) -> bool {
         self.subscribers.iter().any(|&n| n > 0)
     }
@@ -441,23 +448,33 @@ impl TopicTable {
     /// subscribers and keeps it as history and last value; the shard of
     /// `entry` is locked.
     fn deliver_locked(&self, entry: &mut Topic, tick: Tick, to_wake: &mut WakeList) {
-        entry.last_active = Instant::now();
+        // Only a topic without subscribers can expire, and the last one to
+        // leave marks it active (`unsubscribe`): a subscribed topic's
+        // publishes need no clock read of their own.
+        let mut subscribed = false;
         for (mailbox, (worker, &count)) in self
             .mailboxes
             .iter()
             .zip(entry.subscribers.iter().enumerate())
         {
-            if count > 0 && mailbox.post(Delivery::Tick(tick.clone())) {
-                to_wake.add(worker);
+            if count > 0 {
+                subscribed = true;
+                if mailbox.post(Delivery::Tick(tick.clone())) {
+                    to_wake.add(worker);
+                }
             }
+        }
+        if !subscribed {
+            entry.last_active = Instant::now();
         }
         if self.limits.history_depth > 0 {
             if entry.history.len() == self.limits.history_depth {
                 entry.history.pop_front();
             }
-            entry.history.push_back(tick.clone());
+            entry.history.push_back(tick);
+        } else {
+            entry.last = Some(tick);
         }
-        entry.last = Some(tick);
     }
 
     /// Registers a subscriber on `worker` and returns what it must send
@@ -471,7 +488,7 @@ impl TopicTable {
         }
         let mut seq = entry.seq;
         let (gap, ticks) = match start {
-            Start::Latest => (None, entry.last.iter().cloned().collect()),
+            Start::Latest => (None, entry.newest().cloned().into_iter().collect()),
             // Cluster mode: seqs are the stream's, the same on every node,
             // so a client that saw more than this node applied yet (it came
             // from a node further ahead) is simply ahead: nothing is missing,
@@ -585,7 +602,7 @@ fn replay(topic: &Topic, since: u64, epoch: Option<&str>) -> (Option<(u64, u64)>
         // Another numbering: nothing after `since` is comparable. The client
         // gets the whole current range as a gap, then the snapshot.
         let gap = (topic.seq > 0).then_some((1, topic.seq));
-        return (gap, topic.last.iter().cloned().collect());
+        return (gap, topic.newest().cloned().into_iter().collect());
     }
     if since == topic.seq {
         return (None, Vec::new());
@@ -608,7 +625,7 @@ fn replay(topic: &Topic, since: u64, epoch: Option<&str>) -> (Option<(u64, u64)>
     }
     let gap = Some((since.saturating_add(1), missing_to));
     if ticks.is_empty() {
-        (gap, topic.last.iter().cloned().collect())
+        (gap, topic.newest().cloned().into_iter().collect())
     } else {
         (gap, ticks)
     }

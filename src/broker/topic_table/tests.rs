@@ -386,3 +386,28 @@ fn cluster_subscriber_ahead_of_this_node_waits_for_its_next_tick() {
     table.apply(&t("A"), 9, 1, b"2");
     assert_eq!(seqs(&inboxes[0]), vec![7, 9], "the worker skips 7 for the first by its start seq");
 }
+
+#[test]
+fn a_topic_expires_a_ttl_after_its_last_subscriber_left_not_after_its_last_publish() {
+    let (table, _inboxes, _polls) = table(1, 4, 100);
+    let sub = table.subscribe(&t("A"), 0, Start::Latest);
+    table.publish(&t("A"), b"1").unwrap();
+    table.unsubscribe("A", sub.topic, 0);
+    let left = Instant::now();
+    assert_eq!(table.reclaim(left + Duration::from_secs(59), 0, 1), 0);
+    assert_eq!(table.latest_seq("A"), 1);
+    assert_eq!(table.reclaim(left + Duration::from_secs(61), 0, 1), 1);
+    assert_eq!(table.latest_seq("A"), 0);
+}
+
+#[test]
+fn the_snapshot_is_the_newest_tick_with_or_without_history() {
+    for depth in [0, 1, 3] {
+        let (table, _inboxes, _polls) = table(1, depth, 100);
+        for data in [b"1", b"2", b"3", b"4"] {
+            table.publish(&t("A"), data).unwrap();
+        }
+        let sub = table.subscribe(&t("A"), 0, Start::Latest);
+        assert_eq!(sub.ticks.iter().map(|t| t.seq).collect::<Vec<_>>(), vec![4], "depth {depth}");
+    }
+}
