@@ -326,21 +326,16 @@ impl Engine {
                     if self.catch_up_to.is_none() && !self.state.serving.load(Ordering::Relaxed)
                         && self.state.connected.load(Ordering::Relaxed)
                     {
-                        self.catch_up_to = self.last_sequence().await;
+                        self.catch_up_to =
+                            last_sequence(self.stream.clone(), self.stream_lost_after()).await;
                     }
                     self.check_caught_up(&mut ready);
                     if probe.is_none() && now.duration_since(lag_checked) >= Duration::from_secs(1) {
                         lag_checked = now;
-                        let stream = self.stream.clone();
-                        let seen_within = self.stream_lost_after();
-                        probe = Some(Box::pin(async move {
-                            stream
-                                .get_info()
-                                .await
-                                .ok()
-                                .filter(|info| leader_has_quorum(info.cluster.as_ref(), seen_within))
-                                .map(|info| info.state.last_sequence)
-                        }));
+                        probe = Some(Box::pin(last_sequence(
+                            self.stream.clone(),
+                            self.stream_lost_after(),
+                        )));
                     }
                     if self.state.serving.load(Ordering::Relaxed)
                         && stream_seen.elapsed() >= self.stream_lost_after()
@@ -389,24 +384,6 @@ impl Engine {
             }
             Err(reason) => {
                 tracing::warn!(%reason, "cluster: following the stream again failed; retrying");
-                None
-            }
-        }
-    }
-
-    /// The stream's last sequence, from a leader that still has a quorum
-    /// (a cut-off leader's would let the node serve stale ticks).
-    async fn last_sequence(&self) -> Option<u64> {
-        match self.stream.get_info().await {
-            Ok(info) if leader_has_quorum(info.cluster.as_ref(), self.stream_lost_after()) => {
-                Some(info.state.last_sequence)
-            }
-            Ok(_) => {
-                tracing::debug!("cluster: stream leader without a quorum of its peers");
-                None
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cluster: stream info");
                 None
             }
         }
@@ -595,6 +572,25 @@ impl OrRetry for Result<AckFuture, Outgoing> {
                 retries.push_back((Instant::now() + RETRY_AFTER, outgoing));
                 None
             }
+        }
+    }
+}
+
+/// The stream's last sequence, from a leader that still has a quorum of
+/// its peers (a cut-off leader's answer would let the node serve stale
+/// ticks); `None` when there is no such answer.
+async fn last_sequence(stream: stream::Stream, seen_within: Duration) -> Option<u64> {
+    match stream.get_info().await {
+        Ok(info) if leader_has_quorum(info.cluster.as_ref(), seen_within) => {
+            Some(info.state.last_sequence)
+        }
+        Ok(_) => {
+            tracing::debug!("cluster: stream leader without a quorum of its peers");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cluster: stream info");
+            None
         }
     }
 }
